@@ -1,0 +1,44 @@
+# archway: the two commands a newcomer needs are `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+DEV_DIR ?= .dev
+CARGO ?= cargo
+
+.PHONY: help deps build control-plane crds dev-up dev-down demo test unit-test e2e-test lint
+
+help:
+	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
+	@echo "make test      all tests: unit, CRD freshness, and end-to-end against the local environment"
+	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
+
+deps:
+	@hack/install-deps.sh
+
+control-plane: deps
+	@hack/build-control-plane.sh >/dev/null
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+crds:
+	$(CARGO) run -q --bin archway -- crd > crds/multiarchbuild.yaml
+
+dev-up: build control-plane
+	@hack/dev-up.sh "$(DEV_DIR)"
+
+dev-down:
+	@hack/dev-down.sh "$(DEV_DIR)"
+
+demo: dev-up
+	@hack/demo.sh "$(DEV_DIR)"
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit-test: deps
+	$(CARGO) test --workspace --lib --bins
+
+e2e-test: build control-plane
+	$(CARGO) test --workspace --tests -- --test-threads=2
+
+test: lint unit-test e2e-test
