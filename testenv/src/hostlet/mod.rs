@@ -1,0 +1,87 @@
+//! The hostlet: a fake kubelet of ours. It registers nodes with real architecture labels, keeps their
+//! Leases fresh, and runs the pods the real scheduler binds to them on this host. Pods whose image is
+//! a "tool" (buildah, git, our own binary) really run, each container in a private mount namespace;
+//! other images ("workloads") are resolved in the registry by containerd's platform rules and then
+//! only pretend to run.
+
+mod config;
+mod env;
+mod nodes;
+mod pods;
+mod pull;
+mod run;
+mod sandbox;
+mod status;
+mod volumes;
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::task::JoinHandle;
+
+pub use config::{
+    EMULATE_ARM_LABEL, EMULATE_ARM64_LABEL, HostletConfig, INSTANCE_TYPE_LABEL, NodeSpec, RegistryAccess, ToolImage,
+};
+
+/// What the pod tasks share: the client, the configuration and the registry client.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub config: HostletConfig,
+    pub puller: pull::Puller,
+}
+
+impl Ctx {
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.config.nodes.iter().find(|n| n.name == name)
+    }
+}
+
+/// A running hostlet. Dropping it aborts its tasks and kills the processes of its pods; the node
+/// objects stay (their Leases simply go stale).
+pub struct Hostlet {
+    tasks: Vec<JoinHandle<()>>,
+    pods: Arc<pods::PodTable>,
+}
+
+/// Registers the configured nodes, then starts their heartbeats and the pod watcher.
+pub async fn start(client: kube::Client, config: HostletConfig) -> Result<Hostlet> {
+    std::fs::create_dir_all(config.pods_dir()).with_context(|| format!("creating {}", config.pods_dir().display()))?;
+    sandbox::ensure_termination_log_target()?;
+    let puller = pull::Puller::new(&config.registry)?;
+    for node in &config.nodes {
+        nodes::register(&client, node).await.with_context(|| format!("registering node {}", node.name))?;
+    }
+    let ctx = Arc::new(Ctx { client: client.clone(), config, puller });
+    let pods = Arc::new(pods::PodTable::new(ctx.clone()));
+    let tasks = vec![
+        tokio::spawn(nodes::heartbeats(client.clone(), ctx.config.nodes.clone())),
+        tokio::spawn(nodes::leases(client, ctx.config.nodes.clone())),
+        tokio::spawn(pods::watch(pods.clone())),
+    ];
+    tracing::info!(
+        nodes = ?ctx.config.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        "hostlet started"
+    );
+    Ok(Hostlet { tasks, pods })
+}
+
+impl Hostlet {
+    /// Stops the heartbeats and the watcher, and kills every pod's processes, waiting until they
+    /// are gone.
+    pub async fn shutdown(mut self) {
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        self.pods.shutdown().await;
+    }
+}
+
+impl Drop for Hostlet {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.pods.abort_all();
+    }
+}

@@ -1,0 +1,443 @@
+//! One pod's life on a node: sandbox and volumes, image "pulls" for workloads, init containers in
+//! order, then the main containers together, each state change reported; deletion and
+//! `activeDeadlineSeconds` cut it short.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use k8s_openapi::api::core::v1::{Container, ContainerStateTerminated, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use tokio::sync::{mpsc, watch};
+
+use super::Ctx;
+use super::config::ToolImage;
+use super::env::{add_container_env, argv, base_env};
+use super::pods::{PodError, pod_name};
+use super::sandbox::{self, Launch, Mount, Sandbox, TERMINATION_LOG};
+use super::status::{Container as Status, Phase, PodView, State, Terminated, now};
+use super::volumes;
+
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How a pod's run ended, before its final status is written.
+enum Outcome {
+    /// Every container ran to its end (or an init container failed).
+    Done,
+    /// It could not run: the reason and message go on the pod.
+    Failed(PodError),
+    /// Its deletion began.
+    Stopped,
+    DeadlineExceeded,
+}
+
+/// What a running container tells the pod.
+enum Event {
+    Started(usize),
+    Exited { index: usize, terminated: Terminated, restarting: bool },
+}
+
+/// Whether an earlier hostlet started any of the pod's containers.
+pub(crate) fn was_started(pod: &Pod) -> bool {
+    let Some(status) = &pod.status else { return false };
+    let statuses = status.container_statuses.iter().chain(&status.init_container_statuses);
+    statuses.flatten().filter_map(|c| c.state.as_ref()).any(|s| s.running.is_some() || s.terminated.is_some())
+}
+
+/// Whether none of the pod's containers is a tool, so that "running" it again does nothing twice.
+pub(crate) fn is_workload_only(ctx: &Ctx, pod: &Pod) -> bool {
+    let Some(spec) = &pod.spec else { return true };
+    let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
+    all.into_iter().all(|c| ctx.config.tool_for(c.image.as_deref().unwrap_or_default()).is_none())
+}
+
+/// Fails a pod whose processes died with an earlier hostlet.
+pub(crate) async fn fail_orphan(ctx: Arc<Ctx>, pod: Pod) {
+    let finished = Time(now());
+    let mut status = pod.status.clone().unwrap_or_default();
+    let statuses = status.container_statuses.iter_mut().chain(status.init_container_statuses.iter_mut());
+    for c in statuses.flatten() {
+        if let Some(state) = c.state.as_mut().filter(|s| s.terminated.is_none()) {
+            let started = state.running.take().and_then(|r| r.started_at);
+            state.waiting = None;
+            state.terminated = Some(ContainerStateTerminated {
+                exit_code: 137,
+                reason: Some("ContainerStatusUnknown".into()),
+                message: Some("the hostlet restarted while the container ran".into()),
+                started_at: started,
+                finished_at: Some(finished.clone()),
+                ..Default::default()
+            });
+            c.ready = false;
+            c.started = Some(false);
+        }
+    }
+    status.phase = Some("Failed".into());
+    status.reason = Some("HostletRestarted".into());
+    status.message = Some("the hostlet restarted while this pod ran; its processes are gone".into());
+    patch_status(&ctx, &pod, json!({ "status": status })).await;
+}
+
+/// Runs the pod to its end and reports every step. Dropping the future kills its processes.
+pub(crate) async fn run_pod(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, sandbox: Sandbox, mut stop: watch::Receiver<bool>) {
+    let spec = pod.spec.clone().unwrap_or_default();
+    let inits = spec.init_containers.clone().unwrap_or_default();
+    let first_wait = if inits.is_empty() { "ContainerCreating" } else { "PodInitializing" };
+    let waiting =
+        |c: &Container, reason: &str| Status::waiting(&c.name, c.image.as_deref().unwrap_or_default(), reason);
+    let view = PodView::new(
+        ip,
+        inits.iter().map(|c| waiting(c, "PodInitializing")).collect(),
+        spec.containers.iter().map(|c| waiting(c, first_wait)).collect(),
+        now(),
+    );
+    let mut run = PodRun { ctx, pod, view, sandbox, volumes: HashMap::new() };
+    run.report().await;
+    let deadline = async {
+        match spec.active_deadline_seconds {
+            Some(secs) => tokio::time::sleep(Duration::from_secs(secs.max(0) as u64)).await,
+            None => std::future::pending().await,
+        }
+    };
+    let outcome = tokio::select! {
+        outcome = run.drive() => outcome,
+        _ = stop.wait_for(|stop| *stop) => Outcome::Stopped,
+        () = deadline => Outcome::DeadlineExceeded,
+    };
+    run.conclude(outcome);
+    run.report().await;
+    tracing::info!(pod = pod_name(&run.pod), phase = ?run.view.phase, "pod done");
+}
+
+struct PodRun {
+    ctx: Arc<Ctx>,
+    pod: Pod,
+    view: PodView,
+    sandbox: Sandbox,
+    volumes: HashMap<String, PathBuf>,
+}
+
+impl PodRun {
+    fn spec(&self) -> k8s_openapi::api::core::v1::PodSpec {
+        self.pod.spec.clone().unwrap_or_default()
+    }
+
+    fn tool(&self, c: &Container) -> Option<ToolImage> {
+        self.ctx.config.tool_for(c.image.as_deref().unwrap_or_default()).cloned()
+    }
+
+    async fn drive(&mut self) -> Outcome {
+        if let Err(e) = self.prepare().await {
+            return Outcome::Failed(e);
+        }
+        let spec = self.spec();
+        for (index, c) in spec.init_containers.iter().flatten().enumerate() {
+            let Some(tool) = self.tool(c) else {
+                // A workload image we cannot execute: it resolved, so count it as done.
+                tracing::warn!(pod = pod_name(&self.pod), container = c.name, "init container is no tool, skipped");
+                self.view.init[index].state = State::Terminated(Terminated::from_exit(0, None, Some(now()), now()));
+                continue;
+            };
+            let launch = match self.launch(c, &tool).await {
+                Ok(launch) => launch,
+                Err(e) => return self.container_failed(true, index, e),
+            };
+            let started = now();
+            self.view.init[index].state = State::Running { started };
+            self.report().await;
+            let terminated = run_once(launch, c, started).await;
+            let failed = terminated.exit_code != 0;
+            self.view.init[index].state = State::Terminated(terminated);
+            if failed {
+                return Outcome::Done;
+            }
+        }
+
+        let mut launches = Vec::new();
+        for (index, c) in spec.containers.iter().enumerate() {
+            let launch = match self.tool(c) {
+                Some(tool) => match self.launch(c, &tool).await {
+                    Ok(launch) => Some(launch),
+                    Err(e) => return self.container_failed(false, index, e),
+                },
+                None => None,
+            };
+            launches.push(launch);
+        }
+        let always = spec.restart_policy.as_deref().unwrap_or("Always") == "Always";
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
+        for (index, launch) in launches.into_iter().enumerate() {
+            match launch {
+                Some(launch) => {
+                    let c = spec.containers[index].clone();
+                    running.push(Box::pin(container_loop(index, launch, c, always, tx.clone())));
+                }
+                // Workloads only pretend to run: Running until the pod is deleted.
+                None => self.view.main[index].state = State::Running { started: now() },
+            }
+        }
+        self.view.phase = Phase::Running;
+        self.view.refresh_conditions(now());
+        self.report().await;
+        loop {
+            if self.view.main.iter().all(|c| c.terminated().is_some()) {
+                return Outcome::Done;
+            }
+            tokio::select! {
+                Some(event) = rx.recv() => self.on_event(event).await,
+                Some(()) = running.next(), if !running.is_empty() => {}
+            }
+        }
+    }
+
+    /// Sandbox, tool links, volumes and workload image resolution: what has to work before any
+    /// container starts.
+    async fn prepare(&mut self) -> Result<(), PodError> {
+        let setup = |e: anyhow::Error| PodError::new("SandboxSetupError", format!("{e:#}"));
+        self.sandbox.create().map_err(setup)?;
+        let spec = self.spec();
+        let all: Vec<Container> = spec.init_containers.iter().flatten().chain(&spec.containers).cloned().collect();
+        for tool in all.iter().filter_map(|c| self.tool(c)) {
+            self.sandbox.link_tool(&tool.name, &tool.program).map_err(setup)?;
+        }
+        let ip = self.view.pod_ip.to_string();
+        self.volumes = volumes::prepare(&self.ctx.client, &self.pod, &self.sandbox.volumes_dir(), &ip).await?;
+
+        let node_name = spec.node_name.clone().unwrap_or_default();
+        let Some(node) = self.ctx.node(&node_name).cloned() else {
+            return Err(PodError::new("NodeUnknown", format!("node {node_name} is not a hostlet node")));
+        };
+        let inits = spec.init_containers.iter().flatten().map(|c| (true, c));
+        let targets: Vec<(bool, usize, &Container)> = inits
+            .enumerate()
+            .map(|(i, (init, c))| (init, i, c))
+            .chain(spec.containers.iter().enumerate().map(|(i, c)| (false, i, c)))
+            .collect();
+        for (init, index, c) in targets {
+            let image = c.image.as_deref().unwrap_or_default();
+            let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
+            if let Some(tool) = self.ctx.config.tool_for(image) {
+                slot.image_id = format!("hostlet-tool://{}", tool.program.display());
+                continue;
+            }
+            match self.ctx.puller.pull(image, &node.name, &node.platform).await {
+                Ok(pulled) => {
+                    tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
+                    slot.image_id = pulled.image_id;
+                }
+                Err(e) => {
+                    slot.state = State::Waiting { reason: e.reason.clone(), message: Some(e.message.clone()) };
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks a container that could not be set up and fails the pod with its reason.
+    fn container_failed(&mut self, init: bool, index: usize, e: PodError) -> Outcome {
+        let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
+        slot.state = State::Waiting { reason: e.reason.clone(), message: Some(e.message.clone()) };
+        Outcome::Failed(e)
+    }
+
+    /// The command, environment and mount script of a tool container.
+    async fn launch(&self, c: &Container, tool: &ToolImage) -> Result<Launch, PodError> {
+        let ip = self.view.pod_ip.to_string();
+        let mut env = base_env(&self.pod, &self.ctx.config.api_server, &self.sandbox.bin_dir(), Some(tool));
+        add_container_env(&self.ctx.client, &self.pod, c, &ip, &mut env).await?;
+        let argv = argv(c, tool, &env);
+        if argv.is_empty() {
+            return Err(PodError::config(format!("container {} has no command", c.name)));
+        }
+        let mut mounts = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            let base =
+                self.volumes.get(&m.name).ok_or_else(|| PodError::config(format!("no volume named {:?}", m.name)))?;
+            let sub = match (&m.sub_path, &m.sub_path_expr) {
+                (Some(s), _) if !s.is_empty() => s.clone(),
+                (_, Some(expr)) => env.expand(expr),
+                _ => String::new(),
+            };
+            mounts.push(mount(base, &sub, &m.mount_path, m.read_only.unwrap_or(false))?);
+        }
+        let termination = Mount {
+            source: self.sandbox.termination_path(&c.name),
+            target: c.termination_message_path.clone().unwrap_or_else(|| TERMINATION_LOG.into()),
+            read_only: false,
+            is_file: true,
+        };
+        Ok(Launch {
+            argv,
+            env: env.vars().to_vec(),
+            script: sandbox::mount_script(&mounts, &termination, c.working_dir.as_deref()),
+            log: self.sandbox.log_path(&c.name),
+            termination_log: self.sandbox.termination_path(&c.name),
+        })
+    }
+
+    async fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Started(index) => self.view.main[index].state = State::Running { started: now() },
+            Event::Exited { index, terminated, restarting } => {
+                let c = &mut self.view.main[index];
+                tracing::info!(
+                    pod = pod_name(&self.pod),
+                    container = c.name,
+                    exit_code = terminated.exit_code,
+                    "container exited"
+                );
+                if restarting {
+                    c.last_state = Some(State::Terminated(terminated));
+                    c.restarts += 1;
+                    c.state = State::Waiting { reason: "CrashLoopBackOff".into(), message: None };
+                } else {
+                    c.state = State::Terminated(terminated);
+                }
+            }
+        }
+        self.view.refresh_conditions(now());
+        self.report().await;
+    }
+
+    /// Writes the outcome into the view: the phase and, for a cut-short pod, terminated containers.
+    fn conclude(&mut self, outcome: Outcome) {
+        let finished = now();
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Failed(e) => {
+                tracing::warn!(pod = pod_name(&self.pod), error = %e, "pod failed");
+                self.view.reason = Some(e.reason);
+                self.view.message = Some(e.message);
+            }
+            Outcome::Stopped => self.kill_all(finished, None),
+            Outcome::DeadlineExceeded => {
+                self.kill_all(finished, Some("DeadlineExceeded"));
+                self.view.reason = Some("DeadlineExceeded".into());
+                self.view.message = Some("Pod was active on the node longer than the specified deadline".into());
+            }
+        }
+        let init_ok = self.view.init.iter().all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
+        let main_ok = self.view.main.iter().all(|c| c.terminated().is_some_and(|t| t.exit_code == 0));
+        let failed = self.view.reason.is_some() || !init_ok || !main_ok;
+        self.view.phase = if failed { Phase::Failed } else { Phase::Succeeded };
+        self.view.refresh_conditions(finished);
+    }
+
+    /// Marks every started, unfinished container terminated: tools as killed (137), workloads as
+    /// having stopped cleanly, the way nginx does on SIGTERM.
+    fn kill_all(&mut self, finished: Timestamp, reason: Option<&str>) {
+        let workload: Vec<bool> = self.spec().containers.iter().map(|c| self.tool(c).is_none()).collect();
+        let inits = self.view.init.iter_mut().map(|c| (false, c));
+        let mains = self.view.main.iter_mut().zip(workload).map(|(c, w)| (w, c));
+        for (workload, c) in inits.chain(mains) {
+            if let State::Running { started } = c.state {
+                let code = if workload && reason.is_none() { 0 } else { 137 };
+                let mut t = Terminated::from_exit(code, None, Some(started), finished);
+                if let Some(reason) = reason {
+                    t.reason = reason.into();
+                }
+                c.state = State::Terminated(t);
+            }
+        }
+    }
+
+    async fn report(&self) {
+        patch_status(&self.ctx, &self.pod, json!({ "status": self.view.status() })).await;
+    }
+}
+
+/// The host path a volume mount binds: the volume, or a path inside it (created as a directory if
+/// missing, as the kubelet does).
+fn mount(base: &Path, sub: &str, target: &str, read_only: bool) -> Result<Mount, PodError> {
+    let sub = Path::new(sub);
+    if !sub.components().all(|c| matches!(c, Component::Normal(_))) && !sub.as_os_str().is_empty() {
+        return Err(PodError::config(format!("invalid subPath {}", sub.display())));
+    }
+    let source = base.join(sub);
+    if !source.exists() {
+        std::fs::create_dir_all(&source).map_err(|e| PodError::config(format!("subPath {}: {e}", sub.display())))?;
+    }
+    Ok(Mount { is_file: !source.is_dir(), source, target: target.to_string(), read_only })
+}
+
+/// Runs a container once and describes its end.
+async fn run_once(launch: Launch, c: &Container, started: Timestamp) -> Terminated {
+    let fallback = c.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+    match sandbox::run(launch).await {
+        Ok(exit) => {
+            let use_logs = fallback && exit.code != 0 && exit.message.is_empty();
+            let message = if use_logs { exit.log_tail } else { exit.message };
+            Terminated::from_exit(exit.code, Some(message), Some(started), now())
+        }
+        Err(e) => Terminated {
+            exit_code: 128,
+            reason: "StartError".into(),
+            message: Some(format!("{e:#}")),
+            started: Some(started),
+            finished: now(),
+        },
+    }
+}
+
+/// A main container: runs it, and again after a growing pause when the pod restarts its containers
+/// (restartPolicy Always; OnFailure is treated as Never, since the Job controller retries by pods).
+async fn container_loop(
+    index: usize,
+    launch: Launch,
+    c: Container,
+    always: bool,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        let _ = events.send(Event::Started(index));
+        let terminated = run_once(launch.clone(), &c, now()).await;
+        let _ = events.send(Event::Exited { index, terminated, restarting: always });
+        if !always {
+            return;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+async fn patch_status(ctx: &Ctx, pod: &Pod, patch: serde_json::Value) {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let name = pod.metadata.name.as_deref().unwrap_or_default();
+    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 404 => tracing::debug!(pod = pod_name(pod), "pod gone before its status"),
+        Err(e) => tracing::warn!(pod = pod_name(pod), error = %e, "status update failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_paths_stay_inside_the_volume() {
+        let base = std::env::temp_dir().join(format!("hostlet-run-{}", std::process::id()));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::write(base.join("config.json"), b"{}").unwrap();
+        let file = mount(&base, "config.json", "/root/.docker/config.json", true).unwrap();
+        assert!(file.is_file && file.read_only);
+        let dir = mount(&base, "a/b", "/x", false).unwrap();
+        assert!(!dir.is_file && base.join("a/b").is_dir());
+        assert_eq!(mount(&base, "", "/y", false).unwrap().source, base.join(""));
+        assert!(mount(&base, "../etc", "/z", false).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
