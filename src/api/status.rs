@@ -1,0 +1,119 @@
+//! The observed state of a `MultiArchBuild`, written by the operator only (status subresource).
+//! Follows kstatus conventions: `observedGeneration` and a `Ready` condition.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::KubeSchema;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Condition types that archway sets on a `MultiArchBuild`.
+pub mod condition {
+    /// The image index is pushed, verified and, when `spec.rollout` is set, rolled out.
+    pub const READY: &str = "Ready";
+    /// At least one platform's build is running or waiting for a node.
+    pub const BUILDING: &str = "Building";
+    /// The image index is pushed under every tag and verified.
+    pub const PUBLISHED: &str = "Published";
+    /// Every rollout target runs the image's digest.
+    pub const ROLLED_OUT: &str = "RolledOut";
+}
+
+/// The observed state of a `MultiArchBuild`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiArchBuildStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready, Building, Published and RolledOut.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+    /// Summary of the build: Pending, Building, Publishing, Ready or Failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<BuildPhase>,
+    /// One entry per platform being built.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["platform".into()]))]
+    pub platforms: Vec<PlatformStatus>,
+    /// The pushed multi-arch image by digest, `<spec.output.image>@sha256:<index digest>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+}
+
+/// Summary of a build, shown by `kubectl get mab`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum BuildPhase {
+    /// Accepted, nothing started yet.
+    #[default]
+    Pending,
+    /// Platform builds are running or waiting for a node.
+    Building,
+    /// Every platform is built; the image index is being pushed and verified.
+    Publishing,
+    /// The image index is pushed and verified (and rolled out, when asked).
+    Ready,
+    /// A platform build failed after its retries, or the spec cannot be built.
+    Failed,
+}
+
+/// How a platform's image is built.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildMode {
+    /// On a node whose CPU runs the platform's code.
+    Native,
+    /// Under qemu-user-static on a node of another architecture.
+    Emulated,
+}
+
+/// Progress of one platform's build.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PlatformPhase {
+    /// Not started.
+    #[default]
+    Pending,
+    /// Waiting for a node that can build it (for example `placement: native` and no such node is Ready).
+    Waiting,
+    /// The build Job runs.
+    Building,
+    /// Built and pushed; `digest` is set.
+    Succeeded,
+    /// Failed after all retries; `message` says why.
+    Failed,
+}
+
+/// The build of one platform.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PlatformStatus {
+    /// The platform as written in `spec.platforms` (or found on the nodes for `auto`), e.g. `linux/arm/v7`.
+    pub platform: String,
+    /// Whether the build runs natively or under emulation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<BuildMode>,
+    /// Node the build runs or ran on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// Name of the build Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Progress: Pending, Waiting, Building, Succeeded or Failed.
+    #[serde(default)]
+    pub phase: PlatformPhase,
+    /// Digest of the platform's image manifest, `sha256:...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// When the current attempt started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the build finished, successfully or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Number of attempts so far.
+    #[serde(default)]
+    pub attempts: i32,
+    /// Human-readable detail, such as why the build failed or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}

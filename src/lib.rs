@@ -1,0 +1,4 @@
+//! archway: build multi-architecture images in a Kubernetes cluster and roll them out.
+
+pub mod api;
+pub mod platform;
