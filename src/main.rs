@@ -1,0 +1,104 @@
+//! The `archway` binary: the operator, and the CRD it serves.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "archway", version, about = "Builds multi-architecture images in Kubernetes and rolls them out")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the MultiArchBuild CustomResourceDefinition as YAML (what crds/multiarchbuild.yaml holds).
+    Crd,
+    /// Print the version.
+    Version,
+    /// Run the operator against the cluster of the current kubeconfig or service account.
+    Operator,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("cannot render the CRD: {0}")]
+    Crd(#[from] serde_yaml::Error),
+    #[error("cannot write to stdout: {0}")]
+    Stdout(#[from] std::io::Error),
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot connect to the cluster: {0}")]
+    Connect(#[source] kube::Error),
+    #[error("cannot read the apiserver's version: {0}")]
+    ApiserverVersion(#[source] kube::Error),
+    #[error("cannot wait for a shutdown signal: {0}")]
+    Signal(std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("archway: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Crd => print(&archway::api::crd_yaml()?),
+        Command::Version => print(&format!("archway {}\n", env!("CARGO_PKG_VERSION"))),
+        Command::Operator => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
+            runtime.block_on(operator())
+        }
+    }
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}
+
+/// A stub until the controller lands: connect, say which apiserver we talk to, wait for a signal.
+async fn operator() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let client = kube::Client::try_default().await.map_err(Error::Connect)?;
+    let version = client.apiserver_version().await.map_err(Error::ApiserverVersion)?;
+    tracing::info!(version = %version.git_version, platform = %version.platform, "connected to the apiserver");
+
+    shutdown_signal().await?;
+    tracing::info!("shutting down");
+    Ok(())
+}
+
+/// Resolves on SIGTERM (how Kubernetes stops a pod) or ctrl-c.
+async fn shutdown_signal() -> Result<(), Error> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            res = tokio::signal::ctrl_c() => res.map_err(Error::Signal),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await.map_err(Error::Signal)
+    }
+}
