@@ -1,0 +1,229 @@
+//! Where one platform's build runs: on a node that runs its code natively, or under qemu on a node
+//! labelled as able to emulate it. Pure: nodes in, a decision out.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
+
+use crate::api::{BuildMode, Placement};
+use crate::platform::{self, ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
+
+/// Nodes that can emulate an architecture carry `emulate.archway.dev/<arch>: "true"` (for example
+/// `emulate.archway.dev/arm64`); qemu-user runs every variant of an architecture, so the label has none.
+pub const EMULATION_LABEL_PREFIX: &str = "emulate.archway.dev/";
+
+pub fn emulation_label(platform: &Platform) -> String {
+    format!("{EMULATION_LABEL_PREFIX}{}", platform.architecture)
+}
+
+/// What the planner needs to know of a Node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeView {
+    pub name: String,
+    /// `None` when the node's labels do not say (it then only counts for emulation).
+    pub platform: Option<Platform>,
+    /// Ready and not cordoned: a new build pod can land there.
+    pub usable: bool,
+    /// Architectures this node emulates (from its `emulate.archway.dev/<arch>` labels).
+    pub emulates: BTreeSet<String>,
+}
+
+impl NodeView {
+    pub fn from_node(node: &Node) -> NodeView {
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let cordoned = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+        let emulates = labels
+            .iter()
+            .filter(|(_, v)| v.as_str() == "true")
+            .filter_map(|(k, _)| k.strip_prefix(EMULATION_LABEL_PREFIX))
+            .map(str::to_string)
+            .collect();
+        NodeView {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            platform: platform::node_platform(node).ok(),
+            usable: ready && !cordoned,
+            emulates,
+        }
+    }
+}
+
+/// Where a platform's build goes, as node selector terms for the Job (ORed, as Kubernetes does).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Placed {
+    pub mode: BuildMode,
+    /// The node platform (native) or the emulated platform.
+    pub host: Platform,
+    pub node_terms: Vec<NodeSelectorTerm>,
+}
+
+/// Why a platform cannot be placed now; the text goes to status and events as it is.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Unplaceable {
+    #[error(
+        "no Ready, schedulable node runs {platform} natively (placement: native); \
+         add or uncordon a node with kubernetes.io/arch={arch}{variant_hint}"
+    )]
+    NoNativeNode { platform: String, arch: String, variant_hint: String },
+    #[error(
+        "no Ready, schedulable node is labelled {label}=true to emulate {platform} (placement: emulated); \
+         register qemu on a node and label it"
+    )]
+    NoEmulationNode { platform: String, label: String },
+    #[error(
+        "no Ready, schedulable node runs {platform} natively, and none is labelled {label}=true to emulate it; \
+         add a node of that architecture or label a qemu-enabled node"
+    )]
+    NoNode { platform: String, label: String },
+}
+
+/// Decides where `platform` is built under `placement`.
+pub fn place(platform: &Platform, placement: Placement, nodes: &[NodeView]) -> Result<Placed, Unplaceable> {
+    let native = || {
+        native_host(platform, nodes).map(|host| Placed {
+            mode: BuildMode::Native,
+            node_terms: native_terms(&host),
+            host,
+        })
+    };
+    let emulated = || {
+        let arch = &platform.architecture;
+        nodes.iter().any(|n| n.usable && n.emulates.contains(arch)).then(|| Placed {
+            mode: BuildMode::Emulated,
+            host: platform.clone(),
+            node_terms: vec![term(vec![requirement(&emulation_label(platform), "In", &["true"])])],
+        })
+    };
+    let label = emulation_label(platform);
+    match placement {
+        Placement::Native => native().ok_or_else(|| Unplaceable::NoNativeNode {
+            platform: platform.to_string(),
+            arch: platform.architecture.clone(),
+            variant_hint: match &platform.variant {
+                Some(v) if platform.architecture == "arm" => format!(" and {ARM_VARIANT_LABEL}={v}"),
+                _ => String::new(),
+            },
+        }),
+        Placement::Emulated => {
+            emulated().ok_or_else(|| Unplaceable::NoEmulationNode { platform: platform.to_string(), label })
+        }
+        Placement::Auto => {
+            native().or_else(emulated).ok_or_else(|| Unplaceable::NoNode { platform: platform.to_string(), label })
+        }
+    }
+}
+
+/// The best platform, in [`Platform::native_hosts`] order, of a usable node that runs `platform` natively.
+fn native_host(platform: &Platform, nodes: &[NodeView]) -> Option<Platform> {
+    platform.native_hosts().into_iter().find(|host| nodes.iter().any(|n| n.usable && n.platform.as_ref() == Some(host)))
+}
+
+/// Node selector terms that match exactly the nodes of platform `host`. An arm node without the
+/// variant label counts as v7, so v7 needs a second term for unlabelled nodes.
+fn native_terms(host: &Platform) -> Vec<NodeSelectorTerm> {
+    let base = vec![requirement(OS_LABEL, "In", &[&host.os]), requirement(ARCH_LABEL, "In", &[&host.architecture])];
+    match host.variant.as_deref() {
+        Some(variant) if host.architecture == "arm" => {
+            let mut terms = vec![term([base.clone(), vec![requirement(ARM_VARIANT_LABEL, "In", &[variant])]].concat())];
+            if variant == "v7" {
+                terms.push(term([base, vec![requirement(ARM_VARIANT_LABEL, "DoesNotExist", &[])]].concat()));
+            }
+            terms
+        }
+        _ => vec![term(base)],
+    }
+}
+
+fn term(match_expressions: Vec<NodeSelectorRequirement>) -> NodeSelectorTerm {
+    NodeSelectorTerm { match_expressions: Some(match_expressions), match_fields: None }
+}
+
+fn requirement(key: &str, operator: &str, values: &[&str]) -> NodeSelectorRequirement {
+    NodeSelectorRequirement {
+        key: key.to_string(),
+        operator: operator.to_string(),
+        values: (!values.is_empty()).then(|| values.iter().map(|v| v.to_string()).collect()),
+    }
+}
+
+/// The distinct platforms of the usable nodes, for `platforms: [auto]`, sorted.
+pub fn cluster_platforms(nodes: &[NodeView]) -> Vec<Platform> {
+    let set: BTreeSet<Platform> = nodes.iter().filter(|n| n.usable).filter_map(|n| n.platform.clone()).collect();
+    set.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, platform: &str, usable: bool, emulates: &[&str]) -> NodeView {
+        NodeView {
+            name: name.into(),
+            platform: Some(platform.parse().unwrap()),
+            usable,
+            emulates: emulates.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn cluster(jetson_usable: bool) -> Vec<NodeView> {
+        vec![
+            node("x86-1", "linux/amd64", true, &[]),
+            node("jetson-1", "linux/arm64", jetson_usable, &[]),
+            node("pi-1", "linux/arm/v7", true, &[]),
+            node("qemu-1", "linux/amd64", true, &["arm64", "arm"]),
+        ]
+    }
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn auto_prefers_native_then_emulates() {
+        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(true)).unwrap();
+        assert_eq!((placed.mode, placed.host), (BuildMode::Native, p("linux/arm64")));
+        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(false)).unwrap();
+        assert_eq!(placed.mode, BuildMode::Emulated);
+        let expr = &placed.node_terms[0].match_expressions.as_ref().unwrap()[0];
+        assert_eq!(expr.key, "emulate.archway.dev/arm64");
+    }
+
+    #[test]
+    fn armv6_builds_natively_on_an_armv7_node() {
+        let placed = place(&p("linux/arm/v6"), Placement::Native, &cluster(true)).unwrap();
+        assert_eq!((placed.mode, placed.host.clone()), (BuildMode::Native, p("linux/arm/v7")));
+        // v7 also matches arm nodes without the variant label.
+        assert_eq!(placed.node_terms.len(), 2);
+        let ops: Vec<_> =
+            placed.node_terms.iter().map(|t| t.match_expressions.as_ref().unwrap()[2].operator.clone()).collect();
+        assert_eq!(ops, ["In", "DoesNotExist"]);
+    }
+
+    #[test]
+    fn armv7_never_builds_natively_on_arm64() {
+        let nodes = vec![node("jetson-1", "linux/arm64", true, &[])];
+        let err = place(&p("linux/arm/v7"), Placement::Native, &nodes).unwrap_err();
+        assert!(err.to_string().contains("kubernetes.io/arch=arm and archway.dev/arm-variant=v7"), "{err}");
+    }
+
+    #[test]
+    fn emulated_and_missing_nodes_say_what_is_missing() {
+        let placed = place(&p("linux/arm/v7"), Placement::Emulated, &cluster(true)).unwrap();
+        assert_eq!(placed.mode, BuildMode::Emulated);
+        let err = place(&p("linux/s390x"), Placement::Auto, &cluster(true)).unwrap_err();
+        assert!(err.to_string().contains("emulate.archway.dev/s390x=true"), "{err}");
+        let nodes = vec![node("x86-1", "linux/amd64", true, &[]), node("qemu-1", "linux/amd64", false, &["arm64"])];
+        let err = place(&p("linux/arm64"), Placement::Emulated, &nodes).unwrap_err();
+        assert!(matches!(err, Unplaceable::NoEmulationNode { .. }), "{err}");
+    }
+
+    #[test]
+    fn cluster_platforms_are_distinct_and_usable_only() {
+        let platforms = cluster_platforms(&cluster(false));
+        assert_eq!(platforms, vec![p("linux/amd64"), p("linux/arm/v7")]);
+    }
+}
