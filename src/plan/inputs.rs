@@ -1,0 +1,168 @@
+//! The inputs of one platform's build and the Job name derived from them: a changed input means a new
+//! Job (a Job's pod template is immutable), an unchanged one never a duplicate.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::{BuilderSpec, MultiArchBuildSpec, OutputSpec, Source};
+use crate::platform::Platform;
+
+/// Kubernetes puts the Job name into the `job-name` label of its pods: at most 63 characters.
+const MAX_JOB_NAME: usize = 63;
+const HASH_LEN: usize = 10;
+
+/// Everything that determines what one platform's build produces.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildInputs {
+    pub platform: String,
+    pub source: Source,
+    /// A fingerprint of the context's content where the spec names it only by reference (a
+    /// ConfigMap's data), so editing the ConfigMap rebuilds.
+    pub context_fingerprint: Option<String>,
+    pub dockerfile: String,
+    /// `buildArgs` overlaid with this platform's `platformBuildArgs`.
+    pub build_args: BTreeMap<String, String>,
+    pub builder: BuilderSpec,
+    pub image: String,
+    pub push_secret: Option<String>,
+    pub insecure_registry: bool,
+    /// The `<tag>-<arch>` tags this build pushes besides the digest (none unless `platformTags`).
+    pub platform_tags: Vec<String>,
+}
+
+impl BuildInputs {
+    pub fn new(spec: &MultiArchBuildSpec, platform: &Platform, context_fingerprint: Option<&str>) -> BuildInputs {
+        BuildInputs {
+            platform: platform.to_string(),
+            source: spec.source.clone(),
+            context_fingerprint: context_fingerprint.map(str::to_string),
+            dockerfile: spec.dockerfile.clone(),
+            build_args: build_args(spec, platform),
+            builder: spec.builder.clone(),
+            image: spec.output.image.clone(),
+            push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
+            insecure_registry: spec.output.insecure_registry,
+            platform_tags: platform_tags(&spec.output, platform),
+        }
+    }
+
+    /// A short, stable hash of the inputs (hex).
+    pub fn hash(&self) -> String {
+        // Serialising a struct of BTreeMaps is deterministic; a failure here would be a bug in
+        // our own types, and hashing the Debug form keeps the name stable all the same.
+        let bytes = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
+        let digest = Sha256::digest(&bytes);
+        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..HASH_LEN].to_string()
+    }
+}
+
+/// `buildArgs` overlaid with the platform's entry in `platformBuildArgs`. Keys of `platformBuildArgs`
+/// are compared after normalisation, so `linux/arm` and `linux/arm/v7` name the same platform.
+pub fn build_args(spec: &MultiArchBuildSpec, platform: &Platform) -> BTreeMap<String, String> {
+    let mut args = spec.build_args.clone();
+    for (key, platform_args) in &spec.platform_build_args {
+        if key.parse::<Platform>().is_ok_and(|p| &p == platform) {
+            args.extend(platform_args.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+    }
+    args
+}
+
+/// The per-platform tags pushed when `platformTags` is set: `<tag>-<arch><variant>` (`new-armv7`).
+pub fn platform_tags(output: &OutputSpec, platform: &Platform) -> Vec<String> {
+    if !output.platform_tags {
+        return Vec::new();
+    }
+    let arch = format!("{}{}", platform.architecture, platform.variant.as_deref().unwrap_or(""));
+    output.tags.iter().map(|tag| format!("{tag}-{arch}")).collect()
+}
+
+/// `<build>-<platform slug>-<hash>`, the build name shortened when the whole would pass 63 characters.
+pub fn job_name(build: &str, platform: &Platform, hash: &str) -> String {
+    let suffix = format!("-{}-{hash}", platform.slug());
+    let room = MAX_JOB_NAME.saturating_sub(suffix.len());
+    let prefix: String = build.chars().take(room).collect();
+    format!("{}{suffix}", prefix.trim_end_matches(['-', '.']))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LocalRef;
+
+    fn spec() -> MultiArchBuildSpec {
+        MultiArchBuildSpec {
+            source: Source { config_map: Some(LocalRef { name: "ctx".into() }), git: None },
+            platforms: vec!["linux/amd64".into(), "linux/arm/v6".into()],
+            build_args: [("A".into(), "1".into()), ("BASE".into(), "busybox".into())].into(),
+            platform_build_args: [("linux/arm/v6".into(), [("BASE".into(), "arm32v6/busybox".into())].into())].into(),
+            output: OutputSpec { image: "registry.example.com/blog".into(), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn platform_build_args_override_build_args() {
+        let args = build_args(&spec(), &p("linux/arm/v6"));
+        assert_eq!(args["BASE"], "arm32v6/busybox");
+        assert_eq!(args["A"], "1");
+        assert_eq!(build_args(&spec(), &p("linux/amd64"))["BASE"], "busybox");
+    }
+
+    #[test]
+    fn platform_build_args_keys_are_normalised() {
+        let mut spec = spec();
+        spec.platform_build_args = [("linux/arm".into(), [("X".into(), "y".into())].into())].into();
+        assert_eq!(build_args(&spec, &p("linux/arm/v7")).get("X").map(String::as_str), Some("y"));
+    }
+
+    #[test]
+    fn hash_follows_inputs() {
+        let base = BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-1")).hash();
+        assert_eq!(base.len(), HASH_LEN);
+        assert_eq!(base, BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-1")).hash());
+        assert_ne!(base, BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-2")).hash());
+        assert_ne!(base, BuildInputs::new(&spec(), &p("linux/arm/v6"), Some("cm-1")).hash());
+        let mut changed = spec();
+        changed.dockerfile = "Dockerfile.prod".into();
+        assert_ne!(base, BuildInputs::new(&changed, &p("linux/amd64"), Some("cm-1")).hash());
+        // Only this platform's own build args count: another platform's entry changes nothing.
+        let mut other = spec();
+        other.platform_build_args.insert("linux/arm64".into(), [("X".into(), "1".into())].into());
+        assert_eq!(base, BuildInputs::new(&other, &p("linux/amd64"), Some("cm-1")).hash());
+        // Tags only move the index, unless each platform pushes its own tag.
+        let mut retagged = spec();
+        retagged.output.tags = vec!["v2".into()];
+        assert_eq!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
+        retagged.output.platform_tags = true;
+        assert_ne!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
+    }
+
+    #[test]
+    fn platform_tags_name_arch_and_variant() {
+        let mut output = spec().output;
+        output.tags = vec!["new".into()];
+        assert!(platform_tags(&output, &p("linux/arm/v7")).is_empty());
+        output.platform_tags = true;
+        assert_eq!(platform_tags(&output, &p("linux/arm/v7")), ["new-armv7"]);
+        assert_eq!(platform_tags(&output, &p("linux/arm64")), ["new-arm64"]);
+    }
+
+    #[test]
+    fn job_names_fit_in_a_label() {
+        assert_eq!(job_name("blog", &p("linux/arm/v7"), "0123456789"), "blog-linux-arm-v7-0123456789");
+        let long = "a".repeat(60) + "-b";
+        let name = job_name(&long, &p("linux/arm/v7"), "0123456789");
+        assert_eq!(name.len(), MAX_JOB_NAME);
+        assert!(name.ends_with("-linux-arm-v7-0123456789"));
+        let dashed = format!("{}-{}", "a".repeat(38), "b".repeat(10));
+        assert!(!job_name(&dashed, &p("linux/arm/v7"), "0123456789").contains("--"));
+    }
+}
