@@ -44,6 +44,7 @@ async fn hostlet_runs_pods_on_per_architecture_nodes() -> Result<()> {
         deletion_kills_and_removes(&client),
         deadline_fails_the_pod(&client),
         in_cluster_api_access(&client),
+        always_restarts(&client),
     )?;
     env.shutdown().await;
     Ok(())
@@ -366,6 +367,30 @@ curl -sSf --cacert $sa/ca.crt -H "Authorization: Bearer $(cat $sa/token)" \
     ensure!(t.exit_code == 0, "{t:?}");
     ensure!(t.message.as_deref() == Some(format!("127.0.0.1:{NS}").as_str()), "{t:?}");
     Ok(())
+}
+
+/// restartPolicy Always (a Deployment's pods): a container that exits is started again, and the pod
+/// stays Running with its restart count and last state.
+async fn always_restarts(client: &Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let crasher = pod(json!({
+        "metadata": {"name": "crasher"},
+        "spec": {"containers": [{"name": "main", "image": BUILDAH, "command": ["sh", "-c", "echo bye > /dev/termination-log; exit 2"]}]},
+    }))?;
+    pods.create(&PostParams::default(), &crasher).await?;
+    wait("crasher restarted twice", || async {
+        let pod = pods.get("crasher").await?;
+        let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+        Ok(statuses.first().filter(|s| s.restart_count >= 2).map(|_| ()))
+    })
+    .await?;
+    let pod = pods.get("crasher").await?;
+    ensure!(phase(&pod) == "Running", "{:?}", pod.status);
+    let last = pod.status.and_then(|s| s.container_statuses).context("statuses")?[0].last_state.clone();
+    let last = last.and_then(|l| l.terminated).context("last state")?;
+    ensure!(last.exit_code == 2 && last.message.as_deref() == Some("bye\n"), "{last:?}");
+    pods.delete("crasher", &DeleteParams::default()).await?;
+    wait("crasher gone", || async { Ok(pods.get_opt("crasher").await?.is_none().then_some(())) }).await
 }
 
 /// Copies one platform of a multi-arch image to `dest` as a single-manifest image.
