@@ -432,7 +432,7 @@ mod tests {
         let base = std::env::temp_dir().join(format!("hostlet-run-{}", std::process::id()));
         std::fs::create_dir_all(&base).unwrap();
         std::fs::write(base.join("config.json"), b"{}").unwrap();
-        let file = mount(&base, "config.json", "/root/.docker/config.json", true).unwrap();
+        let file = mount(&base, "config.json", "/home/builder/.docker/config.json", true).unwrap();
         assert!(file.is_file && file.read_only);
         let dir = mount(&base, "a/b", "/x", false).unwrap();
         assert!(!dir.is_file && base.join("a/b").is_dir());

@@ -223,7 +223,7 @@ mod tests {
         let mounts = vec![
             Mount {
                 source: "/sb/volumes/cfg/config.json".into(),
-                target: "/root/.docker/config.json".into(),
+                target: "/home/builder/.docker/config.json".into(),
                 read_only: true,
                 is_file: true,
             },
@@ -247,10 +247,10 @@ mkdir -p '/workspace'
 mount --bind '/sb/volumes/work' '/workspace'
 mkdir -p '/workspace/sub dir'
 mount --bind '/sb/volumes/it'\\''s' '/workspace/sub dir'
-mkdir -p \"$(dirname '/root/.docker/config.json')\"
-[ -e '/root/.docker/config.json' ] || : > '/root/.docker/config.json'
-mount --bind '/sb/volumes/cfg/config.json' '/root/.docker/config.json'
-mount -o remount,bind,ro '/root/.docker/config.json'
+mkdir -p \"$(dirname '/home/builder/.docker/config.json')\"
+[ -e '/home/builder/.docker/config.json' ] || : > '/home/builder/.docker/config.json'
+mount --bind '/sb/volumes/cfg/config.json' '/home/builder/.docker/config.json'
+mount -o remount,bind,ro '/home/builder/.docker/config.json'
 mkdir -p \"$(dirname '/dev/termination-log')\"
 [ -e '/dev/termination-log' ] || : > '/dev/termination-log'
 mount --bind '/sb/termination/build' '/dev/termination-log'
@@ -297,14 +297,14 @@ exec \"$@\"
         let launch = Launch {
             argv: vec!["sh".into(), "-c".into(), script],
             env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
-            script: mount_script(&mounts, &termination, Some("/tmp")),
+            script: mount_script(&mounts, &termination, Some("/var")),
             log: sandbox.log_path("c"),
             termination_log: sandbox.termination_path("c"),
         };
         let exit = run(launch).await.unwrap();
         assert_eq!(exit.code, 3, "read-only mount refused the write; log: {}", exit.log_tail);
         assert_eq!(exit.message, "s3cret");
-        assert!(exit.log_tail.starts_with("out\n/tmp\n"), "{}", exit.log_tail);
+        assert!(exit.log_tail.starts_with("out\n/var\n"), "{}", exit.log_tail);
         // The mounts stayed in the namespace: the host sees an empty mount point.
         assert!(!Path::new(&target).join("key").exists());
         assert_eq!(std::fs::read(TERMINATION_LOG).unwrap(), b"");
