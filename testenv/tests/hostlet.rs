@@ -3,22 +3,23 @@
 //! registry by containerd's platform rules, and deletion and deadlines end pods as a kubelet would.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
+
+mod common;
 
 use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::hostlet::{self, EMULATE_ARM64_LABEL, HostletConfig, RegistryAccess};
+use common::{meta, phase, pod, run_to_end, terminated, wait, wait_phase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{ContainerStateTerminated, Namespace, Node, Pod, Secret, ServiceAccount};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
+use kube::api::{DeleteParams, ListParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
 const NS: &str = "hostlet-test";
-const TIMEOUT: Duration = Duration::from_secs(120);
 const BUILDAH: &str = "quay.io/buildah/stable:v1.40";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,7 +92,7 @@ async fn a_restarted_hostlet_runs_nothing_twice() -> Result<()> {
             }],
         },
     }))?;
-    let once = run_to_end(&client, once).await?;
+    let once = run_to_end(&Api::namespaced(client.clone(), NS), once).await?;
     ensure!(phase(&once) == "Succeeded");
     let sleeper = pod(json!({
         "metadata": {"name": "sleeper-restart"},
@@ -229,7 +230,7 @@ async fn secret_volume_and_env(client: &Client) -> Result<()> {
             }],
         },
     }))?;
-    let pod = run_to_end(client, pod).await?;
+    let pod = run_to_end(&Api::namespaced(client.clone(), NS), pod).await?;
     let status = pod.status.clone().context("status")?;
     ensure!(status.phase.as_deref() == Some("Succeeded"), "{status:?}");
     let ip = status.pod_ip.clone().unwrap_or_default();
@@ -253,7 +254,7 @@ async fn failure_falls_back_to_logs(client: &Client) -> Result<()> {
             }],
         },
     }))?;
-    let pod = run_to_end(client, pod).await?;
+    let pod = run_to_end(&Api::namespaced(client.clone(), NS), pod).await?;
     ensure!(phase(&pod) == "Failed");
     let t = terminated(&pod, "main")?;
     ensure!(t.exit_code == 4 && t.reason.as_deref() == Some("Error"), "{t:?}");
@@ -335,7 +336,7 @@ async fn deadline_fails_the_pod(client: &Client) -> Result<()> {
             "containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "614"]}],
         },
     }))?;
-    let pod = run_to_end(client, pod).await?;
+    let pod = run_to_end(&Api::namespaced(client.clone(), NS), pod).await?;
     let status = pod.status.context("status")?;
     ensure!(status.phase.as_deref() == Some("Failed"), "{status:?}");
     ensure!(status.reason.as_deref() == Some("DeadlineExceeded"), "{status:?}");
@@ -362,7 +363,7 @@ curl -sSf --cacert $sa/ca.crt -H "Authorization: Bearer $(cat $sa/token)" \
             }],
         },
     }))?;
-    let pod = run_to_end(client, pod).await?;
+    let pod = run_to_end(&Api::namespaced(client.clone(), NS), pod).await?;
     let t = terminated(&pod, "main")?;
     ensure!(t.exit_code == 0, "{t:?}");
     ensure!(t.message.as_deref() == Some(format!("127.0.0.1:{NS}").as_str()), "{t:?}");
@@ -410,43 +411,6 @@ async fn copy_one_platform(env: &Env, src: &str, dest: &str, arch: &str) -> Resu
     Ok(())
 }
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta { name: Some(name.into()), ..Default::default() }
-}
-
-fn pod(value: Value) -> Result<Pod> {
-    Ok(serde_json::from_value(value)?)
-}
-
-fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default()
-}
-
-async fn run_to_end(client: &Client, pod: Pod) -> Result<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let name = pod.metadata.name.clone().context("name")?;
-    pods.create(&PostParams::default(), &pod).await?;
-    wait(&format!("pod {name} to end"), || async {
-        let pod = pods.get(&name).await?;
-        Ok(matches!(phase(&pod), "Succeeded" | "Failed").then_some(pod))
-    })
-    .await
-}
-
-async fn wait_phase(pods: &Api<Pod>, name: &str, want: &str) -> Result<Pod> {
-    wait(&format!("pod {name} {want}"), || async {
-        let pod = pods.get(name).await?;
-        Ok((phase(&pod) == want).then_some(pod))
-    })
-    .await
-}
-
-fn terminated<'a>(pod: &'a Pod, container: &str) -> Result<&'a ContainerStateTerminated> {
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).context("container statuses")?;
-    let status = statuses.iter().find(|c| c.name == container).context("container status")?;
-    status.state.as_ref().and_then(|s| s.terminated.as_ref()).with_context(|| format!("{status:?} not terminated"))
-}
-
 /// Whether a `sleep <arg>` process runs on this host.
 fn has_process(arg: &str) -> bool {
     let Ok(entries) = std::fs::read_dir("/proc") else { return false };
@@ -455,22 +419,4 @@ fn has_process(arg: &str) -> bool {
         let words: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
         words.len() >= 2 && words[0].ends_with(b"sleep") && words[1] == arg.as_bytes()
     })
-}
-
-/// Polls `probe` until it yields a value, for at most [`TIMEOUT`]; a probe error ends the wait.
-async fn wait<T, F, Fut>(what: &str, probe: F) -> Result<T>
-where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Result<Option<T>>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(value) = probe().await.with_context(|| format!("waiting for {what}"))? {
-            return Ok(value);
-        }
-        if start.elapsed() > TIMEOUT {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }
