@@ -67,3 +67,79 @@ where
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// What a client that no one here wrote (skopeo) reads of one image in the registry.
+pub struct ImageContents {
+    /// `os/architecture[/variant]` of the image config.
+    pub platform: String,
+    /// The manifest's digest as the registry computes it.
+    pub digest: String,
+    dir: tempfile::TempDir,
+    layers: Vec<String>,
+}
+
+impl ImageContents {
+    /// Copies `reference` (`host/repo:tag` or `host/repo@sha256:...`) out of the registry with skopeo.
+    pub async fn fetch(registry: &archway_testenv::registry::Registry, reference: &str) -> Result<ImageContents> {
+        let dir = tempfile::tempdir()?;
+        let out = tokio::process::Command::new("skopeo")
+            .arg("copy")
+            .arg("--authfile")
+            .arg(&registry.auth_file)
+            .arg("--src-cert-dir")
+            .arg(&registry.cert_dir)
+            .arg(format!("docker://{reference}"))
+            .arg(format!("dir:{}", dir.path().display()))
+            .output()
+            .await?;
+        anyhow::ensure!(out.status.success(), "skopeo copy {reference}: {}", String::from_utf8_lossy(&out.stderr));
+        let manifest_bytes = std::fs::read(dir.path().join("manifest.json"))?;
+        let manifest: Value = serde_json::from_slice(&manifest_bytes)?;
+        let blob = |digest: &str| dir.path().join(digest.trim_start_matches("sha256:"));
+        let config_digest = manifest["config"]["digest"].as_str().context("manifest without config")?;
+        let config: Value = serde_json::from_slice(&std::fs::read(blob(config_digest))?)?;
+        let platform = [&config["os"], &config["architecture"], &config["variant"]]
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join("/");
+        let layers = manifest["layers"]
+            .as_array()
+            .context("manifest without layers")?
+            .iter()
+            .filter_map(|l| l["digest"].as_str().map(str::to_string))
+            .collect();
+        let digest = manifest_digest(registry, reference).await?;
+        Ok(ImageContents { platform, digest, dir, layers })
+    }
+
+    /// A file of the image's top layer that has it, read with tar.
+    pub async fn read_file(&self, path: &str) -> Result<String> {
+        let member = path.trim_start_matches('/');
+        for layer in self.layers.iter().rev() {
+            let blob = self.dir.path().join(layer.trim_start_matches("sha256:"));
+            let out = tokio::process::Command::new("tar").arg("-xOf").arg(&blob).arg(member).output().await?;
+            if out.status.success() {
+                return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+            }
+        }
+        bail!("no layer holds {path}")
+    }
+}
+
+/// The digest of the manifest `reference` names, by `skopeo inspect`.
+pub async fn manifest_digest(registry: &archway_testenv::registry::Registry, reference: &str) -> Result<String> {
+    let out = tokio::process::Command::new("skopeo")
+        .arg("inspect")
+        .arg("--authfile")
+        .arg(&registry.auth_file)
+        .arg("--cert-dir")
+        .arg(&registry.cert_dir)
+        .arg("--format")
+        .arg("{{.Digest}}")
+        .arg(format!("docker://{reference}"))
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
