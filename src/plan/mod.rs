@@ -2,4 +2,5 @@
 //! owns, decide what should exist and what the status is. No client, no clock, no I/O.
 
 pub mod inputs;
+pub mod job;
 pub mod placement;

@@ -1,0 +1,344 @@
+//! The build Job of one platform, as a plain value. The builder runs `buildah build --platform` in a
+//! private storage, pushes by a tag of its own inputs, and writes the pushed manifest's digest to
+//! `/dev/termination-log`, where the controller reads it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, PodSpec,
+    PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use super::inputs::{BuildInputs, job_name};
+use super::placement::Placed;
+use crate::api::{BuilderKind, Source};
+use crate::platform::Platform;
+
+pub const BUILD_LABEL: &str = "archway.dev/build";
+pub const PLATFORM_LABEL: &str = "archway.dev/platform";
+pub const INPUTS_LABEL: &str = "archway.dev/inputs";
+pub const MODE_LABEL: &str = "archway.dev/mode";
+const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "archway");
+
+const CONTEXT_DIR: &str = "/workspace/context";
+const SOURCE_DIR: &str = "/workspace/source";
+const AUTH_DIR: &str = "/archway/auth";
+const CA_DIR: &str = "/archway/ca";
+
+/// Operator-level settings of build Jobs (flags of `archway operator`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuilderConfig {
+    pub buildah_image: String,
+    pub git_image: String,
+    /// Tolerations every build pod gets, for tainted build nodes.
+    pub tolerations: Vec<Toleration>,
+    /// A ConfigMap (in the build's namespace) whose `ca.crt` the builder trusts for the registry.
+    pub registry_ca_config_map: Option<String>,
+}
+
+impl Default for BuilderConfig {
+    fn default() -> Self {
+        BuilderConfig {
+            buildah_image: "quay.io/buildah/stable:v1.40".into(),
+            git_image: "alpine/git:2.47.2".into(),
+            tolerations: Vec::new(),
+            registry_ca_config_map: None,
+        }
+    }
+}
+
+/// The tag a platform's build pushes to, so the push has a name; the index refers to it by digest.
+pub fn build_tag(platform: &Platform, hash: &str) -> String {
+    format!("archway-{}-{hash}", platform.slug())
+}
+
+/// Builds into private storage, pushes the per-platform tags, then the build tag with its digest
+/// written to the termination log. Build args arrive as positional parameters, so no value is ever
+/// parsed by the shell.
+const BUILDAH_SCRIPT: &str = r#"set -eu
+s="--root /var/lib/containers/storage --runroot /var/lib/containers/run --storage-driver vfs"
+tls="--authfile /archway/auth/config.json"
+[ -d /archway/ca ] && tls="$tls --cert-dir /archway/ca"
+[ "$ARCHWAY_INSECURE" = true ] && tls="$tls --tls-verify=false"
+buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \
+  -f "$ARCHWAY_CONTEXT/$ARCHWAY_DOCKERFILE" "$@" -t archway-build "$ARCHWAY_CONTEXT"
+for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker://$ARCHWAY_IMAGE:$tag"; done
+buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
+"#;
+
+/// Everything the Job of one platform depends on.
+pub struct JobRequest<'a> {
+    pub build_name: &'a str,
+    pub namespace: &'a str,
+    pub owner: OwnerReference,
+    pub platform: &'a Platform,
+    pub inputs: &'a BuildInputs,
+    pub placed: &'a Placed,
+    pub config: &'a BuilderConfig,
+    /// `spec.builder.timeout` in seconds, already parsed.
+    pub timeout_seconds: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    #[error("spec.builder.kind: buildkit is not supported yet; use buildah")]
+    UnsupportedBuilder,
+}
+
+pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
+    if req.inputs.builder.kind != BuilderKind::Buildah {
+        return Err(JobError::UnsupportedBuilder);
+    }
+    let hash = req.inputs.hash();
+    let name = job_name(req.build_name, req.platform, &hash);
+    let labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (BUILD_LABEL.to_string(), req.build_name.to_string()),
+        (PLATFORM_LABEL.to_string(), req.platform.slug()),
+        (INPUTS_LABEL.to_string(), hash.clone()),
+        (MODE_LABEL.to_string(), format!("{:?}", req.placed.mode).to_lowercase()),
+    ]);
+    let (context_dir, init_containers, mut volumes, mut mounts) = source(req);
+    volumes.push(Volume { name: "storage".into(), empty_dir: Some(Default::default()), ..Default::default() });
+    mounts.push(mount("storage", "/var/lib/containers", false));
+    if let Some(secret) = &req.inputs.push_secret {
+        volumes.push(Volume {
+            name: "auth".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.clone()),
+                items: Some(vec![key_to_path(".dockerconfigjson", "config.json")]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        mounts.push(mount("auth", AUTH_DIR, true));
+    }
+    if let Some(ca) = &req.config.registry_ca_config_map {
+        volumes.push(config_map_volume("registry-ca", ca, Some(vec![key_to_path("ca.crt", "ca.crt")])));
+        mounts.push(mount("registry-ca", CA_DIR, true));
+    }
+    let env = [
+        ("ARCHWAY_PLATFORM", req.platform.to_string()),
+        ("ARCHWAY_CONTEXT", context_dir),
+        ("ARCHWAY_DOCKERFILE", req.inputs.dockerfile.clone()),
+        ("ARCHWAY_IMAGE", req.inputs.image.clone()),
+        ("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)),
+        ("ARCHWAY_PLATFORM_TAGS", req.inputs.platform_tags.join(" ")),
+        ("ARCHWAY_INSECURE", req.inputs.insecure_registry.to_string()),
+    ];
+    let mut args = vec!["-c".to_string(), BUILDAH_SCRIPT.to_string(), "build".to_string()];
+    args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| ["--build-arg".to_string(), format!("{k}={v}")]));
+    let builder = Container {
+        name: "build".into(),
+        image: Some(req.inputs.builder.image.clone().unwrap_or_else(|| req.config.buildah_image.clone())),
+        command: Some(vec!["sh".into()]),
+        args: Some(args),
+        env: Some(
+            env.into_iter().map(|(k, v)| EnvVar { name: k.into(), value: Some(v), ..Default::default() }).collect(),
+        ),
+        volume_mounts: Some(mounts),
+        resources: req.inputs.builder.resources.clone(),
+        security_context: Some(builder_security_context()),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    };
+    Ok(Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(req.namespace.to_string()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![req.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(req.inputs.builder.retries),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    active_deadline_seconds: Some(req.timeout_seconds),
+                    affinity: Some(Affinity {
+                        node_affinity: Some(NodeAffinity {
+                            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                                node_selector_terms: req.placed.node_terms.clone(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    tolerations: (!req.config.tolerations.is_empty()).then(|| req.config.tolerations.clone()),
+                    init_containers,
+                    containers: vec![builder],
+                    volumes: Some(volumes),
+                    automount_service_account_token: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    })
+}
+
+/// Where the context comes from: a ConfigMap mounted as it is, or a Git clone by an init container.
+fn source(req: &JobRequest) -> (String, Option<Vec<Container>>, Vec<Volume>, Vec<VolumeMount>) {
+    match &req.inputs.source {
+        Source { git: Some(git), .. } => {
+            let volumes =
+                vec![Volume { name: "source".into(), empty_dir: Some(Default::default()), ..Default::default() }];
+            let clone = Container {
+                name: "clone".into(),
+                image: Some(req.config.git_image.clone()),
+                command: Some(vec!["sh".into()]),
+                args: Some(vec![
+                    "-c".into(),
+                    r#"set -eu; git clone --quiet "$1" "$3" && git -C "$3" checkout --quiet "$2""#.into(),
+                    "clone".into(),
+                    git.url.clone(),
+                    git.revision.clone(),
+                    SOURCE_DIR.into(),
+                ]),
+                volume_mounts: Some(vec![mount("source", SOURCE_DIR, false)]),
+                termination_message_policy: Some("FallbackToLogsOnError".into()),
+                ..Default::default()
+            };
+            let context = format!("{SOURCE_DIR}/{}", git.context_dir.trim_start_matches("./"));
+            (context, Some(vec![clone]), volumes, vec![mount("source", SOURCE_DIR, true)])
+        }
+        Source { config_map, .. } => {
+            let name = config_map.as_ref().map(|c| c.name.clone()).unwrap_or_default();
+            let volumes = vec![config_map_volume("context", &name, None)];
+            (CONTEXT_DIR.into(), None, volumes, vec![mount("context", CONTEXT_DIR, true)])
+        }
+    }
+}
+
+/// buildah in a pod needs to set up user namespaces and mounts for its chroot isolation.
+fn builder_security_context() -> SecurityContext {
+    SecurityContext {
+        capabilities: Some(Capabilities {
+            add: Some(["SETUID", "SETGID", "SYS_ADMIN", "SYS_CHROOT", "MKNOD"].map(String::from).to_vec()),
+            drop: None,
+        }),
+        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), localhost_profile: None }),
+        ..Default::default()
+    }
+}
+
+fn config_map_volume(volume: &str, name: &str, items: Option<Vec<KeyToPath>>) -> Volume {
+    Volume {
+        name: volume.into(),
+        config_map: Some(ConfigMapVolumeSource { name: name.into(), items, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+fn key_to_path(key: &str, path: &str) -> KeyToPath {
+    KeyToPath { key: key.into(), path: path.into(), ..Default::default() }
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount { name: name.into(), mount_path: path.into(), read_only: Some(read_only), ..Default::default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
+    use crate::plan::placement::{NodeView, place};
+
+    fn spec() -> MultiArchBuildSpec {
+        MultiArchBuildSpec {
+            source: Source { config_map: Some(LocalRef { name: "ctx".into() }), git: None },
+            platforms: vec!["linux/arm64".into()],
+            build_args: [("GREETING".into(), "hello world; rm -rf /".into())].into(),
+            output: OutputSpec {
+                image: "registry.example.com/blog".into(),
+                push_secret: Some(LocalRef { name: "regcred".into() }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn job_for(spec: &MultiArchBuildSpec) -> Job {
+        let platform: Platform = "linux/arm64".parse().unwrap();
+        let nodes = [NodeView {
+            name: "jetson-1".into(),
+            platform: Some(platform.clone()),
+            usable: true,
+            emulates: Default::default(),
+        }];
+        let placed = place(&platform, Placement::Auto, &nodes).unwrap();
+        let inputs = BuildInputs::new(spec, &platform, Some("rv1"));
+        let req = JobRequest {
+            build_name: "blog",
+            namespace: "web",
+            owner: OwnerReference::default(),
+            platform: &platform,
+            inputs: &inputs,
+            placed: &placed,
+            config: &BuilderConfig::default(),
+            timeout_seconds: 1800,
+        };
+        build_job(&req).unwrap()
+    }
+
+    fn container(job: &Job) -> &Container {
+        &job.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+    }
+
+    fn env<'a>(c: &'a Container, name: &str) -> &'a str {
+        c.env.as_ref().unwrap().iter().find(|e| e.name == name).and_then(|e| e.value.as_deref()).unwrap()
+    }
+
+    #[test]
+    fn job_builds_the_platform_on_its_node_with_args_as_parameters() {
+        let job = job_for(&spec());
+        let name = job.metadata.name.clone().unwrap();
+        assert!(name.starts_with("blog-linux-arm64-"), "{name}");
+        let spec = job.spec.as_ref().unwrap();
+        assert_eq!(spec.backoff_limit, Some(2));
+        let pod = spec.template.spec.as_ref().unwrap();
+        assert_eq!(pod.active_deadline_seconds, Some(1800));
+        let c = container(&job);
+        assert_eq!(env(c, "ARCHWAY_PLATFORM"), "linux/arm64");
+        assert_eq!(env(c, "ARCHWAY_IMAGE"), "registry.example.com/blog");
+        // The value travels as one argv word: the shell never parses it.
+        let args = c.args.as_ref().unwrap();
+        assert!(args.windows(2).any(|w| w == ["--build-arg", "GREETING=hello world; rm -rf /"]), "{args:?}");
+        let mounts: Vec<_> = c.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(mounts, ["/workspace/context", "/var/lib/containers", "/archway/auth"]);
+        let labels = job.metadata.labels.as_ref().unwrap();
+        assert_eq!(labels[MODE_LABEL], "native");
+        assert_eq!(labels[PLATFORM_LABEL], "linux-arm64");
+    }
+
+    #[test]
+    fn git_sources_clone_in_an_init_container() {
+        let mut spec = spec();
+        spec.source = Source {
+            git: Some(GitSource {
+                url: "https://example.com/blog.git".into(),
+                context_dir: "site".into(),
+                ..Default::default()
+            }),
+            config_map: None,
+        };
+        let job = job_for(&spec);
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let clone = &pod.init_containers.as_ref().unwrap()[0];
+        assert!(clone.args.as_ref().unwrap().contains(&"https://example.com/blog.git".to_string()));
+        assert_eq!(env(container(&job), "ARCHWAY_CONTEXT"), "/workspace/source/site");
+    }
+
+    #[test]
+    fn same_inputs_same_job_name() {
+        assert_eq!(job_for(&spec()).metadata.name, job_for(&spec()).metadata.name);
+        let mut changed = spec();
+        changed.build_args.insert("X".into(), "1".into());
+        assert_ne!(job_for(&spec()).metadata.name, job_for(&changed).metadata.name);
+    }
+}
