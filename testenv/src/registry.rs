@@ -1,0 +1,110 @@
+//! Debian's docker-registry (distribution 2.8) on loopback, with TLS and htpasswd auth like a real
+//! private registry. Its storage in `<dir>/registry` outlives a run, so a warm start keeps the base
+//! image; the password is new on every start.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{Result, ensure};
+use base64::prelude::{BASE64_STANDARD, Engine};
+use serde_json::json;
+
+use crate::certs::Pki;
+use crate::process::{Processes, free_port, run};
+
+pub const USERNAME: &str = "archway";
+
+/// How clients reach the registry.
+#[derive(Clone, Debug)]
+pub struct Registry {
+    /// `127.0.0.1:PORT`, the registry part of image references.
+    pub host: String,
+    pub username: String,
+    pub password: String,
+    /// The CA that signed the registry's serving cert.
+    pub ca_pem: String,
+    /// containers-auth.json / docker config.json with the credentials (`REGISTRY_AUTH_FILE`).
+    pub auth_file: PathBuf,
+    /// Holds `ca.crt`, for skopeo's and buildah's `--cert-dir`.
+    pub cert_dir: PathBuf,
+}
+
+impl Registry {
+    /// `HOST/REPO`, e.g. `image("library/busybox:latest")`.
+    pub fn image(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.host)
+    }
+}
+
+pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Registry> {
+    let port = free_port()?;
+    let host = format!("127.0.0.1:{port}");
+    let password = random_hex(16)?;
+
+    let conf = dir.join("registry-conf");
+    fs::create_dir_all(&conf)?;
+    let htpasswd = conf.join("htpasswd");
+    fs::write(&htpasswd, bcrypt_entry(&password).await?)?;
+    let config = json!({
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": true}},
+        "storage": {
+            "filesystem": {"rootdirectory": dir.join("registry")},
+            "delete": {"enabled": true},
+        },
+        "http": {
+            "addr": host,
+            "tls": {"certificate": pki.registry_cert, "key": pki.registry_key},
+        },
+        "auth": {"htpasswd": {"realm": "archway", "path": htpasswd}},
+    });
+    let config_file = conf.join("config.yml");
+    fs::write(&config_file, serde_yaml::to_string(&config)?)?;
+
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&config_file);
+    procs.spawn("registry", cmd)?;
+
+    let cert_dir = dir.join("registry-certs");
+    fs::create_dir_all(&cert_dir)?;
+    fs::write(cert_dir.join("ca.crt"), &pki.ca_pem)?;
+    let auth_file = dir.join("registry-auth.json");
+    let auth = BASE64_STANDARD.encode(format!("{USERNAME}:{password}"));
+    let auths = json!({"auths": {&host: {"auth": auth}}});
+    fs::write(&auth_file, serde_json::to_string_pretty(&auths)?)?;
+
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?])
+        .build()?;
+    let url = format!("https://{host}/v2/");
+    procs
+        .wait_ready(
+            "registry",
+            || async {
+                // 401 is the answer of a registry with auth to a client without credentials.
+                let status = http.get(&url).send().await?.status().as_u16();
+                ensure!(status == 401 || status == 200, "GET /v2/ answered {status}");
+                Ok(())
+            },
+            Duration::from_secs(30),
+        )
+        .await?;
+
+    Ok(Registry { host, username: USERNAME.to_string(), password, ca_pem: pki.ca_pem.clone(), auth_file, cert_dir })
+}
+
+/// An htpasswd line with a bcrypt hash, the only hash distribution accepts.
+async fn bcrypt_entry(password: &str) -> Result<String> {
+    let out = run(tokio::process::Command::new("htpasswd").args(["-Bbn", USERNAME, password])).await?;
+    Ok(out.trim().to_string() + "\n")
+}
+
+fn random_hex(bytes: usize) -> Result<String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; bytes];
+    fs::File::open("/dev/urandom")?.read_exact(&mut buf)?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
