@@ -1,12 +1,18 @@
-//! Registry code, in one place: references and digests, reading manifests and configs, verifying each
-//! platform's image, and assembling the OCI image index that names them.
+//! Registry code, in one place: credentials from a dockerconfigjson Secret, references and digests,
+//! reading manifests and configs, verifying each platform's image, and assembling the OCI image index
+//! that names them.
 //!
-//! Pure modules (plain data in, plain data out): [`reference`](mod@reference), [`manifest`], [`index`].
+//! Pure modules (plain data in, plain data out): [`auth`], [`reference`](mod@reference), [`manifest`],
+//! [`index`].
 
+pub mod auth;
 pub mod index;
 pub mod manifest;
 pub mod reference;
 
-pub use index::{IndexError, Mismatch, VerifiedChild, assemble_index, digest_of, index_annotations, verify, verify_child};
+pub use auth::{AuthError, lookup, registry_auth};
+pub use index::{
+    IndexError, Mismatch, VerifiedChild, assemble_index, digest_of, index_annotations, verify, verify_child,
+};
 pub use manifest::{ChildImage, ImageConfig, ManifestError, RawManifest};
 pub use reference::{ReferenceError, Repository, parse_digest, split_host};
