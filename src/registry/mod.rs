@@ -3,16 +3,21 @@
 //! that names them.
 //!
 //! Pure modules (plain data in, plain data out): [`auth`], [`reference`](mod@reference), [`manifest`],
-//! [`index`].
+//! [`index`], [`error`] (sorting failures into transient and permanent), [`retry`] (the backoff
+//! schedule).
 
 pub mod auth;
+pub mod error;
 pub mod index;
 pub mod manifest;
 pub mod reference;
+pub mod retry;
 
 pub use auth::{AuthError, lookup, registry_auth};
+pub use error::{Category, ErrorKind, Operation, RegistryError};
 pub use index::{
     IndexError, Mismatch, VerifiedChild, assemble_index, digest_of, index_annotations, verify, verify_child,
 };
 pub use manifest::{ChildImage, ImageConfig, ManifestError, RawManifest};
 pub use reference::{ReferenceError, Repository, parse_digest, split_host};
+pub use retry::RetryPolicy;
