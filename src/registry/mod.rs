@@ -1,12 +1,19 @@
 //! Registry code, in one place: credentials from a dockerconfigjson Secret, references and digests,
-//! reading manifests and configs, verifying each platform's image, and assembling the OCI image index
-//! that names them.
+//! reading manifests and configs, verifying each platform's image, and assembling and pushing the OCI
+//! image index that names them.
 //!
 //! Pure modules (plain data in, plain data out): [`auth`], [`reference`](mod@reference), [`manifest`],
 //! [`index`], [`error`] (sorting failures into transient and permanent), [`retry`] (the backoff
-//! schedule).
+//! schedule). The I/O is [`client::Registry`], a thin wrapper over oci-client.
+//!
+//! Publishing: each builder pushes its platform's image to the output repository and reports the
+//! digest; the operator reads each child back ([`client::Registry::fetch_child`]), checks its
+//! platform ([`index::verify`]), assembles the index ([`index::assemble_index`]), and pushes it
+//! under every tag ([`client::Registry::push_index`]), naming the children by digest in that same
+//! repository.
 
 pub mod auth;
+pub mod client;
 pub mod error;
 pub mod index;
 pub mod manifest;
@@ -14,6 +21,7 @@ pub mod reference;
 pub mod retry;
 
 pub use auth::{AuthError, lookup, registry_auth};
+pub use client::{Registry, RegistryOptions};
 pub use error::{Category, ErrorKind, Operation, RegistryError};
 pub use index::{
     IndexError, Mismatch, VerifiedChild, assemble_index, digest_of, index_annotations, verify, verify_child,
