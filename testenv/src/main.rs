@@ -96,18 +96,17 @@ async fn up(dir: PathBuf, no_nodes: bool) -> Result<()> {
 }
 
 fn print_summary(env: &Env, took: Duration) {
-    let rel = |p: &Path| p.display().to_string();
     println!("archway local environment up in {:.1}s", took.as_secs_f64());
     println!("  apiserver   {}", env.control_plane.server);
-    println!("  kubeconfig  {}", rel(env.kubeconfig()));
+    println!("  kubeconfig  {}", env.kubeconfig().display());
     println!("  registry    {} (user {})", env.registry.host, env.registry.username);
-    println!("  auth file   {}", rel(&env.registry.auth_file));
-    println!("  cert dir    {}", rel(&env.registry.cert_dir));
+    println!("  auth file   {}", env.registry.auth_file.display());
+    println!("  cert dir    {}", env.registry.cert_dir.display());
     if let Some(image) = &env.base_image {
         println!("  base image  {image}");
     }
-    println!("  logs        {}", rel(&env.dir.join("logs")));
-    println!("use it:       source {}", rel(&env.env_sh));
+    println!("  logs        {}", env.dir.join("logs").display());
+    println!("use it:       source {}", env.env_sh.display());
 }
 
 /// Sends SIGTERM to the `up` process of `dir` and waits until it has torn everything down.
