@@ -15,6 +15,6 @@ print("mediaType:", index.get("mediaType"))
 for m in index.get("manifests", []):
     p = m.get("platform", {})
     plat = "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
-    print(f"  {plat:<14} {m[\"digest\"]}")'
+    print("  %-14s %s" % (plat, m["digest"]))'
 echo
 echo "The environment stays up: 'source $dir/env.sh' to use kubectl and skopeo against it; 'make dev-down' stops it."
