@@ -19,8 +19,10 @@ control-plane: deps
 build: deps
 	$(CARGO) build --workspace --all-targets
 
+# deploy/base/crd.yaml is the same file for kustomize, which loads nothing outside deploy/.
 crds:
 	$(CARGO) run -q --bin archway -- crd > crds/multiarchbuild.yaml
+	cp crds/multiarchbuild.yaml deploy/base/crd.yaml
 
 dev-up: build control-plane
 	@hack/dev-up.sh "$(DEV_DIR)"

@@ -24,11 +24,24 @@ fn schema() -> Value {
     serde_json::to_value(schema.expect("the CRD has a schema")).expect("the schema serializes")
 }
 
+/// The copy of the CRD that `kubectl apply -k deploy/` installs (kustomize loads nothing outside
+/// deploy/, so it cannot name crds/ directly).
+const DEPLOY_CRD_PATH: &str = "deploy/base/crd.yaml";
+
 #[test]
 fn crds_are_fresh() {
     let generated = api::crd_yaml().expect("the CRD renders as YAML");
-    let on_disk = std::fs::read_to_string(repo().join(api::CRD_PATH)).unwrap_or_default();
-    assert!(generated == on_disk, "crds/ is stale: run `cargo run -- crd > crds/multiarchbuild.yaml`");
+    for path in [api::CRD_PATH, DEPLOY_CRD_PATH] {
+        let on_disk = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
+        assert!(generated == on_disk, "{path} is stale: run `make crds`");
+    }
+}
+
+#[test]
+fn deploy_kustomization_lists_the_crd() {
+    let kustomization = yaml_object(&repo().join("deploy/base/kustomization.yaml"));
+    let resources = kustomization["resources"].as_array().expect("deploy/base/kustomization.yaml has resources");
+    assert!(resources.contains(&json!("crd.yaml")), "deploy/base/kustomization.yaml does not list crd.yaml");
 }
 
 #[test]
