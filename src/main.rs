@@ -54,9 +54,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Crd => print(&archway::api::crd_yaml()?),
         Command::Version => print(&format!("archway {}\n", env!("CARGO_PKG_VERSION"))),
         Command::Operator => {
-            // kube and the registry client share rustls; the process needs exactly one provider.
-            // An error means one is installed already, which is as good.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            archway::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
             runtime.block_on(operator())
         }

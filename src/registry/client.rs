@@ -106,6 +106,7 @@ impl Registry {
             platform_resolver: None,
             ..ClientConfig::default()
         };
+        crate::install_crypto_provider();
         // `Client::new` would fall back to defaults on a bad config; `try_from` says what is wrong.
         let build = |protocol| Client::try_from(config(protocol)).map_err(|e| setup(chain(&e)));
         Ok(Registry {

@@ -11,7 +11,7 @@ use crate::controlplane::{self, ControlPlane};
 use crate::hostlet::{self, Hostlet, HostletConfig, RegistryAccess};
 use crate::process::Processes;
 use crate::registry::{self, Registry};
-use crate::{baseimage, binfmt, certs};
+use crate::{baseimage, binfmt, certs, cluster_setup};
 
 /// Host programs the environment and its pods run; hack/install-deps.sh installs them.
 const TOOLS: &[&str] = &[
@@ -38,12 +38,25 @@ pub struct EnvOptions {
     /// archway's binary, which the hostlet runs for archway's own image; default: `archway` beside
     /// the running executable (cargo puts test binaries one level deeper, in `deps/`).
     pub archway_bin: Option<PathBuf>,
+    /// Install the operator (needs `nodes`): the registry's Secret and CA ConfigMap in `default` and
+    /// `archway-system`, then `kubectl apply -k` of [`EnvOptions::operator_kustomization`], and wait
+    /// until the archway pod runs. See [`cluster_setup`].
+    pub operator: bool,
+    /// The kustomization the operator is installed from; default: deploy/dev of this repository.
+    pub operator_kustomization: Option<PathBuf>,
 }
 
 impl EnvOptions {
     /// Everything on: nodes and base image.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), nodes: true, base_image: true, archway_bin: None }
+        Self {
+            dir: dir.into(),
+            nodes: true,
+            base_image: true,
+            archway_bin: None,
+            operator: false,
+            operator_kustomization: None,
+        }
     }
 }
 
@@ -61,14 +74,13 @@ pub struct Env {
     pub base_image: Option<String>,
     /// `<dir>/env.sh`, to `source` in a shell.
     pub env_sh: PathBuf,
+    /// The operator's running pod (in `archway-system`) when [`EnvOptions::operator`] was set.
+    pub operator_pod: Option<String>,
 }
 
 impl Env {
     pub async fn start(opts: EnvOptions) -> Result<Env> {
-        // kube asks rustls for the process-wide crypto provider, and rustls cannot choose one itself
-        // when both ring (kube's) and aws-lc-rs (oci-client's reqwest) are compiled in. An error
-        // means one is installed already, which is as good.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        archway::install_crypto_provider();
         fs::create_dir_all(&opts.dir).with_context(|| format!("creating {}", opts.dir.display()))?;
         // Absolute paths in every command line: leftovers of a crashed run are recognised by them.
         let dir = fs::canonicalize(&opts.dir)?;
@@ -88,7 +100,18 @@ impl Env {
         };
         let env_sh = dir.join("env.sh");
         write_env_sh(&env_sh, &control_plane, &registry)?;
-        Ok(Env { hostlet, processes, client, dir, control_plane, registry, base_image, env_sh })
+        let mut env =
+            Env { hostlet, processes, client, dir, control_plane, registry, base_image, env_sh, operator_pod: None };
+        if opts.operator {
+            if env.hostlet.is_none() {
+                bail!("the operator needs nodes to run on: EnvOptions::operator needs EnvOptions::nodes");
+            }
+            let kustomization = opts.operator_kustomization.clone().unwrap_or_else(cluster_setup::dev_kustomization);
+            let pod =
+                cluster_setup::install_operator(&env.client, &env.control_plane, &env.registry, &kustomization).await?;
+            env.operator_pod = pod.metadata.name;
+        }
+        Ok(env)
     }
 
     /// An admin client (group system:masters).
