@@ -41,6 +41,6 @@ unit-test: deps
 	$(CARGO) test --workspace --lib --bins
 
 e2e-test: build control-plane
-	$(CARGO) test --workspace --tests -- --test-threads=2
+	$(CARGO) test --workspace --test '*' -- --test-threads=2
 
 test: lint unit-test e2e-test
