@@ -5,3 +5,4 @@ pub mod decide;
 pub mod inputs;
 pub mod job;
 pub mod placement;
+pub mod status;

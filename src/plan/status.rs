@@ -1,0 +1,203 @@
+//! The status a build should show, computed from the decision and the publish outcome. Conditions keep
+//! their `lastTransitionTime` unless their status changes, so an unchanged build computes an equal
+//! status and the controller writes nothing.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use super::decide::Decision;
+use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, condition};
+
+/// Where publishing the index stands.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Publish {
+    /// Not every platform is built yet.
+    NotYet,
+    /// The index is pushed: `repo@sha256:...`.
+    Published { image: String },
+    /// Verification or the push failed for a reason a change must fix.
+    Failed { reason: String, message: String },
+}
+
+/// Whether the current status already records the index for exactly these children, so nothing needs
+/// to be verified or pushed again.
+pub fn already_published(old: Option<&MultiArchBuildStatus>, generation: i64, decision: &Decision) -> Option<String> {
+    let old = old?;
+    let image = old.image.clone()?;
+    let same_children = old.platforms.len() == decision.platforms.len()
+        && old.platforms.iter().zip(&decision.platforms).all(|(a, b)| a.platform == b.platform && a.digest == b.digest);
+    (old.observed_generation == Some(generation) && same_children && decision.built().is_some()).then_some(image)
+}
+
+pub fn desired_status(
+    generation: i64,
+    decision: &Decision,
+    publish: &Publish,
+    old: Option<&MultiArchBuildStatus>,
+    now: &Time,
+) -> MultiArchBuildStatus {
+    let failed: Vec<String> =
+        decision.failed().map(|p| format!("{}: {}", p.platform, p.message.as_deref().unwrap_or("failed"))).collect();
+    let waiting: Vec<String> = decision
+        .platforms
+        .iter()
+        .filter(|p| p.phase == PlatformPhase::Waiting)
+        .map(|p| format!("{}: {}", p.platform, p.message.as_deref().unwrap_or("waiting")))
+        .collect();
+    let built = decision.built().is_some();
+
+    let (phase, building, published) = match (publish, failed.is_empty()) {
+        (_, false) => {
+            let message = failed.join("; ");
+            (BuildPhase::Failed, cond(false, "BuildFailed", &message), cond(false, "BuildFailed", &message))
+        }
+        (Publish::Published { image }, true) => {
+            (BuildPhase::Ready, cond(false, "Built", "every platform is built"), cond(true, "Published", image))
+        }
+        (Publish::Failed { reason, message }, true) => {
+            (BuildPhase::Failed, cond(false, "Built", "every platform is built"), cond(false, reason, message))
+        }
+        (Publish::NotYet, true) if built => (
+            BuildPhase::Publishing,
+            cond(false, "Built", "every platform is built"),
+            cond(false, "Publishing", "verifying the platform images and pushing the index"),
+        ),
+        (Publish::NotYet, true) if !waiting.is_empty() => {
+            let message = waiting.join("; ");
+            (BuildPhase::Building, cond(true, "WaitingForNode", &message), cond(false, "Building", &message))
+        }
+        (Publish::NotYet, true) => {
+            let count = decision.platforms.len();
+            let message = format!("building {count} platform(s)");
+            (BuildPhase::Building, cond(true, "Building", &message), cond(false, "Building", &message))
+        }
+    };
+    let ready = (published.0, published.1.clone(), published.2.clone());
+    let image = match publish {
+        Publish::Published { image } => Some(image.clone()),
+        _ => None,
+    };
+    let previous = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
+    let conditions = [(condition::READY, ready), (condition::BUILDING, building), (condition::PUBLISHED, published)]
+        .into_iter()
+        .map(|(type_, (status, reason, message))| {
+            condition_at(previous, type_, status, &reason, &message, generation, now)
+        })
+        .collect();
+    MultiArchBuildStatus {
+        observed_generation: Some(generation),
+        conditions,
+        phase: Some(phase),
+        platforms: decision.platforms.clone(),
+        image,
+    }
+}
+
+fn cond(status: bool, reason: &str, message: &str) -> (bool, String, String) {
+    (status, reason.to_string(), message.to_string())
+}
+
+/// A condition that keeps the previous `lastTransitionTime` while its status stays the same.
+fn condition_at(
+    previous: &[Condition],
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: i64,
+    now: &Time,
+) -> Condition {
+    let status = if status { "True" } else { "False" }.to_string();
+    let last_transition_time = previous
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.clone());
+    Condition {
+        type_: type_.to_string(),
+        status,
+        reason: reason.to_string(),
+        // The apiserver caps condition messages at 32 KiB.
+        message: message.chars().take(4096).collect(),
+        observed_generation: Some(generation),
+        last_transition_time,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::PlatformStatus;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn time(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
+    }
+
+    fn platform(name: &str, phase: PlatformPhase, digest: Option<&str>) -> PlatformStatus {
+        PlatformStatus { platform: name.into(), phase, digest: digest.map(String::from), ..Default::default() }
+    }
+
+    fn decision(platforms: Vec<PlatformStatus>) -> Decision {
+        Decision { platforms, ..Default::default() }
+    }
+
+    fn condition<'a>(status: &'a MultiArchBuildStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn building_then_ready_keeps_transition_times_of_unchanged_conditions() {
+        let building = decision(vec![platform("linux/amd64", PlatformPhase::Building, None)]);
+        let first = desired_status(1, &building, &Publish::NotYet, None, &time(100));
+        assert_eq!(first.phase, Some(BuildPhase::Building));
+        assert_eq!(condition(&first, "Building").status, "True");
+        assert_eq!(condition(&first, "Ready").status, "False");
+
+        // Recomputed later with nothing changed: equal, so the controller writes nothing.
+        let again = desired_status(1, &building, &Publish::NotYet, Some(&first), &time(200));
+        assert_eq!(again, first);
+
+        let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
+        let image = "r/blog@sha256:idx".to_string();
+        let ready = desired_status(1, &built, &Publish::Published { image: image.clone() }, Some(&again), &time(300));
+        assert_eq!(ready.phase, Some(BuildPhase::Ready));
+        assert_eq!(ready.image.as_deref(), Some(image.as_str()));
+        assert_eq!(condition(&ready, "Ready").status, "True");
+        assert_eq!(condition(&ready, "Ready").last_transition_time, time(300));
+        assert_eq!(condition(&ready, "Building").last_transition_time, time(300));
+        assert_eq!(condition(&ready, "Ready").observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_failed_platform_fails_the_build_and_names_it() {
+        let mut failed = platform("linux/arm/v7", PlatformPhase::Failed, None);
+        failed.message = Some("build failed with exit code 1".into());
+        let d = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1")), failed]);
+        let status = desired_status(2, &d, &Publish::NotYet, None, &time(1));
+        assert_eq!(status.phase, Some(BuildPhase::Failed));
+        let ready = condition(&status, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BuildFailed"));
+        assert!(ready.message.contains("linux/arm/v7: build failed with exit code 1"), "{}", ready.message);
+        assert_eq!(status.image, None);
+    }
+
+    #[test]
+    fn waiting_platforms_say_what_they_wait_for() {
+        let mut waiting = platform("linux/arm64", PlatformPhase::Waiting, None);
+        waiting.message = Some("no node".into());
+        let status = desired_status(1, &decision(vec![waiting]), &Publish::NotYet, None, &time(1));
+        assert_eq!(condition(&status, "Building").reason, "WaitingForNode");
+        assert!(condition(&status, "Ready").message.contains("linux/arm64: no node"));
+    }
+
+    #[test]
+    fn publish_is_remembered_only_for_the_same_children_and_generation() {
+        let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
+        let published = Publish::Published { image: "r@sha256:i".into() };
+        let status = desired_status(3, &built, &published, None, &time(1));
+        assert_eq!(already_published(Some(&status), 3, &built).as_deref(), Some("r@sha256:i"));
+        assert_eq!(already_published(Some(&status), 4, &built), None);
+        let rebuilt = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:2"))]);
+        assert_eq!(already_published(Some(&status), 3, &rebuilt), None);
+    }
+}
