@@ -19,7 +19,7 @@ enum Command {
     /// Print the version.
     Version,
     /// Run the operator against the cluster of the current kubeconfig or service account.
-    Operator,
+    Operator(archway::controller::OperatorConfig),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +34,8 @@ enum Error {
     Connect(#[source] kube::Error),
     #[error("cannot read the apiserver's version: {0}")]
     ApiserverVersion(#[source] kube::Error),
-    #[error("cannot wait for a shutdown signal: {0}")]
-    Signal(std::io::Error),
+    #[error(transparent)]
+    Controller(#[from] archway::controller::Error),
 }
 
 fn main() -> ExitCode {
@@ -53,10 +53,10 @@ fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Crd => print(&archway::api::crd_yaml()?),
         Command::Version => print(&format!("archway {}\n", env!("CARGO_PKG_VERSION"))),
-        Command::Operator => {
+        Command::Operator(config) => {
             archway::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
-            runtime.block_on(operator())
+            runtime.block_on(operator(config))
         }
     }
 }
@@ -68,8 +68,8 @@ fn print(text: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// A stub until the controller lands: connect, say which apiserver we talk to, wait for a signal.
-async fn operator() -> Result<(), Error> {
+/// Connects, says which apiserver it talks to, and runs the controller until SIGTERM or ctrl-c.
+async fn operator(config: archway::controller::OperatorConfig) -> Result<(), Error> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -82,24 +82,8 @@ async fn operator() -> Result<(), Error> {
     let version = client.apiserver_version().await.map_err(Error::ApiserverVersion)?;
     tracing::info!(version = %version.git_version, platform = %version.platform, "connected to the apiserver");
 
-    shutdown_signal().await?;
-    tracing::info!("shutting down");
+    archway::controller::run(client, config).await?;
+    tracing::info!("shut down");
     Ok(())
 }
 
-/// Resolves on SIGTERM (how Kubernetes stops a pod) or ctrl-c.
-async fn shutdown_signal() -> Result<(), Error> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(Error::Signal)?;
-        tokio::select! {
-            _ = term.recv() => Ok(()),
-            res = tokio::signal::ctrl_c() => res.map_err(Error::Signal),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::signal::ctrl_c().await.map_err(Error::Signal)
-    }
-}

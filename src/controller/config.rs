@@ -1,0 +1,75 @@
+//! Operator-level settings: flags of `archway operator` (each also readable from the environment).
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Toleration;
+
+use crate::plan::job::BuilderConfig;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct OperatorConfig {
+    /// Image of the buildah builder.
+    #[arg(long, env = "ARCHWAY_BUILDAH_IMAGE", default_value = "quay.io/buildah/stable:v1.40")]
+    pub buildah_image: String,
+    /// Image that clones git sources.
+    #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = "alpine/git:2.47.2")]
+    pub git_image: String,
+    /// A toleration every build pod gets, as KEY[=VALUE]:EFFECT (repeatable), for tainted build nodes.
+    #[arg(long = "build-toleration", value_parser = parse_toleration)]
+    pub build_tolerations: Vec<Toleration>,
+    /// PEM file of a CA the operator trusts for registries (besides the system's).
+    #[arg(long, env = "ARCHWAY_REGISTRY_CA_FILE")]
+    pub registry_ca_file: Option<PathBuf>,
+    /// Name of a ConfigMap, in each build's namespace, whose `ca.crt` build pods trust for the registry.
+    #[arg(long, env = "ARCHWAY_REGISTRY_CA_CONFIG_MAP")]
+    pub registry_ca_config_map: Option<String>,
+}
+
+impl OperatorConfig {
+    pub fn builder(&self) -> BuilderConfig {
+        BuilderConfig {
+            buildah_image: self.buildah_image.clone(),
+            git_image: self.git_image.clone(),
+            tolerations: self.build_tolerations.clone(),
+            registry_ca_config_map: self.registry_ca_config_map.clone(),
+        }
+    }
+}
+
+fn parse_toleration(text: &str) -> Result<Toleration, String> {
+    let (key_value, effect) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("{text:?}: expected KEY[=VALUE]:EFFECT, e.g. build=true:NoSchedule"))?;
+    let (key, value) = match key_value.split_once('=') {
+        Some((k, v)) => (k, Some(v.to_string())),
+        None => (key_value, None),
+    };
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!("{text:?}: effect must be NoSchedule, PreferNoSchedule or NoExecute"));
+    }
+    Ok(Toleration {
+        key: Some(key.to_string()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.to_string()),
+        value,
+        effect: Some(effect.to_string()),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerations_parse_with_and_without_value() {
+        let t = parse_toleration("build=true:NoSchedule").unwrap();
+        assert_eq!(
+            (t.key.as_deref(), t.value.as_deref(), t.operator.as_deref()),
+            (Some("build"), Some("true"), Some("Equal"))
+        );
+        let t = parse_toleration("arch:NoExecute").unwrap();
+        assert_eq!((t.operator.as_deref(), t.value), (Some("Exists"), None));
+        assert!(parse_toleration("build=true").unwrap_err().contains("KEY[=VALUE]:EFFECT"));
+        assert!(parse_toleration("a:Sometimes").is_err());
+    }
+}

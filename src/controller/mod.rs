@@ -1,0 +1,260 @@
+//! The thin I/O shell around the pure core in [`crate::plan`]: observe the build, its Jobs and the
+//! nodes; decide; create and delete Jobs; publish when every platform is built; write status by
+//! server-side apply (only when it changed) and an event for each transition.
+
+pub mod config;
+mod error;
+mod observe;
+mod publish;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource, ResourceExt};
+use tracing::{info, instrument, warn};
+
+pub use config::OperatorConfig;
+pub use error::Error;
+
+use crate::api::{MultiArchBuild, MultiArchBuildStatus, PlatformPhase};
+use crate::plan::decide::{Decision, decide, requested_platforms};
+use crate::plan::job::{JobRequest, build_job};
+use crate::plan::status::{Publish, already_published, desired_status};
+
+pub const FIELD_MANAGER: &str = "archway";
+
+pub struct Context {
+    client: Client,
+    recorder: Recorder,
+    config: OperatorConfig,
+    registry_ca: Vec<Vec<u8>>,
+    /// Consecutive failures per build, for exponential backoff; reset on success.
+    failures: Mutex<HashMap<ObjectRef<MultiArchBuild>, u32>>,
+}
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
+    let registry_ca = match &config.registry_ca_file {
+        Some(path) => vec![
+            std::fs::read(path).map_err(|e| Error::Invalid(format!("--registry-ca-file {}: {e}", path.display())))?,
+        ],
+        None => Vec::new(),
+    };
+    let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        config,
+        registry_ca,
+        failures: Mutex::new(HashMap::new()),
+    });
+    let builds = Api::<MultiArchBuild>::all(client.clone());
+    // Node changes (a node Ready, cordoned, added) can unblock or move any build: re-plan them all.
+    let node_changes =
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).touched_objects().map(|_| ());
+    Controller::new(builds, watcher::Config::default())
+        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .reconcile_all_on(node_changes)
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!("reconcile: {e}");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+#[instrument(skip_all, fields(build = %build.name_any(), namespace = build.namespace().unwrap_or_default()))]
+async fn reconcile(build: Arc<MultiArchBuild>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let result = reconcile_build(&build, &ctx).await;
+    if let Ok(mut failures) = ctx.failures.lock() {
+        match &result {
+            Ok(_) => failures.remove(&ObjectRef::from_obj(build.as_ref())),
+            Err(_) => {
+                *failures.entry(ObjectRef::from_obj(build.as_ref())).or_insert(0) += 1;
+                None
+            }
+        };
+    }
+    result
+}
+
+async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action, Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let name = build.name_any();
+    let generation = build.metadata.generation.unwrap_or_default();
+    let observed = observe::observe(&ctx.client, build).await;
+    let observed = match observed {
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSource", &message).await,
+        other => other?,
+    };
+    let platforms = match requested_platforms(&build.spec, &observed.nodes) {
+        Ok(platforms) => platforms,
+        Err(e) => return fail_permanently(build, ctx, "InvalidPlatform", &format!("spec.platforms: {e}")).await,
+    };
+    let decision = decide(
+        &name,
+        &build.spec,
+        &platforms,
+        &observed.nodes,
+        &observed.jobs,
+        observed.context_fingerprint.as_deref(),
+    );
+    apply_jobs(build, ctx, &decision).await?;
+
+    let old = build.status.as_ref();
+    let publish = match (already_published(old, generation, &decision), decision.built()) {
+        (Some(image), _) => Publish::Published { image },
+        (None, Some(built)) if decision.failed().count() == 0 => {
+            match publish::publish(&ctx.client, build, &built, &ctx.registry_ca).await {
+                Ok(publish) => publish,
+                Err(Error::Registry(e)) if !e.is_transient() => {
+                    Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        _ => Publish::NotYet,
+    };
+    let status = desired_status(generation, &decision, &publish, old, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if old != Some(&status) {
+        record_transitions(build, ctx, old, &status).await;
+        patch_status(ctx, &namespace, &name, &status).await?;
+    }
+    // Jobs and nodes wake the controller; the periodic requeue is a safety net only.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn apply_jobs(build: &MultiArchBuild, ctx: &Context, decision: &Decision) -> Result<(), Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
+    let timeout_seconds = match build.spec.builder.timeout.parse::<kube::core::Duration>() {
+        Ok(d) if !d.is_negative() => i64::try_from(std::time::Duration::from(d).as_secs()).unwrap_or(i64::MAX).max(1),
+        Ok(_) => return Err(Error::Invalid("spec.builder.timeout must be positive".into())),
+        Err(e) => return Err(Error::Invalid(format!("spec.builder.timeout: {e}"))),
+    };
+    let builder = ctx.config.builder();
+    for create in &decision.create {
+        let request = JobRequest {
+            build_name: &build.name_any(),
+            namespace: &namespace,
+            owner: owner.clone(),
+            platform: &create.platform,
+            inputs: &create.inputs,
+            placed: &create.placed,
+            config: &builder,
+            timeout_seconds,
+        };
+        let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
+        match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
+            Ok(_) => {
+                info!(job = job.metadata.name.as_deref().unwrap_or_default(), platform = %create.platform, "created build job")
+            }
+            // Created by an earlier pass whose status write did not land: it is ours, keep it.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for stale in &decision.delete {
+        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+        match jobs.delete(stale, &params).await {
+            Ok(_) => info!(job = stale.as_str(), "deleted build job of older inputs"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// A problem only a change can fix: say so in status and an event, and wait.
+async fn fail_permanently(build: &MultiArchBuild, ctx: &Context, reason: &str, message: &str) -> Result<Action, Error> {
+    let generation = build.metadata.generation.unwrap_or_default();
+    let publish = Publish::Failed { reason: reason.into(), message: message.into() };
+    let old = build.status.as_ref();
+    let status =
+        desired_status(generation, &Decision::default(), &publish, old, &Time(k8s_openapi::jiff::Timestamp::now()));
+    if old != Some(&status) {
+        record_transitions(build, ctx, old, &status).await;
+        patch_status(ctx, &build.namespace().unwrap_or_default(), &build.name_any(), &status).await?;
+    }
+    // The fix may be outside the resource (a ConfigMap created later): look again now and then.
+    Ok(Action::requeue(Duration::from_secs(60)))
+}
+
+async fn patch_status(ctx: &Context, namespace: &str, name: &str, status: &MultiArchBuildStatus) -> Result<(), Error> {
+    let api = Api::<MultiArchBuild>::namespaced(ctx.client.clone(), namespace);
+    let body = serde_json::json!({
+        "apiVersion": MultiArchBuild::api_version(&()),
+        "kind": MultiArchBuild::kind(&()),
+        "status": status,
+    });
+    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    Ok(())
+}
+
+/// One event per platform that changed phase, and one when the build's phase changes.
+async fn record_transitions(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    old: Option<&MultiArchBuildStatus>,
+    new: &MultiArchBuildStatus,
+) {
+    let mut events = Vec::new();
+    for platform in &new.platforms {
+        let before = old.and_then(|o| o.platforms.iter().find(|p| p.platform == platform.platform));
+        if before.map(|b| (b.phase, &b.job)) == Some((platform.phase, &platform.job)) {
+            continue;
+        }
+        let (type_, reason) = match platform.phase {
+            PlatformPhase::Failed => (EventType::Warning, "PlatformFailed"),
+            PlatformPhase::Waiting => (EventType::Warning, "WaitingForNode"),
+            PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
+            PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
+        };
+        let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
+        let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
+        events.push((type_, reason, format!("{}{mode}: {detail}", platform.platform)));
+    }
+    if old.and_then(|o| o.phase) != new.phase {
+        let ready = new.conditions.iter().find(|c| c.type_ == crate::api::condition::READY);
+        let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+        let type_ =
+            if new.phase == Some(crate::api::BuildPhase::Failed) { EventType::Warning } else { EventType::Normal };
+        events.push((type_, "PhaseChanged", format!("{:?}: {message}", new.phase.unwrap_or_default())));
+    }
+    let reference = build.object_ref(&());
+    for (type_, reason, note) in events {
+        let note: String = note.chars().take(1000).collect();
+        let event =
+            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            warn!("cannot record event: {e}");
+        }
+    }
+}
+
+/// Transient errors retry with exponential backoff per build (5 s doubling to 5 min); permanent ones
+/// wait for a change, with a slow look now and then.
+fn error_policy(build: Arc<MultiArchBuild>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(build = %build.name_any(), kind = error.label(), "reconcile failed: {error}");
+    if !error.is_transient() {
+        return Action::requeue(Duration::from_secs(300));
+    }
+    let failures =
+        ctx.failures.lock().ok().and_then(|f| f.get(&ObjectRef::from_obj(build.as_ref())).copied()).unwrap_or(1);
+    let seconds = 5u64.saturating_mul(1 << failures.min(6).saturating_sub(1));
+    Action::requeue(Duration::from_secs(seconds.min(300)))
+}

@@ -1,0 +1,76 @@
+//! Verify each platform's image and push the index: the registry side of a build.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
+
+use super::error::Error;
+use crate::api::MultiArchBuild;
+use crate::plan::status::Publish;
+use crate::platform::Platform;
+use crate::registry::{
+    Registry, RegistryOptions, Repository, assemble_index, index_annotations, registry_auth, verify,
+};
+
+/// Verifies the children and pushes the index under every tag. Problems a change must fix come back
+/// as [`Publish::Failed`]; transient ones as errors, so the reconcile retries.
+pub async fn publish(
+    client: &Client,
+    build: &MultiArchBuild,
+    built: &[(Platform, String)],
+    extra_ca_pem: &[Vec<u8>],
+) -> Result<Publish, Error> {
+    let output = &build.spec.output;
+    let repository: Repository = match output.image.parse() {
+        Ok(repository) => repository,
+        Err(e) => return Ok(failed("InvalidImage", format!("spec.output.image: {e}"))),
+    };
+    let auth = match &output.push_secret {
+        Some(secret) => {
+            let namespace = build.namespace().unwrap_or_default();
+            let Some(found) = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret.name).await? else {
+                return Ok(failed(
+                    "PushSecretMissing",
+                    format!("spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}", secret.name),
+                ));
+            };
+            let bytes = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone());
+            let Some(bytes) = bytes else {
+                return Ok(failed(
+                    "PushSecretInvalid",
+                    format!("spec.output.pushSecret: Secret {:?} has no .dockerconfigjson key", secret.name),
+                ));
+            };
+            match registry_auth(&format!("{namespace}/{}", secret.name), &bytes, repository.registry()) {
+                Ok(auth) => auth,
+                Err(e) => return Ok(failed("PushSecretInvalid", format!("spec.output.pushSecret: {e}"))),
+            }
+        }
+        None => oci_client::secrets::RegistryAuth::Anonymous,
+    };
+    let options = RegistryOptions {
+        insecure: output.insecure_registry,
+        extra_ca_pem: extra_ca_pem.to_vec(),
+        ..Default::default()
+    };
+    let registry = Registry::new(options, auth)?;
+    let mut children = Vec::new();
+    for (platform, digest) in built {
+        let child = registry.fetch_child(&repository, digest).await?;
+        match verify(platform, &child) {
+            Ok(verified) => children.push(verified),
+            Err(mismatch) => return Ok(failed("PlatformMismatch", mismatch.to_string())),
+        }
+    }
+    let git = build.spec.source.git.as_ref();
+    let annotations = index_annotations(git.map(|g| g.url.as_str()), git.map(|g| g.revision.as_str()));
+    let index = match assemble_index(&children, &annotations) {
+        Ok(index) => index,
+        Err(e) => return Ok(failed("InvalidIndex", e.to_string())),
+    };
+    let digest = registry.push_index(&repository, &output.tags, &index).await?;
+    Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
+}
+
+fn failed(reason: &str, message: String) -> Publish {
+    Publish::Failed { reason: reason.to_string(), message }
+}
