@@ -5,6 +5,7 @@
 pub mod baseimage;
 pub mod binfmt;
 pub mod certs;
+pub mod cluster_setup;
 pub mod controlplane;
 pub mod env;
 pub mod hostlet;

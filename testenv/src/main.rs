@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use archway_testenv::cluster_setup;
 use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::process::is_running;
 use clap::{Parser, Subcommand};
@@ -26,9 +27,15 @@ enum Cmd {
     Up {
         #[arg(long, default_value = ".dev")]
         dir: PathBuf,
-        /// Leave out the hostlet (no nodes).
+        /// Leave out the hostlet (no nodes, hence no operator).
         #[arg(long)]
         no_nodes: bool,
+        /// Leave out the operator (deploy/dev is not applied).
+        #[arg(long)]
+        no_operator: bool,
+        /// Install the operator from this kustomization instead of deploy/dev.
+        #[arg(long, value_name = "DIR")]
+        operator_kustomization: Option<PathBuf>,
     },
     /// Stop the environment that `up` runs in this dir.
     Down {
@@ -44,7 +51,15 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Up { dir, no_nodes } => up(dir, no_nodes).await,
+        Cmd::Up { dir, no_nodes, no_operator, operator_kustomization } => {
+            let opts = EnvOptions {
+                nodes: !no_nodes,
+                operator: !no_nodes && !no_operator,
+                operator_kustomization,
+                ..EnvOptions::new(&dir)
+            };
+            up(dir, opts).await
+        }
         Cmd::Down { dir } => down(&dir),
     }
 }
@@ -60,7 +75,7 @@ impl Drop for Markers {
     }
 }
 
-async fn up(dir: PathBuf, no_nodes: bool) -> Result<()> {
+async fn up(dir: PathBuf, opts: EnvOptions) -> Result<()> {
     fs::create_dir_all(&dir)?;
     let pid_file = dir.join("testenv.pid");
     let ready = dir.join("ready");
@@ -75,14 +90,34 @@ async fn up(dir: PathBuf, no_nodes: bool) -> Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let started = Instant::now();
-    let opts = EnvOptions { nodes: !no_nodes, ..EnvOptions::new(&dir) };
+    // The operator is installed here rather than by Env::start: when it does not run (a flag the
+    // binary does not know yet, a crash), the environment stays up for everything else, and says so.
+    let install_operator = opts.operator;
+    let kustomization = opts.operator_kustomization.clone().unwrap_or_else(cluster_setup::dev_kustomization);
+    let start = async {
+        let mut env = Env::start(EnvOptions { operator: false, ..opts }).await?;
+        let mut operator = Ok(());
+        if install_operator {
+            match cluster_setup::install_operator(&env.client(), &env.control_plane, &env.registry, &kustomization)
+                .await
+            {
+                Ok(pod) => env.operator_pod = pod.metadata.name,
+                Err(e) => operator = Err(e),
+            }
+        }
+        anyhow::Ok((env, operator))
+    };
     // A signal during the start drops the half-built environment, which stops what it started.
-    let env = tokio::select! {
-        env = Env::start(opts) => env?,
+    let (env, operator) = tokio::select! {
+        env = start => env?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
     print_summary(&env, started.elapsed());
+    if let Err(e) = &operator {
+        tracing::error!("the operator does not run ({e:#}); the environment stays up without it");
+        println!("  operator    NOT RUNNING: {e:#}");
+    }
     fs::write(&ready, "")?;
 
     tokio::select! {
@@ -104,6 +139,9 @@ fn print_summary(env: &Env, took: Duration) {
     println!("  cert dir    {}", env.registry.cert_dir.display());
     if let Some(image) = &env.base_image {
         println!("  base image  {image}");
+    }
+    if let Some(pod) = &env.operator_pod {
+        println!("  operator    pod {pod} in {}", cluster_setup::OPERATOR_NAMESPACE);
     }
     println!("  logs        {}", env.dir.join("logs").display());
     println!("use it:       source {}", env.env_sh.display());
