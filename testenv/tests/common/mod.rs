@@ -143,3 +143,9 @@ pub async fn manifest_digest(registry: &archway_testenv::registry::Registry, ref
     anyhow::ensure!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
+
+/// The digest of the manifest (or index) `reference` names, as the registry has its raw bytes.
+pub async fn manifest_digest_raw(registry: &archway_testenv::registry::Registry, reference: &str) -> Result<String> {
+    let raw = archway_testenv::baseimage::inspect_raw(registry, reference).await?;
+    Ok(archway::registry::digest_of(raw.as_bytes()))
+}

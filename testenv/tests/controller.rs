@@ -1,0 +1,236 @@
+//! The operator end to end: a MultiArchBuild goes in, per-platform Jobs run on nodes of their
+//! architecture (or under qemu), and one verified OCI index comes out, read back with skopeo.
+
+mod common;
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, Result, ensure};
+use archway::api::MultiArchBuild;
+use archway_testenv::env::{Env, EnvOptions};
+use common::{ImageContents, wait};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const NS: &str = "blog";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller");
+    let env = Env::start(EnvOptions::new(&dir)).await?;
+    let client = env.client();
+    setup(&client, &env).await?;
+    let _operator = Operator::start(&env)?;
+
+    // The seed's blog, all four platforms, every one native (arm/v6 on the armv7 Pi).
+    let build = blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
+    let status = apply_and_wait(&client, &build, "Ready").await?;
+    let image = status["image"].as_str().context("status.image")?.to_string();
+    ensure!(image.starts_with(&format!("{}/asksven/blog@sha256:", env.registry.host)), "{image}");
+    let platforms = status["platforms"].as_array().context("status.platforms")?;
+    for (platform, nodes) in [
+        ("linux/amd64", &["x86-1", "qemu-1"][..]),
+        ("linux/arm64", &["jetson-1"]),
+        ("linux/arm/v7", &["pi-1"]),
+        ("linux/arm/v6", &["pi-1"]),
+    ] {
+        let entry =
+            platforms.iter().find(|p| p["platform"] == platform).with_context(|| format!("{platform} in status"))?;
+        ensure!(entry["mode"] == "native" && entry["phase"] == "Succeeded", "{platform}: {entry}");
+        ensure!(
+            nodes.iter().any(|n| entry["node"] == *n),
+            "{platform} built on {}, expected one of {nodes:?}",
+            entry["node"]
+        );
+    }
+    let index = raw_index(&env, &format!("{}/asksven/blog:new", env.registry.host)).await?;
+    ensure!(index["mediaType"] == "application/vnd.oci.image.index.v1+json", "{index}");
+    let manifests = index["manifests"].as_array().context("manifests")?;
+    ensure!(manifests.len() == 4, "{index}");
+    ensure!(image.ends_with(
+        &common::manifest_digest_raw(&env.registry, &format!("{}/asksven/blog:new", env.registry.host)).await?
+    ));
+    for (arch, variant, uname) in [
+        ("amd64", None, "x86_64"),
+        ("arm64", None, "aarch64"),
+        ("arm", Some("v7"), "armv7l"),
+        ("arm", Some("v6"), "armv"),
+    ] {
+        let child = manifests
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch && m["platform"]["variant"].as_str() == variant)
+            .with_context(|| format!("no {arch} {variant:?} child in {index}"))?;
+        let digest = child["digest"].as_str().context("digest")?;
+        let contents =
+            ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+        let printed = contents.read_file("/srv/arch").await?;
+        ensure!(printed.trim().starts_with(uname), "{arch} {variant:?}: /srv/arch holds {printed:?}");
+        ensure!(contents.read_file("/srv/index.html").await?.contains("blog"), "index.html missing");
+    }
+
+    // With the Jetson cordoned, auto placement builds arm64 under qemu, still aarch64 inside.
+    let nodes: Api<Node> = Api::all(client.clone());
+    nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": true}}))).await?;
+    let build = blog_build(&env, "blog-emulated", &["linux/arm64"], "Dockerfile");
+    let status = apply_and_wait(&client, &build, "Ready").await?;
+    let entry = &status["platforms"][0];
+    ensure!(entry["mode"] == "emulated" && entry["node"] == "qemu-1", "{entry}");
+    let digest = entry["digest"].as_str().context("digest")?;
+    let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+    ensure!(contents.read_file("/srv/arch").await?.trim() == "aarch64");
+
+    // Native placement with no native node waits, with no Job, until the node is back.
+    let mut native = blog_build(&env, "blog-native", &["linux/arm64"], "Dockerfile");
+    native["spec"]["placement"] = json!("native");
+    let builds = api(&client);
+    builds.patch("blog-native", &PatchParams::apply("test"), &Patch::Apply(&native)).await?;
+    let status = wait_status(&client, "blog-native", |s| s["platforms"][0]["phase"] == "Waiting").await?;
+    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("kubernetes.io/arch=arm64"), "{message}");
+    ensure!(jobs_of(&client, "blog-native").await?.is_empty(), "a Job was created for a waiting platform");
+    nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": false}}))).await?;
+    let status = wait_status(&client, "blog-native", |s| is_ready(s)).await?;
+    ensure!(status["platforms"][0]["node"] == "jetson-1", "{status}");
+
+    // A failing RUN step: the builder's exit code and log tail in status, nothing published.
+    let failing = blog_build(&env, "blog-fails", &["linux/amd64"], "Dockerfile.fails");
+    let mut failing = failing;
+    failing["spec"]["builder"] = json!({"retries": 0});
+    let status = apply_and_wait(&client, &failing, "Failed").await?;
+    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("exit code") && message.contains("false"), "{message}");
+    ensure!(status.get("image").is_none(), "{status}");
+
+    env.shutdown().await;
+    Ok(())
+}
+
+fn api(client: &Client) -> Api<MultiArchBuild> {
+    Api::namespaced(client.clone(), NS)
+}
+
+fn is_ready(status: &Value) -> bool {
+    status["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+async fn apply_and_wait(client: &Client, build: &Value, phase: &str) -> Result<Value> {
+    let name = build["metadata"]["name"].as_str().context("name")?.to_string();
+    api(client).patch(&name, &PatchParams::apply("test"), &Patch::Apply(build)).await?;
+    wait_status(client, &name, |s| s["phase"] == phase).await
+}
+
+async fn wait_status(client: &Client, name: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
+    let builds = api(client);
+    let found = wait(&format!("MultiArchBuild {name}"), || async {
+        let build = builds.get(name).await?;
+        let status = serde_json::to_value(&build.status)?;
+        let current = build.metadata.generation == build.status.as_ref().and_then(|s| s.observed_generation);
+        Ok((current && done(&status)).then_some(status))
+    })
+    .await;
+    match found {
+        Ok(status) => Ok(status),
+        Err(e) => {
+            let last = builds.get(name).await.ok().and_then(|b| b.status);
+            Err(e.context(format!("last status of {name}: {last:?}")))
+        }
+    }
+}
+
+async fn jobs_of(client: &Client, build: &str) -> Result<Vec<Job>> {
+    let params = ListParams::default().labels(&format!("archway.dev/build={build}"));
+    Ok(Api::<Job>::namespaced(client.clone(), NS).list(&params).await?.items)
+}
+
+fn blog_build(env: &Env, name: &str, platforms: &[&str], dockerfile: &str) -> Value {
+    json!({
+        "apiVersion": "archway.dev/v1alpha1",
+        "kind": "MultiArchBuild",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "source": {"configMap": {"name": "blog-context"}},
+            "dockerfile": dockerfile,
+            "platforms": platforms,
+            "output": {"image": format!("{}/asksven/blog", env.registry.host), "tags": ["new"], "pushSecret": {"name": "registry-credentials"}},
+        },
+    })
+}
+
+async fn raw_index(env: &Env, reference: &str) -> Result<Value> {
+    Ok(serde_json::from_str(&archway_testenv::baseimage::inspect_raw(&env.registry, reference).await?)?)
+}
+
+/// The CRD, the namespace, the blog's context, and the registry's credentials and CA.
+async fn setup(client: &Client, env: &Env) -> Result<()> {
+    let crd_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/multiarchbuild.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(crd_path)?)?;
+    Api::<CustomResourceDefinition>::all(client.clone()).create(&PostParams::default(), &crd).await?;
+    let meta = |name: &str| ObjectMeta { name: Some(name.into()), ..Default::default() };
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &Namespace { metadata: meta(NS), ..Default::default() })
+        .await?;
+    let base = env.base_image.clone().context("base image")?;
+    let files = [
+        ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
+        ("Dockerfile.fails", format!("FROM {base}\nRUN echo about to fail && false\n")),
+        ("index.html", "<h1>asksven's blog</h1>\n".to_string()),
+    ];
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let context = ConfigMap {
+        metadata: meta("blog-context"),
+        data: Some(files.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
+        ..Default::default()
+    };
+    config_maps.create(&PostParams::default(), &context).await?;
+    let ca = ConfigMap {
+        metadata: meta("registry-ca"),
+        data: Some([("ca.crt".to_string(), env.registry.ca_pem.clone())].into()),
+        ..Default::default()
+    };
+    config_maps.create(&PostParams::default(), &ca).await?;
+    let secret = Secret {
+        metadata: meta("registry-credentials"),
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        string_data: Some(
+            [(".dockerconfigjson".to_string(), std::fs::read_to_string(&env.registry.auth_file)?)].into(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
+    let builds = api(client);
+    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
+        .await?;
+    Ok(())
+}
+
+/// The operator as a process of this host, killed when the test ends.
+struct Operator(std::process::Child);
+
+impl Operator {
+    fn start(env: &Env) -> Result<Operator> {
+        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/archway");
+        let log = std::fs::File::create(env.dir.join("logs/operator.log"))?;
+        let child = std::process::Command::new(bin)
+            .args(["operator", "--registry-ca-config-map", "registry-ca", "--registry-ca-file"])
+            .arg(env.registry.cert_dir.join("ca.crt"))
+            .env("KUBECONFIG", env.kubeconfig())
+            .env("RUST_LOG", "info,archway=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting the operator (is target/debug/archway built?)")?;
+        Ok(Operator(child))
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
