@@ -110,6 +110,69 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     Ok(())
 }
 
+/// Recovery and change: a base without the platform, a spec changed mid-build, an operator killed mid-build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller-recovery");
+    let env = Env::start(EnvOptions::new(&dir)).await?;
+    let client = env.client();
+    setup(&client, &env).await?;
+    let mut operator = Operator::start(&env)?;
+
+    // The base image has no linux/386 child: that platform fails, naming itself.
+    let status = apply_and_wait(&client, &blog_build(&env, "blog-386", &["linux/386"], "Dockerfile"), "Failed").await?;
+    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("386"), "{message}");
+
+    // A spec changed while its Jobs run: the old Jobs go, only the new inputs are published.
+    let slow = blog_build(&env, "blog-change", &["linux/amd64", "linux/arm64"], "Dockerfile.slow");
+    api(&client).patch("blog-change", &PatchParams::apply("test"), &Patch::Apply(&slow)).await?;
+    let old_jobs = wait("the slow Jobs", || async {
+        let jobs = jobs_of(&client, "blog-change").await?;
+        Ok((jobs.len() == 2).then_some(jobs))
+    })
+    .await?;
+    let status = apply_and_wait(
+        &client,
+        &blog_build(&env, "blog-change", &["linux/amd64", "linux/arm64"], "Dockerfile"),
+        "Ready",
+    )
+    .await?;
+    let jobs = jobs_of(&client, "blog-change").await?;
+    let names = |jobs: &[Job]| jobs.iter().filter_map(|j| j.metadata.name.clone()).collect::<Vec<_>>();
+    ensure!(
+        jobs.len() == 2 && names(&jobs).iter().all(|n| !names(&old_jobs).contains(n)),
+        "{:?} after {:?}",
+        names(&jobs),
+        names(&old_jobs)
+    );
+    for entry in status["platforms"].as_array().context("platforms")? {
+        let digest = entry["digest"].as_str().context("digest")?;
+        let contents =
+            ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+        ensure!(contents.read_file("/srv/slow").await.is_err(), "{}: built from the old Dockerfile", entry["platform"]);
+    }
+
+    // The operator killed (SIGKILL) while Jobs run, then started again: one Job per platform, one index.
+    let slow = blog_build(&env, "blog-kill", &["linux/amd64", "linux/arm/v7"], "Dockerfile.slow");
+    api(&client).patch("blog-kill", &PatchParams::apply("test"), &Patch::Apply(&slow)).await?;
+    wait("the Jobs to start", || async { Ok((jobs_of(&client, "blog-kill").await?.len() == 2).then_some(())) }).await?;
+    drop(operator);
+    operator = Operator::start(&env)?;
+    let status = wait_status(&client, "blog-kill", is_ready).await?;
+    ensure!(jobs_of(&client, "blog-kill").await?.len() == 2, "more than one Job per platform");
+    let image = status["image"].as_str().context("image")?;
+    let index = raw_index(&env, image).await?;
+    ensure!(index["manifests"].as_array().map(Vec::len) == Some(2), "{index}");
+    ensure!(image.ends_with(
+        &common::manifest_digest_raw(&env.registry, &format!("{}/asksven/blog:new", env.registry.host)).await?
+    ));
+
+    drop(operator);
+    env.shutdown().await;
+    Ok(())
+}
+
 fn api(client: &Client) -> Api<MultiArchBuild> {
     Api::namespaced(client.clone(), NS)
 }
@@ -178,6 +241,10 @@ async fn setup(client: &Client, env: &Env) -> Result<()> {
     let files = [
         ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
         ("Dockerfile.fails", format!("FROM {base}\nRUN echo about to fail && false\n")),
+        (
+            "Dockerfile.slow",
+            format!("FROM {base}\nCOPY index.html /srv/\nRUN sleep 6 && uname -m > /srv/arch && touch /srv/slow\n"),
+        ),
         ("index.html", "<h1>asksven's blog</h1>\n".to_string()),
     ];
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
