@@ -113,11 +113,10 @@ async fn up(dir: PathBuf, opts: EnvOptions) -> Result<()> {
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
-    print_summary(&env, started.elapsed());
     if let Err(e) = &operator {
         tracing::error!("the operator does not run ({e:#}); the environment stays up without it");
-        println!("  operator    NOT RUNNING: {e:#}");
     }
+    print_summary(&env, started.elapsed(), operator.err());
     fs::write(&ready, "")?;
 
     tokio::select! {
@@ -130,7 +129,7 @@ async fn up(dir: PathBuf, opts: EnvOptions) -> Result<()> {
     Ok(())
 }
 
-fn print_summary(env: &Env, took: Duration) {
+fn print_summary(env: &Env, took: Duration, operator_error: Option<anyhow::Error>) {
     println!("archway local environment up in {:.1}s", took.as_secs_f64());
     println!("  apiserver   {}", env.control_plane.server);
     println!("  kubeconfig  {}", env.kubeconfig().display());
@@ -142,6 +141,9 @@ fn print_summary(env: &Env, took: Duration) {
     }
     if let Some(pod) = &env.operator_pod {
         println!("  operator    pod {pod} in {}", cluster_setup::OPERATOR_NAMESPACE);
+    }
+    if let Some(e) = operator_error {
+        println!("  operator    NOT RUNNING: {e:#}");
     }
     println!("  logs        {}", env.dir.join("logs").display());
     println!("use it:       source {}", env.env_sh.display());
