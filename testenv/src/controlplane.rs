@@ -98,7 +98,10 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<(Cont
         .arg("--allow-privileged=true")
         .arg("--service-account-issuer=https://kubernetes.default.svc")
         .arg(format!("--service-account-key-file={}", pki.sa_pub.display()))
-        .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()));
+        .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
+        .arg(format!("--audit-policy-file={}", write_audit_policy(dir)?.display()))
+        .arg(format!("--audit-log-path={}", dir.join("logs/audit.log").display()))
+        .arg("--audit-log-format=json");
     procs.spawn("kube-apiserver", apiserver)?;
 
     let kubeconfig = dir.join("kubeconfig");
@@ -225,4 +228,18 @@ async fn get_ok(http: &reqwest::Client, url: &str) -> Result<()> {
     let body = http.get(url).send().await?.error_for_status()?.text().await?;
     ensure!(body.trim() == "ok", "{url} says {body}");
     Ok(())
+}
+
+/// The operator's ServiceAccount, whose requests the audit log records (for `make bench`).
+pub const OPERATOR_USER: &str = "system:serviceaccount:archway-system:archway";
+
+/// An audit policy that records the operator's requests only, so the log stays small.
+fn write_audit_policy(dir: &Path) -> Result<PathBuf> {
+    let path = dir.join("audit-policy.yaml");
+    let policy = format!(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+         - level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
+    );
+    std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
