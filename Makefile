@@ -3,12 +3,13 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane crds dev-up dev-down demo test unit-test e2e-test lint
+.PHONY: help deps build control-plane crds dev-up dev-down demo bench test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
 	@echo "make test      all tests: unit, CRD freshness, and end-to-end against the local environment"
 	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
+	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests"
 
 deps:
 	@hack/install-deps.sh
@@ -32,6 +33,9 @@ dev-down:
 
 demo: dev-up
 	@hack/demo.sh "$(DEV_DIR)"
+
+bench: dev-up
+	@hack/bench.sh "$(DEV_DIR)"
 
 lint:
 	$(CARGO) fmt --all --check

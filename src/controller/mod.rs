@@ -112,7 +112,10 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         &observed.jobs,
         observed.context_fingerprint.as_deref(),
     );
-    apply_jobs(build, ctx, &decision).await?;
+    match apply_jobs(build, ctx, &decision).await {
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
+        other => other?,
+    }
 
     let old = build.status.as_ref();
     let publish = match (already_published(old, generation, &decision), decision.built()) {
