@@ -200,7 +200,8 @@ impl PodView {
             ),
             init_container_statuses: (!self.init.is_empty()).then(|| self.init.iter().map(container_status).collect()),
             container_statuses: Some(self.main.iter().map(container_status).collect()),
-            qos_class: Some("BestEffort".into()),
+            // The apiserver sets the QoS class at creation and refuses any other value later.
+            qos_class: None,
             ..Default::default()
         }
     }
