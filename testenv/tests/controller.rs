@@ -1,31 +1,30 @@
 //! The operator end to end: a MultiArchBuild goes in, per-platform Jobs run on nodes of their
-//! architecture (or under qemu), and one verified OCI index comes out, read back with skopeo.
+//! architecture (or under qemu), and one verified OCI index comes out, read back with skopeo. The
+//! operator runs as deploy/ installs it: a pod (on a hostlet node) with its ServiceAccount and RBAC.
 
 mod common;
 
 use std::path::Path;
-use std::process::Stdio;
 
 use anyhow::{Context, Result, ensure};
 use archway::api::MultiArchBuild;
+use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::{Env, EnvOptions};
 use common::{ImageContents, wait};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-const NS: &str = "blog";
+const NS: &str = "default";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller");
-    let env = Env::start(EnvOptions::new(&dir)).await?;
+    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
     let client = env.client();
     setup(&client, &env).await?;
-    let _operator = Operator::start(&env)?;
 
     // The seed's blog, all four platforms, every one native (arm/v6 on the armv7 Pi).
     let build = blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
@@ -114,10 +113,9 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Result<()> {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller-recovery");
-    let env = Env::start(EnvOptions::new(&dir)).await?;
+    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
     let client = env.client();
     setup(&client, &env).await?;
-    let mut operator = Operator::start(&env)?;
 
     // The base image has no linux/386 child: that platform fails, naming itself.
     let status = apply_and_wait(&client, &blog_build(&env, "blog-386", &["linux/386"], "Dockerfile"), "Failed").await?;
@@ -157,8 +155,7 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
     let slow = blog_build(&env, "blog-kill", &["linux/amd64", "linux/arm/v7"], "Dockerfile.slow");
     api(&client).patch("blog-kill", &PatchParams::apply("test"), &Patch::Apply(&slow)).await?;
     wait("the Jobs to start", || async { Ok((jobs_of(&client, "blog-kill").await?.len() == 2).then_some(())) }).await?;
-    drop(operator);
-    operator = Operator::start(&env)?;
+    kill_operator(&client).await?;
     let status = wait_status(&client, "blog-kill", is_ready).await?;
     ensure!(jobs_of(&client, "blog-kill").await?.len() == 2, "more than one Job per platform");
     let image = status["image"].as_str().context("image")?;
@@ -168,7 +165,6 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
         &common::manifest_digest_raw(&env.registry, &format!("{}/asksven/blog:new", env.registry.host)).await?
     ));
 
-    drop(operator);
     env.shutdown().await;
     Ok(())
 }
@@ -228,15 +224,8 @@ async fn raw_index(env: &Env, reference: &str) -> Result<Value> {
     Ok(serde_json::from_str(&archway_testenv::baseimage::inspect_raw(&env.registry, reference).await?)?)
 }
 
-/// The CRD, the namespace, the blog's context, and the registry's credentials and CA.
+/// The blog's context; the operator's install made the CRD and the registry's Secret and CA.
 async fn setup(client: &Client, env: &Env) -> Result<()> {
-    let crd_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds/multiarchbuild.yaml");
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(crd_path)?)?;
-    Api::<CustomResourceDefinition>::all(client.clone()).create(&PostParams::default(), &crd).await?;
-    let meta = |name: &str| ObjectMeta { name: Some(name.into()), ..Default::default() };
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &Namespace { metadata: meta(NS), ..Default::default() })
-        .await?;
     let base = env.base_image.clone().context("base image")?;
     let files = [
         ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
@@ -247,57 +236,30 @@ async fn setup(client: &Client, env: &Env) -> Result<()> {
         ),
         ("index.html", "<h1>asksven's blog</h1>\n".to_string()),
     ];
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
     let context = ConfigMap {
-        metadata: meta("blog-context"),
+        metadata: ObjectMeta { name: Some("blog-context".into()), ..Default::default() },
         data: Some(files.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
         ..Default::default()
     };
-    config_maps.create(&PostParams::default(), &context).await?;
-    let ca = ConfigMap {
-        metadata: meta("registry-ca"),
-        data: Some([("ca.crt".to_string(), env.registry.ca_pem.clone())].into()),
-        ..Default::default()
-    };
-    config_maps.create(&PostParams::default(), &ca).await?;
-    let secret = Secret {
-        metadata: meta("registry-credentials"),
-        type_: Some("kubernetes.io/dockerconfigjson".into()),
-        string_data: Some(
-            [(".dockerconfigjson".to_string(), std::fs::read_to_string(&env.registry.auth_file)?)].into(),
-        ),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &secret).await?;
+    Api::<ConfigMap>::namespaced(client.clone(), NS).create(&PostParams::default(), &context).await?;
     let builds = api(client);
-    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
-        .await?;
+    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) }).await?;
     Ok(())
 }
 
-/// The operator as a process of this host, killed when the test ends.
-struct Operator(std::process::Child);
-
-impl Operator {
-    fn start(env: &Env) -> Result<Operator> {
-        let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug/archway");
-        let log = std::fs::File::create(env.dir.join("logs/operator.log"))?;
-        let child = std::process::Command::new(bin)
-            .args(["operator", "--registry-ca-config-map", "registry-ca", "--registry-ca-file"])
-            .arg(env.registry.cert_dir.join("ca.crt"))
-            .env("KUBECONFIG", env.kubeconfig())
-            .env("RUST_LOG", "info,archway=debug")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .context("starting the operator (is target/debug/archway built?)")?;
-        Ok(Operator(child))
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process
+/// group at once); the Deployment then starts a new one. Waits until the new one runs.
+async fn kill_operator(client: &Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let params = ListParams::default().labels(OPERATOR_SELECTOR);
+    let old: Vec<String> = pods.list(&params).await?.items.into_iter().filter_map(|p| p.metadata.name).collect();
+    ensure!(old.len() == 1, "expected one operator pod, found {old:?}");
+    pods.delete(&old[0], &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
+    wait("a new operator pod to run", || async {
+        let running = pods.list(&params).await?.items.into_iter().any(|p| {
+            p.metadata.name.as_ref() != Some(&old[0]) && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+        });
+        Ok(running.then_some(()))
+    })
+    .await
 }
