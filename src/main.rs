@@ -86,4 +86,3 @@ async fn operator(config: archway::controller::OperatorConfig) -> Result<(), Err
     tracing::info!("shut down");
     Ok(())
 }
-

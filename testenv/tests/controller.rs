@@ -93,7 +93,7 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     ensure!(message.contains("kubernetes.io/arch=arm64"), "{message}");
     ensure!(jobs_of(&client, "blog-native").await?.is_empty(), "a Job was created for a waiting platform");
     nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": false}}))).await?;
-    let status = wait_status(&client, "blog-native", |s| is_ready(s)).await?;
+    let status = wait_status(&client, "blog-native", is_ready).await?;
     ensure!(status["platforms"][0]["node"] == "jetson-1", "{status}");
 
     // A failing RUN step: the builder's exit code and log tail in status, nothing published.
@@ -243,7 +243,8 @@ async fn setup(client: &Client, env: &Env) -> Result<()> {
     };
     Api::<ConfigMap>::namespaced(client.clone(), NS).create(&PostParams::default(), &context).await?;
     let builds = api(client);
-    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) }).await?;
+    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
+        .await?;
     Ok(())
 }
 
