@@ -17,4 +17,22 @@ for m in index.get("manifests", []):
     plat = "/".join(x for x in (p.get("os"), p.get("architecture"), p.get("variant")) if x)
     print("  %-14s %s" % (plat, m["digest"]))'
 echo
+echo "== archway operator (kubectl get pods -n archway-system -o wide)"
+kubectl get pods -n archway-system -o wide
+echo
+echo "== the blog example: apply, wait for Ready (kubectl wait --for=condition=Ready mab/blog)"
+kubectl create configmap blog-context --from-file=examples/blog/context --dry-run=client -o yaml | kubectl apply -f -
+sed "s#registry.example.com#$ARCHWAY_REGISTRY#g" examples/blog/multiarchbuild.yaml | kubectl apply -f -
+if ! kubectl wait --for=condition=Ready mab/blog --timeout=600s; then
+  kubectl describe mab blog
+  exit 1
+fi
+kubectl get mab blog
+echo
+kubectl get mab blog -o jsonpath='{range .status.platforms[*]}{.platform}{"\t"}{.mode}{"\t"}{.node}{"\t"}{.phase}{"\t"}{.digest}{"\n"}{end}' \
+  | column -t -N PLATFORM,MODE,NODE,PHASE,DIGEST
+echo
+echo "== the published index, as skopeo reads it (skopeo inspect --raw docker://$ARCHWAY_REGISTRY/asksven/blog:new)"
+skopeo inspect --raw --cert-dir "$ARCHWAY_REGISTRY_CERT_DIR" "docker://$ARCHWAY_REGISTRY/asksven/blog:new" | python3 -m json.tool
+echo
 echo "The environment stays up: 'source $dir/env.sh' to use kubectl and skopeo against it; 'make dev-down' stops it."
