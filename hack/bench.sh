@@ -43,3 +43,26 @@ except FileNotFoundError:
 print(f"operator peak RSS (VmHWM): {rss}")
 ' "$start" "$end" "$before" "$audit" "$rss"
 kubectl delete mab "$name" --wait=false >/dev/null
+
+# The same build of linux/arm64 with the Jetson cordoned: under qemu on the emulating node.
+kubectl cordon jetson-1 >/dev/null
+trap 'kubectl uncordon jetson-1 >/dev/null' EXIT
+start=$(date +%s.%N)
+sed -e "s#registry.example.com#$ARCHWAY_REGISTRY#g" -e "s/^  name: blog$/  name: $name-emulated/" \
+    -e "s/^  buildArgs:$/  buildArgs:\n    BENCH_RUN: \"$name\"/" -e "/^  - linux\/\(amd64\|arm\/v7\|arm\/v6\)$/d" \
+    examples/blog/multiarchbuild.yaml | kubectl apply -f - >/dev/null
+kubectl wait --for=condition=Ready "mab/$name-emulated" --timeout=900s >/dev/null
+end=$(date +%s.%N)
+echo "emulated (jetson-1 cordoned):"
+kubectl get mab "$name-emulated" -o json | python3 -c '
+import json, sys
+from datetime import datetime
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+start, end = float(sys.argv[1]), float(sys.argv[2])
+print(f"apply -> Ready: {end - start:.1f} s")
+for p in json.load(sys.stdin)["status"]["platforms"]:
+    platform, mode, node = p["platform"], p.get("mode", "?"), p.get("node", "?")
+    took = t(p["completedAt"]) - t(p["startedAt"])
+    print(f"  {platform:<14} {mode:<9} on {node:<9} build {took:.0f} s")
+' "$start" "$end"
+kubectl delete mab "$name-emulated" --wait=false >/dev/null
