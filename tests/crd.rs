@@ -325,7 +325,11 @@ fn rules_accept_and_reject_single_fields() {
             Some("spec.source.git.contextDir"),
         ),
         ("/spec/rollout", json!({"targets": [{"kind": "Deployment", "name": "blog", "container": "web"}]}), None),
-        ("/spec/rollout", json!({"targets": [{"kind": "CronJob", "name": "blog"}]}), Some("spec.rollout.targets[0].kind")),
+        (
+            "/spec/rollout",
+            json!({"targets": [{"kind": "CronJob", "name": "blog"}]}),
+            Some("spec.rollout.targets[0].kind"),
+        ),
     ];
     let mut failures = Vec::new();
     for (pointer, value, expected) in cases {
