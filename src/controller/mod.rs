@@ -97,7 +97,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let generation = build.metadata.generation.unwrap_or_default();
     let observed = observe::observe(&ctx.client, build).await;
     let observed = match observed {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSource", &message).await,
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
         other => other?,
     };
     let platforms = match requested_platforms(&build.spec, &observed.nodes) {

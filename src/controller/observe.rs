@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -45,11 +45,25 @@ pub async fn observe(client: &Client, build: &MultiArchBuild) -> Result<Observed
             job_observation(&job, pods)
         })
         .collect();
+    require_push_secret(client, build, &namespace).await?;
     Ok(Observed {
         nodes: nodes.iter().map(NodeView::from_node).collect(),
         jobs,
         context_fingerprint: context_fingerprint(client, build, &namespace).await?,
     })
+}
+
+/// Build pods mount the push secret: without it they would hang, so say so before creating them.
+async fn require_push_secret(client: &Client, build: &MultiArchBuild, namespace: &str) -> Result<(), Error> {
+    let Some(secret) = &build.spec.output.push_secret else { return Ok(()) };
+    match Api::<Secret>::namespaced(client.clone(), namespace).get_metadata_opt(&secret.name).await? {
+        Some(_) => Ok(()),
+        None => Err(Error::Invalid(format!(
+            "spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}; create it with \
+             `kubectl create secret docker-registry {} ...`",
+            secret.name, secret.name
+        ))),
+    }
 }
 
 /// A hash of a ConfigMap context's content: editing the ConfigMap is a changed build input.

@@ -122,6 +122,28 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
     let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
     ensure!(message.contains("386"), "{message}");
 
+    // What only a change can fix is said in status, with no Job created: a missing push secret, a
+    // builder kind that is not supported yet.
+    let mut no_secret = blog_build(&env, "blog-no-secret", &["linux/amd64"], "Dockerfile");
+    no_secret["spec"]["output"]["pushSecret"]["name"] = json!("missing");
+    let status = apply_and_wait(&client, &no_secret, "Failed").await?;
+    let ready = ready_condition(&status)?;
+    ensure!(
+        ready["reason"] == "InvalidSpec"
+            && ready["message"].as_str().unwrap_or_default().contains("spec.output.pushSecret"),
+        "{ready}"
+    );
+    let mut buildkit = blog_build(&env, "blog-buildkit", &["linux/amd64"], "Dockerfile");
+    buildkit["spec"]["builder"] = json!({"kind": "buildkit"});
+    let status = apply_and_wait(&client, &buildkit, "Failed").await?;
+    ensure!(
+        ready_condition(&status)?["message"].as_str().unwrap_or_default().contains("spec.builder.kind"),
+        "{status}"
+    );
+    for name in ["blog-no-secret", "blog-buildkit"] {
+        ensure!(jobs_of(&client, name).await?.is_empty(), "{name}: a Job was created");
+    }
+
     // A spec changed while its Jobs run: the old Jobs go, only the new inputs are published.
     let slow = blog_build(&env, "blog-change", &["linux/amd64", "linux/arm64"], "Dockerfile.slow");
     api(&client).patch("blog-change", &PatchParams::apply("test"), &Patch::Apply(&slow)).await?;
@@ -171,6 +193,13 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
 
 fn api(client: &Client) -> Api<MultiArchBuild> {
     Api::namespaced(client.clone(), NS)
+}
+
+fn ready_condition(status: &Value) -> Result<&Value> {
+    status["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .context("no Ready condition")
 }
 
 fn is_ready(status: &Value) -> bool {
