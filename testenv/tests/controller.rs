@@ -96,6 +96,16 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     let status = wait_status(&client, "blog-native", is_ready).await?;
     ensure!(status["platforms"][0]["node"] == "jetson-1", "{status}");
 
+    // A git source: the clone init container fetches the revision, the build uses its context dir.
+    let repo = git_repo(&env, &base_dockerfile(&env)?).await?;
+    let mut from_git = blog_build(&env, "blog-git", &["linux/arm/v7"], "Dockerfile");
+    from_git["spec"]["source"] =
+        json!({"git": {"url": format!("file://{}", repo.display()), "revision": "v1", "contextDir": "site"}});
+    let status = apply_and_wait(&client, &from_git, "Ready").await?;
+    let digest = status["platforms"][0]["digest"].as_str().context("digest")?;
+    let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+    ensure!(contents.read_file("/srv/index.html").await?.contains("from git v1"), "not the v1 revision");
+
     // A failing RUN step: the builder's exit code and log tail in status, nothing published.
     let failing = blog_build(&env, "blog-fails", &["linux/amd64"], "Dockerfile.fails");
     let mut failing = failing;
@@ -189,6 +199,31 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
 
     env.shutdown().await;
     Ok(())
+}
+
+fn base_dockerfile(env: &Env) -> Result<String> {
+    let base = env.base_image.clone().context("base image")?;
+    Ok(format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n"))
+}
+
+/// A git repository on this host whose tag v1 holds the context in `site/`; `main` has moved on since.
+async fn git_repo(env: &Env, dockerfile: &str) -> Result<std::path::PathBuf> {
+    let repo = env.dir.join("git/blog");
+    let _ = std::fs::remove_dir_all(&repo);
+    std::fs::create_dir_all(repo.join("site"))?;
+    std::fs::write(repo.join("site/Dockerfile"), dockerfile)?;
+    std::fs::write(repo.join("site/index.html"), "<h1>from git v1</h1>\n")?;
+    let git = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new("git");
+        cmd.arg("-C").arg(&repo).args(["-c", "user.name=test", "-c", "user.email=test@example.com"]).args(args);
+        cmd
+    };
+    for step in [&["init", "-q", "-b", "main"][..], &["add", "."], &["commit", "-qm", "v1"], &["tag", "v1"]] {
+        ensure!(git(step).status().await?.success(), "git {step:?}");
+    }
+    std::fs::write(repo.join("site/index.html"), "<h1>from git, later</h1>\n")?;
+    ensure!(git(&["commit", "-qam", "later"]).status().await?.success(), "git commit");
+    Ok(repo)
 }
 
 fn api(client: &Client) -> Api<MultiArchBuild> {
