@@ -10,7 +10,7 @@ mod common;
 
 use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::env::{Env, EnvOptions};
-use archway_testenv::hostlet::{self, EMULATE_ARM64_LABEL, HostletConfig, RegistryAccess};
+use archway_testenv::hostlet::{self, HostletConfig, RegistryAccess};
 use common::{meta, phase, pod, run_to_end, terminated, wait, wait_phase};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -141,7 +141,7 @@ async fn nodes_are_ready_with_leases(client: &Client) -> Result<()> {
         ensure!(taints.is_empty(), "{} keeps taints {taints:?}", spec.name);
     }
     let qemu = nodes.get("qemu-1").await?.metadata.labels.unwrap_or_default();
-    ensure!(qemu.get(EMULATE_ARM64_LABEL).map(String::as_str) == Some("true"));
+    ensure!(qemu.get("emulate.archway.dev/arm64").map(String::as_str) == Some("true"));
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     wait("leases of all nodes", || async {
         let lease = leases.get_opt("pi-1").await?;

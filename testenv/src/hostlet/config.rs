@@ -4,12 +4,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use archway::plan::placement::emulation_label;
 use archway::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
 
-/// Node label: this amd64 node runs arm64 code under qemu (binfmt_misc), so builds may be placed there.
-pub const EMULATE_ARM64_LABEL: &str = "emulate.archway.dev/arm64";
-/// Node label: this node runs 32-bit arm code under qemu.
-pub const EMULATE_ARM_LABEL: &str = "emulate.archway.dev/arm";
 /// Well-known node label; ours say `hostlet` so that a reader of `kubectl get nodes -L` knows.
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
@@ -156,8 +153,9 @@ impl HostletConfig {
             NodeSpec::new("jetson-1", Platform::new("linux", "arm64", None)),
             NodeSpec::new("pi-1", Platform::new("linux", "arm", Some("v7"))),
             NodeSpec::new("qemu-1", Platform::new("linux", "amd64", None))
-                .with_label(EMULATE_ARM64_LABEL, "true")
-                .with_label(EMULATE_ARM_LABEL, "true"),
+                // It runs arm64 and 32-bit arm code under qemu (binfmt_misc): builds may be placed there.
+                .with_label(&emulation_label(&Platform::linux("arm64", None)), "true")
+                .with_label(&emulation_label(&Platform::linux("arm", None)), "true"),
         ]
     }
 
@@ -255,8 +253,8 @@ mod tests {
         assert!(!labels[1].contains_key(ARM_VARIANT_LABEL));
         assert_eq!(labels[2][ARCH_LABEL], "arm");
         assert_eq!(labels[2][ARM_VARIANT_LABEL], "v7");
-        assert_eq!(labels[3][EMULATE_ARM64_LABEL], "true");
-        assert_eq!(labels[3][EMULATE_ARM_LABEL], "true");
+        assert_eq!(labels[3]["emulate.archway.dev/arm64"], "true");
+        assert_eq!(labels[3]["emulate.archway.dev/arm"], "true");
         assert_eq!(labels[3]["kubernetes.io/hostname"], "qemu-1");
     }
 }

@@ -19,9 +19,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::task::JoinHandle;
 
-pub use config::{
-    EMULATE_ARM_LABEL, EMULATE_ARM64_LABEL, HostletConfig, INSTANCE_TYPE_LABEL, NodeSpec, RegistryAccess, ToolImage,
-};
+pub use config::{HostletConfig, INSTANCE_TYPE_LABEL, NodeSpec, RegistryAccess, ToolImage};
 
 /// What the pod tasks share: the client, the configuration and the registry client.
 pub(crate) struct Ctx {
