@@ -26,6 +26,7 @@ const CONTEXT_DIR: &str = "/workspace/context";
 const SOURCE_DIR: &str = "/workspace/source";
 const AUTH_DIR: &str = "/archway/auth";
 const CA_DIR: &str = "/archway/ca";
+const GIT_CREDENTIALS_DIR: &str = "/archway/git";
 
 /// Operator-level settings of build Jobs (flags of `archway operator`).
 #[derive(Clone, Debug, PartialEq)]
@@ -66,6 +67,26 @@ buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \
   -f "$ARCHWAY_CONTEXT/$ARCHWAY_DOCKERFILE" "$@" -t archway-build "$ARCHWAY_CONTEXT"
 for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker://$ARCHWAY_IMAGE:$tag"; done
 buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
+"#;
+
+/// Clones `$1` at revision `$2` into `$3`. Credentials come from the `secretRef` Secret when one is
+/// mounted: `kubernetes.io/basic-auth` (username, password) through a credential helper that reads the
+/// files, or `kubernetes.io/ssh-auth` (ssh-privatekey, and known_hosts if the Secret has it; without
+/// it the host key is accepted on first use).
+const GIT_CLONE_SCRIPT: &str = r#"set -eu
+c=/archway/git
+if [ -f "$c/ssh-privatekey" ]; then
+  GIT_SSH_COMMAND="ssh -i $c/ssh-privatekey -o IdentitiesOnly=yes"
+  if [ -f "$c/known_hosts" ]; then
+    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o UserKnownHostsFile=$c/known_hosts"
+  else
+    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o StrictHostKeyChecking=accept-new"
+  fi
+  export GIT_SSH_COMMAND
+fi
+helper='!f() { test -f /archway/git/username && echo "username=$(cat /archway/git/username)"; test -f /archway/git/password && echo "password=$(cat /archway/git/password)"; true; }; f'
+git -c credential.helper="$helper" clone --quiet "$1" "$3"
+git -C "$3" checkout --quiet "$2"
 "#;
 
 /// Everything the Job of one platform depends on.
@@ -186,21 +207,35 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
 fn source(req: &JobRequest) -> (String, Option<Vec<Container>>, Vec<Volume>, Vec<VolumeMount>) {
     match &req.inputs.source {
         Source { git: Some(git), .. } => {
-            let volumes =
+            let mut volumes =
                 vec![Volume { name: "source".into(), empty_dir: Some(Default::default()), ..Default::default() }];
+            let mut mounts = vec![mount("source", SOURCE_DIR, false)];
+            if let Some(secret) = &git.secret_ref {
+                volumes.push(Volume {
+                    name: "git-credentials".into(),
+                    // ssh refuses a private key that others may read.
+                    secret: Some(SecretVolumeSource {
+                        secret_name: Some(secret.name.clone()),
+                        default_mode: Some(0o400),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                mounts.push(mount("git-credentials", GIT_CREDENTIALS_DIR, true));
+            }
             let clone = Container {
                 name: "clone".into(),
                 image: Some(req.config.git_image.clone()),
                 command: Some(vec!["sh".into()]),
                 args: Some(vec![
                     "-c".into(),
-                    r#"set -eu; git clone --quiet "$1" "$3" && git -C "$3" checkout --quiet "$2""#.into(),
+                    GIT_CLONE_SCRIPT.into(),
                     "clone".into(),
                     git.url.clone(),
                     git.revision.clone(),
                     SOURCE_DIR.into(),
                 ]),
-                volume_mounts: Some(vec![mount("source", SOURCE_DIR, false)]),
+                volume_mounts: Some(mounts),
                 termination_message_policy: Some("FallbackToLogsOnError".into()),
                 ..Default::default()
             };
@@ -323,6 +358,7 @@ mod tests {
             git: Some(GitSource {
                 url: "https://example.com/blog.git".into(),
                 context_dir: "site".into(),
+                secret_ref: Some(LocalRef { name: "git-token".into() }),
                 ..Default::default()
             }),
             config_map: None,
@@ -331,6 +367,11 @@ mod tests {
         let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         let clone = &pod.init_containers.as_ref().unwrap()[0];
         assert!(clone.args.as_ref().unwrap().contains(&"https://example.com/blog.git".to_string()));
+        let credentials = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "git-credentials").unwrap();
+        let secret = credentials.secret.as_ref().unwrap();
+        assert_eq!((secret.secret_name.as_deref(), secret.default_mode), (Some("git-token"), Some(0o400)));
+        let mounts = clone.volume_mounts.as_ref().unwrap();
+        assert!(mounts.iter().any(|m| m.mount_path == GIT_CREDENTIALS_DIR && m.read_only == Some(true)));
         assert_eq!(env(container(&job), "ARCHWAY_CONTEXT"), "/workspace/source/site");
     }
 

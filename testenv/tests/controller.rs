@@ -12,7 +12,7 @@ use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::{Env, EnvOptions};
 use common::{ImageContents, wait};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -99,8 +99,20 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     // A git source: the clone init container fetches the revision, the build uses its context dir.
     let repo = git_repo(&env, &base_dockerfile(&env)?).await?;
     let mut from_git = blog_build(&env, "blog-git", &["linux/arm/v7"], "Dockerfile");
-    from_git["spec"]["source"] =
-        json!({"git": {"url": format!("file://{}", repo.display()), "revision": "v1", "contextDir": "site"}});
+    // With credentials mounted (unused by a file:// URL, but the clone script must cope with them).
+    let credentials = Secret {
+        metadata: ObjectMeta { name: Some("git-credentials".into()), ..Default::default() },
+        type_: Some("kubernetes.io/basic-auth".into()),
+        string_data: Some(
+            [("username".to_string(), "blog".to_string()), ("password".to_string(), "s3cret".to_string())].into(),
+        ),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &credentials).await?;
+    from_git["spec"]["source"] = json!({"git": {
+        "url": format!("file://{}", repo.display()), "revision": "v1", "contextDir": "site",
+        "secretRef": {"name": "git-credentials"},
+    }});
     let status = apply_and_wait(&client, &from_git, "Ready").await?;
     let digest = status["platforms"][0]["digest"].as_str().context("digest")?;
     let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
