@@ -14,8 +14,10 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
@@ -33,13 +35,16 @@ use crate::plan::status::{Publish, already_published, desired_status};
 
 pub const FIELD_MANAGER: &str = "archway";
 
+/// A build as watched: one that does not deserialize is reported on its own, and the watch goes on.
+type Guarded = DeserializeGuard<MultiArchBuild>;
+
 pub struct Context {
     client: Client,
     recorder: Recorder,
     config: OperatorConfig,
     registry_ca: Vec<Vec<u8>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
-    failures: Mutex<HashMap<ObjectRef<MultiArchBuild>, u32>>,
+    failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
 
 /// Runs the controller until a shutdown signal.
@@ -58,7 +63,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         registry_ca,
         failures: Mutex::new(HashMap::new()),
     });
-    let builds = Api::<MultiArchBuild>::all(client.clone());
+    let builds = Api::<Guarded>::all(client.clone());
     // Node changes (a node Ready, cordoned, added) can unblock or move any build: re-plan them all.
     let node_changes =
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).touched_objects().map(|_| ());
@@ -76,14 +81,23 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     Ok(())
 }
 
-#[instrument(skip_all, fields(build = %build.name_any(), namespace = build.namespace().unwrap_or_default()))]
-async fn reconcile(build: Arc<MultiArchBuild>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let result = reconcile_build(&build, &ctx).await;
+#[instrument(skip_all, fields(build = %guarded.name_any(), namespace = guarded.namespace().unwrap_or_default()))]
+async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let build = match &guarded.0 {
+        Ok(build) => build,
+        Err(invalid) => {
+            // Stored before a schema change, or written around admission: say so, wait for an edit.
+            let note = format!("cannot read this MultiArchBuild: {}", invalid.error);
+            publish_event(&ctx, &guarded.object_ref(&()), EventType::Warning, "InvalidObject", note).await;
+            return Ok(Action::await_change());
+        }
+    };
+    let result = reconcile_build(build, &ctx).await;
     if let Ok(mut failures) = ctx.failures.lock() {
         match &result {
-            Ok(_) => failures.remove(&ObjectRef::from_obj(build.as_ref())),
+            Ok(_) => failures.remove(&ObjectRef::from_obj(guarded.as_ref())),
             Err(_) => {
-                *failures.entry(ObjectRef::from_obj(build.as_ref())).or_insert(0) += 1;
+                *failures.entry(ObjectRef::from_obj(guarded.as_ref())).or_insert(0) += 1;
                 None
             }
         };
@@ -240,18 +254,22 @@ async fn record_transitions(
     }
     let reference = build.object_ref(&());
     for (type_, reason, note) in events {
-        let note: String = note.chars().take(1000).collect();
-        let event =
-            Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            warn!("cannot record event: {e}");
-        }
+        publish_event(ctx, &reference, type_, reason, note).await;
+    }
+}
+
+async fn publish_event(ctx: &Context, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
+    // The Events API caps a note at 1 kB.
+    let note: String = note.chars().take(1000).collect();
+    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
+    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+        warn!("cannot record event: {e}");
     }
 }
 
 /// Transient errors retry with exponential backoff per build (5 s doubling to 5 min); permanent ones
 /// wait for a change, with a slow look now and then.
-fn error_policy(build: Arc<MultiArchBuild>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(build: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(build = %build.name_any(), kind = error.label(), "reconcile failed: {error}");
     if !error.is_transient() {
         return Action::requeue(Duration::from_secs(300));
