@@ -134,15 +134,13 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let old = build.status.as_ref();
     let publish = match (already_published(old, generation, &decision), decision.built()) {
         (Some(image), _) => Publish::Published { image },
-        (None, Some(built)) if decision.failed().count() == 0 => {
-            match publish::publish(&ctx.client, build, &built, &ctx.registry_ca).await {
-                Ok(publish) => publish,
-                Err(Error::Registry(e)) if !e.is_transient() => {
-                    Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
-                }
-                Err(e) => return Err(e),
+        (None, Some(built)) => match publish::publish(&ctx.client, build, &built, &ctx.registry_ca).await {
+            Ok(publish) => publish,
+            Err(Error::Registry(e)) if !e.is_transient() => {
+                Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
             }
-        }
+            Err(e) => return Err(e),
+        },
         _ => Publish::NotYet,
     };
     let status = desired_status(generation, &decision, &publish, old, &Time(k8s_openapi::jiff::Timestamp::now()));
