@@ -67,6 +67,13 @@ pub async fn publish(
         Ok(index) => index,
         Err(e) => return Ok(failed("InvalidIndex", e.to_string())),
     };
+    // The spec may have changed while the children were verified: never publish an older generation's
+    // index over a newer one's; the newer generation's reconcile publishes instead.
+    let namespace = build.namespace().unwrap_or_default();
+    let current = Api::<MultiArchBuild>::namespaced(client.clone(), &namespace).get_metadata(&build.name_any()).await?;
+    if current.metadata.generation != build.metadata.generation {
+        return Ok(Publish::NotYet);
+    }
     let digest = registry.push_index(&repository, &output.tags, &index).await?;
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
 }

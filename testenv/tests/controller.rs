@@ -96,6 +96,13 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     let status = wait_status(&client, "blog-native", is_ready).await?;
     ensure!(status["platforms"][0]["node"] == "jetson-1", "{status}");
 
+    // `platforms: [auto]`: what the Ready, schedulable nodes run.
+    let status = apply_and_wait(&client, &blog_build(&env, "blog-auto", &["auto"], "Dockerfile"), "Ready").await?;
+    let mut built: Vec<&str> =
+        status["platforms"].as_array().context("platforms")?.iter().filter_map(|p| p["platform"].as_str()).collect();
+    built.sort();
+    ensure!(built == ["linux/amd64", "linux/arm/v7", "linux/arm64"], "{built:?}");
+
     // A git source: the clone init container fetches the revision, the build uses its context dir.
     let repo = git_repo(&env, &base_dockerfile(&env)?).await?;
     let mut from_git = blog_build(&env, "blog-git", &["linux/arm/v7"], "Dockerfile");
