@@ -65,7 +65,7 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         ("delete", "batch", "jobs", "", "web", true),
         ("watch", "batch", "jobs", "", "", true),
         ("list", "", "pods", "", "web", true),
-        ("get", "", "pods", "log", "web", true),
+        ("get", "", "pods", "log", "web", false),
         ("watch", "", "nodes", "", "", true),
         ("get", "", "secrets", "", "web", true),
         ("watch", "", "configmaps", "", "", true),
