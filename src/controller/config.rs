@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Toleration;
 
 use crate::plan::job::BuilderConfig;
+use crate::plan::placement::{EMULATION_LABEL_PREFIX, EmulationLabels};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct OperatorConfig {
@@ -20,12 +21,20 @@ pub struct OperatorConfig {
     /// PEM file of a CA the operator trusts for registries (besides the system's).
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_FILE")]
     pub registry_ca_file: Option<PathBuf>,
+    /// Prefix of the node labels that mark emulation: a node labelled `<prefix><arch>=true` (for example
+    /// `emulate.archway.dev/arm64=true`) runs that architecture's code under qemu.
+    #[arg(long, env = "ARCHWAY_EMULATION_LABEL_PREFIX", default_value = EMULATION_LABEL_PREFIX)]
+    pub emulation_label_prefix: String,
     /// Name of a ConfigMap, in each build's namespace, whose `ca.crt` build pods trust for the registry.
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_CONFIG_MAP")]
     pub registry_ca_config_map: Option<String>,
 }
 
 impl OperatorConfig {
+    pub fn emulation_labels(&self) -> EmulationLabels {
+        EmulationLabels { prefix: self.emulation_label_prefix.clone() }
+    }
+
     pub fn builder(&self) -> BuilderConfig {
         BuilderConfig {
             buildah_image: self.buildah_image.clone(),

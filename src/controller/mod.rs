@@ -109,7 +109,8 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let namespace = build.namespace().unwrap_or_default();
     let name = build.name_any();
     let generation = build.metadata.generation.unwrap_or_default();
-    let observed = observe::observe(&ctx.client, build).await;
+    let emulation = ctx.config.emulation_labels();
+    let observed = observe::observe(&ctx.client, build, &emulation).await;
     let observed = match observed {
         Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
         other => other?,
@@ -123,6 +124,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         &build.spec,
         &platforms,
         &observed.nodes,
+        &emulation,
         &observed.jobs,
         observed.context_fingerprint.as_deref(),
     );

@@ -13,7 +13,7 @@ use super::error::Error;
 use crate::api::{BuildMode, MultiArchBuild};
 use crate::plan::decide::{JobObservation, JobState};
 use crate::plan::job::{BUILD_LABEL, MODE_LABEL};
-use crate::plan::placement::NodeView;
+use crate::plan::placement::{EmulationLabels, NodeView};
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 const BUILDER_CONTAINER: &str = "build";
@@ -24,7 +24,7 @@ pub struct Observed {
     pub context_fingerprint: Option<String>,
 }
 
-pub async fn observe(client: &Client, build: &MultiArchBuild) -> Result<Observed, Error> {
+pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &EmulationLabels) -> Result<Observed, Error> {
     let namespace = build.namespace().unwrap_or_default();
     let selector = ListParams::default().labels(&format!("{BUILD_LABEL}={}", build.name_any()));
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
@@ -47,7 +47,7 @@ pub async fn observe(client: &Client, build: &MultiArchBuild) -> Result<Observed
         .collect();
     require_push_secret(client, build, &namespace).await?;
     Ok(Observed {
-        nodes: nodes.iter().map(NodeView::from_node).collect(),
+        nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
         jobs,
         context_fingerprint: context_fingerprint(client, build, &namespace).await?,
     })

@@ -4,7 +4,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::inputs::{BuildInputs, job_name};
-use super::placement::{NodeView, Placed, Unplaceable, cluster_platforms, place};
+use super::placement::{EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
 use crate::api::{AUTO_PLATFORM, BuildMode, MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
@@ -82,6 +82,7 @@ pub fn decide(
     spec: &MultiArchBuildSpec,
     platforms: &[Platform],
     nodes: &[NodeView],
+    emulation: &EmulationLabels,
     jobs: &[JobObservation],
     context_fingerprint: Option<&str>,
 ) -> Decision {
@@ -92,7 +93,7 @@ pub fn decide(
         let name = job_name(build_name, platform, &inputs.hash());
         let status = match jobs.iter().find(|j| j.name == name) {
             Some(job) => observed_status(platform, job),
-            None => match place(platform, spec.placement, nodes) {
+            None => match place(platform, spec.placement, nodes, emulation) {
                 Ok(placed) => {
                     let status = PlatformStatus {
                         platform: platform.to_string(),
@@ -201,7 +202,7 @@ mod tests {
     }
 
     fn first_decision(spec: &MultiArchBuildSpec) -> Decision {
-        decide("blog", spec, &platforms(spec), &nodes(), &[], Some("fp"))
+        decide("blog", spec, &platforms(spec), &nodes(), &EmulationLabels::default(), &[], Some("fp"))
     }
 
     fn observed(name: &str, state: JobState) -> JobObservation {
@@ -229,14 +230,16 @@ mod tests {
             observed(&names[0], JobState::Succeeded { message: format!("{digest}\n") }),
             observed(&names[1], JobState::Running),
         ];
-        let decision = decide("blog", &spec, &platforms(&spec), &nodes(), &jobs, Some("fp"));
+        let decision =
+            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
         assert!(decision.create.is_empty() && decision.delete.is_empty());
         assert_eq!(decision.platforms[0].digest.as_deref(), Some(digest.as_str()));
         assert_eq!(decision.platforms[1].phase, PlatformPhase::Building);
         assert_eq!(decision.built(), None);
 
         let jobs = [jobs[0].clone(), observed(&names[1], JobState::Succeeded { message: digest.clone() })];
-        let decision = decide("blog", &spec, &platforms(&spec), &nodes(), &jobs, Some("fp"));
+        let decision =
+            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
         assert_eq!(decision.built().unwrap().len(), 2);
     }
 
@@ -247,7 +250,8 @@ mod tests {
         let log = format!("{}error: building at STEP \"RUN false\": exit status 1", "x".repeat(5000));
         let jobs =
             [JobObservation { attempts: 3, ..observed(&name, JobState::Failed { exit_code: Some(1), message: log }) }];
-        let decision = decide("blog", &spec, &platforms(&spec), &nodes(), &jobs, Some("fp"));
+        let decision =
+            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
         let status = &decision.platforms[0];
         assert_eq!(status.phase, PlatformPhase::Failed);
         let message = status.message.as_deref().unwrap();
@@ -256,7 +260,8 @@ mod tests {
         assert_eq!(decision.failed().count(), 1);
 
         let jobs = [observed(&name, JobState::Succeeded { message: "pushed!".into() })];
-        let decision = decide("blog", &spec, &platforms(&spec), &nodes(), &jobs, Some("fp"));
+        let decision =
+            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
         assert!(decision.platforms[0].message.as_deref().unwrap().contains("instead of a sha256 digest"));
     }
 
@@ -267,11 +272,13 @@ mod tests {
         let mut spec_v2 = spec_v1.clone();
         spec_v2.build_args.insert("VERSION".into(), "2".into());
         let jobs = [observed(&old, JobState::Running)];
-        let decision = decide("blog", &spec_v2, &platforms(&spec_v2), &nodes(), &jobs, Some("fp"));
+        let decision =
+            decide("blog", &spec_v2, &platforms(&spec_v2), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
         assert_eq!(decision.delete, [old]);
         assert_eq!(decision.create.len(), 1);
         // A changed ConfigMap context is a changed input too.
-        let decision = decide("blog", &spec_v1, &platforms(&spec_v1), &nodes(), &jobs, Some("fp2"));
+        let decision =
+            decide("blog", &spec_v1, &platforms(&spec_v1), &nodes(), &EmulationLabels::default(), &jobs, Some("fp2"));
         assert_eq!(decision.delete.len(), 1);
     }
 

@@ -306,7 +306,7 @@ mod tests {
             usable: true,
             emulates: Default::default(),
         }];
-        let placed = place(&platform, Placement::Auto, &nodes).unwrap();
+        let placed = place(&platform, Placement::Auto, &nodes, &Default::default()).unwrap();
         let inputs = BuildInputs::new(spec, &platform, Some("rv1"));
         let req = JobRequest {
             build_name: "blog",

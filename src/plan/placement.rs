@@ -8,12 +8,27 @@ use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm
 use crate::api::{BuildMode, Placement};
 use crate::platform::{self, ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
 
-/// Nodes that can emulate an architecture carry `emulate.archway.dev/<arch>: "true"` (for example
-/// `emulate.archway.dev/arm64`); qemu-user runs every variant of an architecture, so the label has none.
+/// Nodes that can emulate an architecture carry `<prefix><arch>: "true"`, by default
+/// `emulate.archway.dev/arm64`; qemu-user runs every variant of an architecture, so the label has none.
 pub const EMULATION_LABEL_PREFIX: &str = "emulate.archway.dev/";
 
-pub fn emulation_label(platform: &Platform) -> String {
-    format!("{EMULATION_LABEL_PREFIX}{}", platform.architecture)
+/// The node labels that say which architectures a node emulates (`--emulation-label-prefix`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmulationLabels {
+    pub prefix: String,
+}
+
+impl Default for EmulationLabels {
+    fn default() -> Self {
+        EmulationLabels { prefix: EMULATION_LABEL_PREFIX.to_string() }
+    }
+}
+
+impl EmulationLabels {
+    /// The label a node carries when it emulates `platform`'s architecture.
+    pub fn label(&self, platform: &Platform) -> String {
+        format!("{}{}", self.prefix, platform.architecture)
+    }
 }
 
 /// What the planner needs to know of a Node.
@@ -29,7 +44,7 @@ pub struct NodeView {
 }
 
 impl NodeView {
-    pub fn from_node(node: &Node) -> NodeView {
+    pub fn from_node(node: &Node, emulation: &EmulationLabels) -> NodeView {
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let ready = node
             .status
@@ -40,7 +55,7 @@ impl NodeView {
         let emulates = labels
             .iter()
             .filter(|(_, v)| v.as_str() == "true")
-            .filter_map(|(k, _)| k.strip_prefix(EMULATION_LABEL_PREFIX))
+            .filter_map(|(k, _)| k.strip_prefix(emulation.prefix.as_str()))
             .map(str::to_string)
             .collect();
         NodeView {
@@ -82,7 +97,12 @@ pub enum Unplaceable {
 }
 
 /// Decides where `platform` is built under `placement`.
-pub fn place(platform: &Platform, placement: Placement, nodes: &[NodeView]) -> Result<Placed, Unplaceable> {
+pub fn place(
+    platform: &Platform,
+    placement: Placement,
+    nodes: &[NodeView],
+    emulation: &EmulationLabels,
+) -> Result<Placed, Unplaceable> {
     let native = || {
         native_host(platform, nodes).map(|host| Placed {
             mode: BuildMode::Native,
@@ -95,10 +115,10 @@ pub fn place(platform: &Platform, placement: Placement, nodes: &[NodeView]) -> R
         nodes.iter().any(|n| n.usable && n.emulates.contains(arch)).then(|| Placed {
             mode: BuildMode::Emulated,
             host: platform.clone(),
-            node_terms: vec![term(vec![requirement(&emulation_label(platform), "In", &["true"])])],
+            node_terms: vec![term(vec![requirement(&emulation.label(platform), "In", &["true"])])],
         })
     };
-    let label = emulation_label(platform);
+    let label = emulation.label(platform);
     match placement {
         Placement::Native => native().ok_or_else(|| Unplaceable::NoNativeNode {
             platform: platform.to_string(),
@@ -184,9 +204,9 @@ mod tests {
 
     #[test]
     fn auto_prefers_native_then_emulates() {
-        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(true)).unwrap();
+        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(true), &EmulationLabels::default()).unwrap();
         assert_eq!((placed.mode, placed.host), (BuildMode::Native, p("linux/arm64")));
-        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(false)).unwrap();
+        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(false), &EmulationLabels::default()).unwrap();
         assert_eq!(placed.mode, BuildMode::Emulated);
         let expr = &placed.node_terms[0].match_expressions.as_ref().unwrap()[0];
         assert_eq!(expr.key, "emulate.archway.dev/arm64");
@@ -194,7 +214,7 @@ mod tests {
 
     #[test]
     fn armv6_builds_natively_on_an_armv7_node() {
-        let placed = place(&p("linux/arm/v6"), Placement::Native, &cluster(true)).unwrap();
+        let placed = place(&p("linux/arm/v6"), Placement::Native, &cluster(true), &EmulationLabels::default()).unwrap();
         assert_eq!((placed.mode, placed.host.clone()), (BuildMode::Native, p("linux/arm/v7")));
         // v7 also matches arm nodes without the variant label.
         assert_eq!(placed.node_terms.len(), 2);
@@ -206,19 +226,56 @@ mod tests {
     #[test]
     fn armv7_never_builds_natively_on_arm64() {
         let nodes = vec![node("jetson-1", "linux/arm64", true, &[])];
-        let err = place(&p("linux/arm/v7"), Placement::Native, &nodes).unwrap_err();
+        let err = place(&p("linux/arm/v7"), Placement::Native, &nodes, &EmulationLabels::default()).unwrap_err();
         assert!(err.to_string().contains("kubernetes.io/arch=arm and archway.dev/arm-variant=v7"), "{err}");
     }
 
     #[test]
     fn emulated_and_missing_nodes_say_what_is_missing() {
-        let placed = place(&p("linux/arm/v7"), Placement::Emulated, &cluster(true)).unwrap();
+        let placed =
+            place(&p("linux/arm/v7"), Placement::Emulated, &cluster(true), &EmulationLabels::default()).unwrap();
         assert_eq!(placed.mode, BuildMode::Emulated);
-        let err = place(&p("linux/s390x"), Placement::Auto, &cluster(true)).unwrap_err();
+        let err = place(&p("linux/s390x"), Placement::Auto, &cluster(true), &EmulationLabels::default()).unwrap_err();
         assert!(err.to_string().contains("emulate.archway.dev/s390x=true"), "{err}");
         let nodes = vec![node("x86-1", "linux/amd64", true, &[]), node("qemu-1", "linux/amd64", false, &["arm64"])];
-        let err = place(&p("linux/arm64"), Placement::Emulated, &nodes).unwrap_err();
+        let err = place(&p("linux/arm64"), Placement::Emulated, &nodes, &EmulationLabels::default()).unwrap_err();
         assert!(matches!(err, Unplaceable::NoEmulationNode { .. }), "{err}");
+    }
+
+    #[test]
+    fn the_emulation_label_prefix_is_configurable() {
+        use k8s_openapi::api::core::v1::{NodeCondition, NodeStatus};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+        let labels = EmulationLabels { prefix: "qemu.example.com/".into() };
+        let node = Node {
+            metadata: ObjectMeta {
+                name: Some("builder".into()),
+                labels: Some(
+                    [
+                        ("kubernetes.io/arch", "amd64"),
+                        ("qemu.example.com/arm64", "true"),
+                        ("emulate.archway.dev/arm", "true"),
+                    ]
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            status: Some(NodeStatus {
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let view = NodeView::from_node(&node, &labels);
+        assert!(view.usable);
+        assert_eq!(view.emulates, ["arm64".to_string()].into());
+        let placed = place(&p("linux/arm64"), Placement::Emulated, &[view], &labels).unwrap();
+        assert_eq!(placed.node_terms[0].match_expressions.as_ref().unwrap()[0].key, "qemu.example.com/arm64");
     }
 
     #[test]

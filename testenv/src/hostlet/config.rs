@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use archway::plan::placement::emulation_label;
+use archway::plan::placement::EmulationLabels;
 use archway::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
 
 /// Well-known node label; ours say `hostlet` so that a reader of `kubectl get nodes -L` knows.
@@ -154,8 +154,8 @@ impl HostletConfig {
             NodeSpec::new("pi-1", Platform::new("linux", "arm", Some("v7"))),
             NodeSpec::new("qemu-1", Platform::new("linux", "amd64", None))
                 // It runs arm64 and 32-bit arm code under qemu (binfmt_misc): builds may be placed there.
-                .with_label(&emulation_label(&Platform::linux("arm64", None)), "true")
-                .with_label(&emulation_label(&Platform::linux("arm", None)), "true"),
+                .with_label(&EmulationLabels::default().label(&Platform::linux("arm64", None)), "true")
+                .with_label(&EmulationLabels::default().label(&Platform::linux("arm", None)), "true"),
         ]
     }
 
