@@ -106,7 +106,6 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 }
 
 async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action, Error> {
-    let namespace = build.namespace().unwrap_or_default();
     let name = build.name_any();
     let generation = build.metadata.generation.unwrap_or_default();
     let emulation = ctx.config.emulation_labels();
@@ -145,11 +144,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         },
         _ => Publish::NotYet,
     };
-    let status = desired_status(generation, &decision, &publish, old, &Time(k8s_openapi::jiff::Timestamp::now()));
-    if old != Some(&status) {
-        record_transitions(build, ctx, old, &status).await;
-        patch_status(ctx, &namespace, &name, &status).await?;
-    }
+    write_status(build, ctx, desired_status(generation, &decision, &publish, old, &now())).await?;
     // Jobs and nodes wake the controller; the periodic requeue is a safety net only.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -201,24 +196,34 @@ async fn fail_permanently(build: &MultiArchBuild, ctx: &Context, reason: &str, m
     let generation = build.metadata.generation.unwrap_or_default();
     let publish = Publish::Failed { reason: reason.into(), message: message.into() };
     let old = build.status.as_ref();
-    let status =
-        desired_status(generation, &Decision::default(), &publish, old, &Time(k8s_openapi::jiff::Timestamp::now()));
-    if old != Some(&status) {
-        record_transitions(build, ctx, old, &status).await;
-        patch_status(ctx, &build.namespace().unwrap_or_default(), &build.name_any(), &status).await?;
-    }
+    write_status(build, ctx, desired_status(generation, &Decision::default(), &publish, old, &now())).await?;
     // The fix may be outside the resource (a ConfigMap created later): look again now and then.
     Ok(Action::requeue(Duration::from_secs(60)))
 }
 
-async fn patch_status(ctx: &Context, namespace: &str, name: &str, status: &MultiArchBuildStatus) -> Result<(), Error> {
-    let api = Api::<MultiArchBuild>::namespaced(ctx.client.clone(), namespace);
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Records the transitions and applies the status, unless it equals the current one: no write, no event.
+async fn write_status(build: &MultiArchBuild, ctx: &Context, status: MultiArchBuildStatus) -> Result<(), Error> {
+    let old = build.status.as_ref();
+    if old == Some(&status) {
+        return Ok(());
+    }
+    record_transitions(build, ctx, old, &status).await;
+    patch_status(ctx, build, &status).await
+}
+
+async fn patch_status(ctx: &Context, build: &MultiArchBuild, status: &MultiArchBuildStatus) -> Result<(), Error> {
+    let name = build.name_any();
+    let api = Api::<MultiArchBuild>::namespaced(ctx.client.clone(), &build.namespace().unwrap_or_default());
     let body = serde_json::json!({
         "apiVersion": MultiArchBuild::api_version(&()),
         "kind": MultiArchBuild::kind(&()),
         "status": status,
     });
-    api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)).await?;
     Ok(())
 }
 

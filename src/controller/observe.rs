@@ -12,11 +12,10 @@ use sha2::{Digest, Sha256};
 use super::error::Error;
 use crate::api::{BuildMode, MultiArchBuild};
 use crate::plan::decide::{JobObservation, JobState};
-use crate::plan::job::{BUILD_LABEL, MODE_LABEL};
+use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER, MODE_LABEL};
 use crate::plan::placement::{EmulationLabels, NodeView};
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
-const BUILDER_CONTAINER: &str = "build";
 
 pub struct Observed {
     pub nodes: Vec<NodeView>,

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::api::{BuilderSpec, MultiArchBuildSpec, OutputSpec, Source};
 use crate::platform::Platform;
+use crate::registry::digest_of;
 
 /// Kubernetes puts the Job name into the `job-name` label of its pods: at most 63 characters.
 const MAX_JOB_NAME: usize = 63;
@@ -54,8 +54,8 @@ impl BuildInputs {
         // Serialising a struct of BTreeMaps is deterministic; a failure here would be a bug in
         // our own types, and hashing the Debug form keeps the name stable all the same.
         let bytes = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
-        let digest = Sha256::digest(&bytes);
-        digest.iter().map(|b| format!("{b:02x}")).collect::<String>()[..HASH_LEN].to_string()
+        let digest = digest_of(&bytes);
+        digest["sha256:".len()..][..HASH_LEN].to_string()
     }
 }
 

@@ -20,6 +20,8 @@ pub const BUILD_LABEL: &str = "archway.dev/build";
 pub const PLATFORM_LABEL: &str = "archway.dev/platform";
 pub const INPUTS_LABEL: &str = "archway.dev/inputs";
 pub const MODE_LABEL: &str = "archway.dev/mode";
+/// The container that builds; its termination message carries the pushed digest.
+pub const BUILDER_CONTAINER: &str = "build";
 const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "archway");
 
 const CONTEXT_DIR: &str = "/workspace/context";
@@ -152,7 +154,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     let mut args = vec!["-c".to_string(), BUILDAH_SCRIPT.to_string(), "build".to_string()];
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| ["--build-arg".to_string(), format!("{k}={v}")]));
     let builder = Container {
-        name: "build".into(),
+        name: BUILDER_CONTAINER.into(),
         image: Some(req.inputs.builder.image.clone().unwrap_or_else(|| req.config.buildah_image.clone())),
         command: Some(vec!["sh".into()]),
         args: Some(args),

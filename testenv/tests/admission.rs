@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail, ensure};
 use archway::api::{CRD_PATH, MultiArchBuild};
 use archway_testenv::env::{Env, EnvOptions};
-use common::wait;
+use common::{wait, wait_served};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, Client};
@@ -70,11 +70,7 @@ async fn install_crd(client: &Client) -> Result<()> {
         Ok(conditions.iter().any(|c| c.type_ == "Established" && c.status == "True").then_some(()))
     })
     .await?;
-    // Discovery lags behind Established for a moment; a create before then answers 404.
-    let builds: Api<MultiArchBuild> = Api::namespaced(client.clone(), "default");
-    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
-        .await?;
-    Ok(())
+    wait_served(client).await
 }
 
 fn repo_path(relative: &str) -> PathBuf {

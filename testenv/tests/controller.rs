@@ -325,10 +325,7 @@ async fn setup(client: &Client, env: &Env) -> Result<()> {
         ..Default::default()
     };
     Api::<ConfigMap>::namespaced(client.clone(), NS).create(&PostParams::default(), &context).await?;
-    let builds = api(client);
-    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
-        .await?;
-    Ok(())
+    common::wait_served(client).await
 }
 
 /// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process

@@ -11,6 +11,15 @@ use kube::Api;
 use kube::api::{ObjectMeta, PostParams};
 use serde_json::Value;
 
+/// Waits until the apiserver serves MultiArchBuilds: discovery lags behind the CRD's Established
+/// condition, and a request before then answers 404.
+pub async fn wait_served(client: &kube::Client) -> Result<()> {
+    let builds: Api<archway::api::MultiArchBuild> = Api::namespaced(client.clone(), "default");
+    wait("the MultiArchBuild resource to be served", || async { Ok(builds.list(&Default::default()).await.ok()) })
+        .await?;
+    Ok(())
+}
+
 /// How long a test waits for one thing to happen.
 pub const TIMEOUT: Duration = Duration::from_secs(120);
 
