@@ -1,6 +1,6 @@
-//! One pod's life on a node: sandbox and volumes, image "pulls" for workloads, init containers in
-//! order, then the main containers together, each state change reported; deletion and
-//! `activeDeadlineSeconds` cut it short.
+//! One pod's life on a node: sandbox and volumes, image "pulls" for workloads (retried while they
+//! fail), init containers in order, then the main containers together, each state change reported;
+//! deletion and `activeDeadlineSeconds` cut it short.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -20,14 +20,17 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use super::Ctx;
-use super::config::ToolImage;
+use super::config::{NodeSpec, ToolImage};
 use super::env::{add_container_env, argv, base_env};
 use super::pods::{PodError, pod_name};
+use super::pull::Pulled;
 use super::sandbox::{self, Launch, Mount, Sandbox, TERMINATION_LOG};
 use super::status::{Container as Status, Phase, PodView, State, Terminated, now};
 use super::volumes;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Shorter than the kubelet's five minutes: tests wait for images that a build is about to push.
+const MAX_PULL_BACKOFF: Duration = Duration::from_secs(8);
 
 /// How a pod's run ended, before its final status is written.
 enum Outcome {
@@ -225,23 +228,45 @@ impl PodRun {
             .collect();
         for (init, index, c) in targets {
             let image = c.image.as_deref().unwrap_or_default();
-            let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
             if let Some(tool) = self.ctx.config.tool_for(image) {
+                let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
                 slot.image_id = format!("hostlet-tool://{}", tool.program.display());
                 continue;
             }
-            match self.ctx.puller.pull(image, &node.name, &node.platform).await {
-                Ok(pulled) => {
-                    tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
-                    slot.image_id = pulled.image_id;
-                }
-                Err(e) => {
-                    slot.state = State::Waiting { reason: e.reason.clone(), message: Some(e.message.clone()) };
-                    return Err(e);
-                }
-            }
+            let pulled = self.pull_until_resolved(init, index, image, &node).await?;
+            tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
+            let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
+            slot.image_id = pulled.image_id;
         }
         Ok(())
+    }
+
+    /// Like the kubelet: a pull that fails leaves the pod Pending with `ErrImagePull`, then
+    /// `ImagePullBackOff` between attempts, until the image appears or the pod goes away. A name that
+    /// cannot be parsed fails the pod at once.
+    async fn pull_until_resolved(
+        &mut self,
+        init: bool,
+        index: usize,
+        image: &str,
+        node: &NodeSpec,
+    ) -> Result<Pulled, PodError> {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let e = match self.ctx.puller.pull(image, &node.name, &node.platform).await {
+                Ok(pulled) => return Ok(pulled),
+                Err(e) if e.reason == "InvalidImageName" => return Err(e),
+                Err(e) => e,
+            };
+            tracing::info!(pod = pod_name(&self.pod), image, reason = e.reason, "pull failed, retrying");
+            for reason in ["ErrImagePull", "ImagePullBackOff"] {
+                let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
+                slot.state = State::Waiting { reason: reason.into(), message: Some(e.message.clone()) };
+                self.report().await;
+                tokio::time::sleep(backoff / 2).await;
+            }
+            backoff = (backoff * 2).min(MAX_PULL_BACKOFF);
+        }
     }
 
     /// Marks a container that could not be set up and fails the pod with its reason.

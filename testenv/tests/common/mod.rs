@@ -53,6 +53,22 @@ pub async fn wait_phase(pods: &Api<Pod>, name: &str, want: &str) -> Result<Pod> 
     .await
 }
 
+/// Waits until the pod's first container waits in `ImagePullBackOff`, as a kubelet leaves a pod whose
+/// image it cannot pull; returns that container's message. The pod stays Pending meanwhile.
+pub async fn wait_pull_backoff(pods: &Api<Pod>, name: &str) -> Result<String> {
+    wait(&format!("pod {name} in ImagePullBackOff"), || async {
+        let pod = pods.get(name).await?;
+        let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+        let waiting = statuses.and_then(|s| s.first()).and_then(|c| c.state.as_ref()?.waiting.clone());
+        let backoff = waiting.filter(|w| w.reason.as_deref() == Some("ImagePullBackOff"));
+        if backoff.is_some() && phase(&pod) != "Pending" {
+            bail!("pod {name} is {} while its image cannot be pulled", phase(&pod));
+        }
+        Ok(backoff.map(|w| w.message.unwrap_or_default()))
+    })
+    .await
+}
+
 pub fn terminated<'a>(pod: &'a Pod, container: &str) -> Result<&'a ContainerStateTerminated> {
     let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).context("container statuses")?;
     let status = statuses.iter().find(|c| c.name == container).context("container status")?;
