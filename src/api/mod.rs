@@ -7,7 +7,9 @@ pub use spec::{
     AUTO_PLATFORM, BuilderKind, BuilderSpec, GitSource, LocalRef, MultiArchBuild, MultiArchBuildSpec, OutputSpec,
     Placement, RolloutSpec, RolloutTarget, Source, WorkloadKind,
 };
-pub use status::{BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, condition};
+pub use status::{
+    BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState, TargetStatus, condition,
+};
 
 use kube::CustomResourceExt;
 

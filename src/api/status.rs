@@ -6,6 +6,8 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::spec::WorkloadKind;
+
 /// Condition types that archway sets on a `MultiArchBuild`.
 pub mod condition {
     /// The image index is pushed, verified and, when `spec.rollout` is set, rolled out.
@@ -39,6 +41,55 @@ pub struct MultiArchBuildStatus {
     /// The pushed multi-arch image by digest, `<spec.output.image>@sha256:<index digest>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// One entry per `spec.rollout.targets` workload.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["kind".into(), "name".into()]))]
+    pub targets: Vec<TargetStatus>,
+}
+
+/// The rollout of one workload to the published image.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetStatus {
+    /// Kind of the workload.
+    pub kind: WorkloadKind,
+    /// Name of the workload.
+    pub name: String,
+    /// Pending, Blocked, Progressing, RolledOut or Stalled.
+    #[serde(default)]
+    pub state: TargetState,
+    /// The containers archway set to `image`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<String>,
+    /// The image the workload was moved to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// When archway last changed the workload: the start of its rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<Time>,
+    /// Platforms archway restricted the workload's nodes to (`restrictToCoveredArchitectures`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restricted_to: Vec<String>,
+    /// What happens, or what to fix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where the rollout of one workload stands.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum TargetState {
+    /// Nothing published yet.
+    #[default]
+    Pending,
+    /// Not patched: the workload is missing, does not use the image, or could land on a node the
+    /// image does not cover. `message` says which; a change to the workload or the build is needed.
+    Blocked,
+    /// Patched; the workload's controller replaces its pods.
+    Progressing,
+    /// Every pod runs the published image.
+    RolledOut,
+    /// The rollout made no progress within its deadline; `message` has the workload's reason.
+    Stalled,
 }
 
 /// Summary of a build, shown by `kubectl get mab`.
@@ -51,9 +102,12 @@ pub enum BuildPhase {
     Building,
     /// Every platform is built; the image index is being pushed and verified.
     Publishing,
+    /// The index is published; the rollout targets are moving to it.
+    RollingOut,
     /// The image index is pushed and verified (and rolled out, when asked).
     Ready,
-    /// A platform build failed after its retries, or the spec cannot be built.
+    /// A platform build failed after its retries, the spec cannot be built, or a rollout target is
+    /// blocked or stalled.
     Failed,
 }
 

@@ -76,11 +76,21 @@ fn full_status() -> MultiArchBuildStatus {
             phase: PlatformPhase::Succeeded,
             digest: Some(format!("sha256:{}", "ab".repeat(32))),
             started_at: Some(time.clone()),
-            completed_at: Some(time),
+            completed_at: Some(time.clone()),
             attempts: 1,
             message: None,
         }],
         image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
+        targets: vec![TargetStatus {
+            kind: WorkloadKind::Deployment,
+            name: "blog".into(),
+            state: TargetState::RolledOut,
+            containers: vec!["web".into()],
+            image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
+            updated_at: Some(time),
+            restricted_to: vec!["linux/amd64".into()],
+            message: None,
+        }],
     }
 }
 

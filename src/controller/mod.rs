@@ -6,21 +6,23 @@ pub mod config;
 mod error;
 mod observe;
 mod publish;
+mod rollout;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
@@ -28,10 +30,11 @@ use tracing::{info, instrument, warn};
 pub use config::OperatorConfig;
 pub use error::Error;
 
-use crate::api::{MultiArchBuild, MultiArchBuildStatus, PlatformPhase};
+use crate::api::{MultiArchBuild, MultiArchBuildStatus, PlatformPhase, TargetState, WorkloadKind};
 use crate::plan::decide::{Decision, decide, requested_platforms};
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::status::{Publish, already_published, desired_status};
+use crate::platform::Platform;
 
 pub const FIELD_MANAGER: &str = "archway";
 
@@ -67,8 +70,25 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     // Node changes (a node Ready, cordoned, added) can unblock or move any build: re-plan them all.
     let node_changes =
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).touched_objects().map(|_| ());
-    Controller::new(builds, watcher::Config::default())
+    let controller = Controller::new(builds, watcher::Config::default());
+    let store = controller.store();
+    // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.
+    let targeting = |kind: WorkloadKind| {
+        let store = store.clone();
+        move |meta: ObjectMeta| builds_targeting(&store, kind, &meta)
+    };
+    let (deployments, statefulsets, daemonsets) =
+        (targeting(WorkloadKind::Deployment), targeting(WorkloadKind::StatefulSet), targeting(WorkloadKind::DaemonSet));
+    let all = watcher::Config::default();
+    controller
         .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), all.clone(), move |w| {
+            deployments(w.metadata)
+        })
+        .watches(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), all.clone(), move |w| {
+            statefulsets(w.metadata)
+        })
+        .watches(Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()), all, move |w| daemonsets(w.metadata))
         .reconcile_all_on(node_changes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -79,6 +99,25 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         })
         .await;
     Ok(())
+}
+
+/// The builds that roll out to the workload of this kind and name.
+fn builds_targeting(store: &Store<Guarded>, kind: WorkloadKind, workload: &ObjectMeta) -> Vec<ObjectRef<Guarded>> {
+    let targets = |build: &MultiArchBuild| {
+        build.metadata.namespace == workload.namespace
+            && build
+                .spec
+                .rollout
+                .iter()
+                .flat_map(|r| &r.targets)
+                .any(|t| t.kind == kind && Some(&t.name) == workload.name.as_ref())
+    };
+    store
+        .state()
+        .iter()
+        .filter(|guarded| guarded.0.as_ref().is_ok_and(targets))
+        .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
+        .collect()
 }
 
 #[instrument(skip_all, fields(build = %guarded.name_any(), namespace = guarded.namespace().unwrap_or_default()))]
@@ -144,9 +183,18 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         },
         _ => Publish::NotYet,
     };
-    write_status(build, ctx, desired_status(generation, &decision, &publish, old, &now())).await?;
-    // Jobs and nodes wake the controller; the periodic requeue is a safety net only.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    let now = now();
+    let offered: Vec<Platform> = decision.built().unwrap_or_default().into_iter().map(|(p, _)| p).collect();
+    let published = match &publish {
+        Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
+        _ => None,
+    };
+    let targets = rollout::roll_out(&ctx.client, build, published, &observed.node_objects, &now).await?;
+    let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
+    write_status(build, ctx, desired_status(generation, &decision, &publish, &targets, old, &now)).await?;
+    // Jobs, nodes and workloads wake the controller; a rollout is looked at often for its deadline,
+    // and the long requeue is a safety net only.
+    Ok(Action::requeue(Duration::from_secs(if rolling { 20 } else { 300 })))
 }
 
 async fn apply_jobs(build: &MultiArchBuild, ctx: &Context, decision: &Decision) -> Result<(), Error> {
@@ -196,7 +244,8 @@ async fn fail_permanently(build: &MultiArchBuild, ctx: &Context, reason: &str, m
     let generation = build.metadata.generation.unwrap_or_default();
     let publish = Publish::Failed { reason: reason.into(), message: message.into() };
     let old = build.status.as_ref();
-    write_status(build, ctx, desired_status(generation, &Decision::default(), &publish, old, &now())).await?;
+    let targets = rollout::pending_targets(build);
+    write_status(build, ctx, desired_status(generation, &Decision::default(), &publish, &targets, old, &now())).await?;
     // The fix may be outside the resource (a ConfigMap created later): look again now and then.
     Ok(Action::requeue(Duration::from_secs(60)))
 }
@@ -227,7 +276,8 @@ async fn patch_status(ctx: &Context, build: &MultiArchBuild, status: &MultiArchB
     Ok(())
 }
 
-/// One event per platform that changed phase, and one when the build's phase changes.
+/// One event per platform that changed phase, per rollout target that changed state, and one when the
+/// build's phase changes.
 async fn record_transitions(
     build: &MultiArchBuild,
     ctx: &Context,
@@ -249,6 +299,21 @@ async fn record_transitions(
         let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
         let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
         events.push((type_, reason, format!("{}{mode}: {detail}", platform.platform)));
+    }
+    for target in &new.targets {
+        let before = old.and_then(|o| o.targets.iter().find(|t| t.kind == target.kind && t.name == target.name));
+        if before.map(|b| (b.state, &b.image)) == Some((target.state, &target.image)) {
+            continue;
+        }
+        let (type_, reason) = match target.state {
+            TargetState::Pending => continue,
+            TargetState::Progressing => (EventType::Normal, "RollingOut"),
+            TargetState::RolledOut => (EventType::Normal, "RolledOut"),
+            TargetState::Blocked => (EventType::Warning, "RolloutBlocked"),
+            TargetState::Stalled => (EventType::Warning, "RolloutStalled"),
+        };
+        let message = target.message.as_deref().unwrap_or_default();
+        events.push((type_, reason, format!("{:?}/{}: {message}", target.kind, target.name)));
     }
     if old.and_then(|o| o.phase) != new.phase {
         let ready = new.conditions.iter().find(|c| c.type_ == crate::api::condition::READY);

@@ -19,6 +19,8 @@ const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 pub struct Observed {
     pub nodes: Vec<NodeView>,
+    /// The nodes as read, for the rollout's coverage check.
+    pub node_objects: Vec<Node>,
     pub jobs: Vec<JobObservation>,
     pub context_fingerprint: Option<String>,
 }
@@ -47,6 +49,7 @@ pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &Emulat
     require_push_secret(client, build, &namespace).await?;
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
+        node_objects: nodes.items,
         jobs,
         context_fingerprint: context_fingerprint(client, build, &namespace).await?,
     })

@@ -1,10 +1,13 @@
 //! The pure core of the controller: from a `MultiArchBuild`, the cluster's nodes and the Jobs it
-//! owns, decide what should exist and what the status is; and which nodes a rollout's image must cover.
-//! No client, no clock, no I/O.
+//! owns, decide what should exist and what the status is; then how the published image rolls out to
+//! the workloads that use it. No client, no clock, no I/O.
 
 pub mod coverage;
 pub mod decide;
 pub mod inputs;
 pub mod job;
 pub mod placement;
+pub mod restrict;
+pub mod rollout;
 pub mod status;
+pub mod workload;

@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::Decision;
-use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, condition};
+use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, TargetState, TargetStatus, condition};
 
 /// Where publishing the index stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -28,10 +28,12 @@ pub fn already_published(old: Option<&MultiArchBuildStatus>, generation: i64, de
     (old.observed_generation == Some(generation) && same_children && decision.built().is_some()).then_some(image)
 }
 
+/// The status of a build: `targets` has one entry per rollout target (none without `spec.rollout`).
 pub fn desired_status(
     generation: i64,
     decision: &Decision,
     publish: &Publish,
+    targets: &[TargetStatus],
     old: Option<&MultiArchBuildStatus>,
     now: &Time,
 ) -> MultiArchBuildStatus {
@@ -71,7 +73,17 @@ pub fn desired_status(
             (BuildPhase::Building, cond(true, "Building", &message), cond(false, "Building", &message))
         }
     };
-    let ready = (published.0, published.1.clone(), published.2.clone());
+    let mut ready = (published.0, published.1.clone(), published.2.clone());
+    let mut phase = phase;
+    let rolled_out = (!targets.is_empty()).then(|| rollout_condition(targets));
+    if let (Some((status, reason, message)), BuildPhase::Ready) = (&rolled_out, phase) {
+        phase = match reason.as_str() {
+            _ if *status => BuildPhase::Ready,
+            "RolloutBlocked" | "RolloutStalled" => BuildPhase::Failed,
+            _ => BuildPhase::RollingOut,
+        };
+        ready = (*status, reason.clone(), message.clone());
+    }
     let image = match publish {
         Publish::Published { image } => Some(image.clone()),
         _ => None,
@@ -79,6 +91,7 @@ pub fn desired_status(
     let previous = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     let conditions = [(condition::READY, ready), (condition::BUILDING, building), (condition::PUBLISHED, published)]
         .into_iter()
+        .chain(rolled_out.map(|c| (condition::ROLLED_OUT, c)))
         .map(|(type_, (status, reason, message))| {
             condition_at(previous, type_, status, &reason, &message, generation, now)
         })
@@ -89,7 +102,33 @@ pub fn desired_status(
         phase: Some(phase),
         platforms: decision.platforms.clone(),
         image,
+        targets: targets.to_vec(),
     }
+}
+
+/// The `RolledOut` condition: true when every target runs the image; otherwise the worst state first
+/// (blocked or stalled targets need a person), naming each target that is not there yet.
+fn rollout_condition(targets: &[TargetStatus]) -> (bool, String, String) {
+    let describe = |states: &[TargetState]| -> Vec<String> {
+        targets
+            .iter()
+            .filter(|t| states.contains(&t.state))
+            .map(|t| format!("{:?}/{}: {}", t.kind, t.name, t.message.as_deref().unwrap_or_default()))
+            .collect()
+    };
+    let worst = [
+        (TargetState::Blocked, "RolloutBlocked"),
+        (TargetState::Stalled, "RolloutStalled"),
+        (TargetState::Pending, "Pending"),
+        (TargetState::Progressing, "Progressing"),
+    ];
+    for (state, reason) in worst {
+        let found = describe(&[state]);
+        if !found.is_empty() {
+            return (false, reason.to_string(), found.join("; "));
+        }
+    }
+    (true, "RolledOut".into(), format!("{} workload(s) run the published image", targets.len()))
 }
 
 fn cond(status: bool, reason: &str, message: &str) -> (bool, String, String) {
@@ -148,18 +187,19 @@ mod tests {
     #[test]
     fn building_then_ready_keeps_transition_times_of_unchanged_conditions() {
         let building = decision(vec![platform("linux/amd64", PlatformPhase::Building, None)]);
-        let first = desired_status(1, &building, &Publish::NotYet, None, &time(100));
+        let first = desired_status(1, &building, &Publish::NotYet, &[], None, &time(100));
         assert_eq!(first.phase, Some(BuildPhase::Building));
         assert_eq!(condition(&first, "Building").status, "True");
         assert_eq!(condition(&first, "Ready").status, "False");
 
         // Recomputed later with nothing changed: equal, so the controller writes nothing.
-        let again = desired_status(1, &building, &Publish::NotYet, Some(&first), &time(200));
+        let again = desired_status(1, &building, &Publish::NotYet, &[], Some(&first), &time(200));
         assert_eq!(again, first);
 
         let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
         let image = "r/blog@sha256:idx".to_string();
-        let ready = desired_status(1, &built, &Publish::Published { image: image.clone() }, Some(&again), &time(300));
+        let ready =
+            desired_status(1, &built, &Publish::Published { image: image.clone() }, &[], Some(&again), &time(300));
         assert_eq!(ready.phase, Some(BuildPhase::Ready));
         assert_eq!(ready.image.as_deref(), Some(image.as_str()));
         assert_eq!(condition(&ready, "Ready").status, "True");
@@ -173,7 +213,7 @@ mod tests {
         let mut failed = platform("linux/arm/v7", PlatformPhase::Failed, None);
         failed.message = Some("build failed with exit code 1".into());
         let d = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1")), failed]);
-        let status = desired_status(2, &d, &Publish::NotYet, None, &time(1));
+        let status = desired_status(2, &d, &Publish::NotYet, &[], None, &time(1));
         assert_eq!(status.phase, Some(BuildPhase::Failed));
         let ready = condition(&status, "Ready");
         assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BuildFailed"));
@@ -185,16 +225,53 @@ mod tests {
     fn waiting_platforms_say_what_they_wait_for() {
         let mut waiting = platform("linux/arm64", PlatformPhase::Waiting, None);
         waiting.message = Some("no node".into());
-        let status = desired_status(1, &decision(vec![waiting]), &Publish::NotYet, None, &time(1));
+        let status = desired_status(1, &decision(vec![waiting]), &Publish::NotYet, &[], None, &time(1));
         assert_eq!(condition(&status, "Building").reason, "WaitingForNode");
         assert!(condition(&status, "Ready").message.contains("linux/arm64: no node"));
+    }
+
+    #[test]
+    fn with_rollout_targets_ready_waits_for_them() {
+        use crate::api::{TargetState, TargetStatus, WorkloadKind};
+        let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
+        let published = Publish::Published { image: "r@sha256:i".into() };
+        let target = |state, message: &str| TargetStatus {
+            kind: WorkloadKind::Deployment,
+            name: "blog".into(),
+            state,
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        let rolling =
+            desired_status(1, &built, &published, &[target(TargetState::Progressing, "1 of 4")], None, &time(1));
+        assert_eq!(rolling.phase, Some(BuildPhase::RollingOut));
+        assert_eq!(condition(&rolling, "Published").status, "True");
+        let ready = condition(&rolling, "Ready");
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "Progressing"));
+        assert_eq!(ready.message, "Deployment/blog: 1 of 4");
+
+        let blocked =
+            desired_status(1, &built, &published, &[target(TargetState::Blocked, "covers no arm")], None, &time(1));
+        assert_eq!(blocked.phase, Some(BuildPhase::Failed));
+        assert_eq!(condition(&blocked, "RolledOut").reason, "RolloutBlocked");
+
+        let done =
+            desired_status(1, &built, &published, &[target(TargetState::RolledOut, "ok")], Some(&rolling), &time(2));
+        assert_eq!(done.phase, Some(BuildPhase::Ready));
+        assert_eq!(condition(&done, "Ready").status, "True");
+        assert_eq!(condition(&done, "RolledOut").last_transition_time, time(2));
+        assert_eq!(condition(&done, "Published").last_transition_time, time(1), "unchanged, kept");
+
+        // Without targets there is no RolledOut condition at all.
+        let plain = desired_status(1, &built, &published, &[], None, &time(1));
+        assert!(plain.conditions.iter().all(|c| c.type_ != "RolledOut"));
     }
 
     #[test]
     fn publish_is_remembered_only_for_the_same_children_and_generation() {
         let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
         let published = Publish::Published { image: "r@sha256:i".into() };
-        let status = desired_status(3, &built, &published, None, &time(1));
+        let status = desired_status(3, &built, &published, &[], None, &time(1));
         assert_eq!(already_published(Some(&status), 3, &built).as_deref(), Some("r@sha256:i"));
         assert_eq!(already_published(Some(&status), 4, &built), None);
         let rebuilt = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:2"))]);

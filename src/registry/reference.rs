@@ -58,6 +58,18 @@ impl Repository {
     }
 }
 
+impl Repository {
+    /// The repository an image reference names, whatever its tag or digest (`blog:new` and
+    /// `docker.io/library/blog@sha256:...` are both `docker.io/library/blog`).
+    pub fn of_image(image: &str) -> Result<Repository, ReferenceError> {
+        let reference: Reference = image.parse().map_err(|e: oci_client::ParseError| ReferenceError::Repository {
+            input: quote(image),
+            reason: e.to_string(),
+        })?;
+        Ok(Repository { registry: reference.registry().to_string(), path: reference.repository().to_string() })
+    }
+}
+
 impl fmt::Display for Repository {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.registry, self.path)
@@ -68,12 +80,11 @@ impl FromStr for Repository {
     type Err = ReferenceError;
 
     fn from_str(input: &str) -> Result<Self, Self::Err> {
+        let repository = Repository::of_image(input)?;
         let reference: Reference = input.parse().map_err(|e: oci_client::ParseError| ReferenceError::Repository {
             input: quote(input),
             reason: e.to_string(),
         })?;
-        let repository =
-            Repository { registry: reference.registry().to_string(), path: reference.repository().to_string() };
         // The parser adds `latest` when no tag is given; a tag the input really has ends it.
         let what = if reference.digest().is_some() {
             Some("digest")
@@ -149,6 +160,15 @@ mod tests {
         }
         let repository: Repository = "localhost:5000/blog".parse().unwrap();
         assert_eq!(repository.to_string(), "localhost:5000/blog");
+    }
+
+    #[test]
+    fn the_repository_of_an_image_ignores_its_tag_or_digest() {
+        let blog: Repository = "docker.io/library/blog".parse().unwrap();
+        assert_eq!(Repository::of_image("blog:new").unwrap(), blog);
+        assert_eq!(Repository::of_image(&format!("blog@{DIGEST}")).unwrap(), blog);
+        assert_eq!(Repository::of_image("localhost:5000/blog:v1").unwrap().to_string(), "localhost:5000/blog");
+        assert!(Repository::of_image("Not An Image").is_err());
     }
 
     #[test]
