@@ -11,7 +11,7 @@ use tracing::info;
 
 use super::error::Error;
 use crate::api::{MultiArchBuild, RolloutTarget, TargetState, TargetStatus, WorkloadKind};
-use crate::plan::rollout::{TargetInput, TemplateFields, pending, plan_target};
+use crate::plan::rollout::{RESTRICTED_TO_ANNOTATION, TargetInput, TemplateFields, pending, plan_target};
 use crate::plan::workload::Workload;
 use crate::platform::Platform;
 use crate::registry::Repository;
@@ -135,10 +135,14 @@ fn apply_body(target: &RolloutTarget, fields: &TemplateFields) -> Value {
     if let Some(tolerations) = &fields.tolerations {
         pod["tolerations"] = json!(tolerations);
     }
+    let mut metadata = json!({"name": target.name});
+    if let Some(restricted_to) = &fields.restricted_to {
+        metadata["annotations"] = json!({ RESTRICTED_TO_ANNOTATION: restricted_to });
+    }
     json!({
         "apiVersion": "apps/v1",
         "kind": format!("{:?}", target.kind),
-        "metadata": {"name": target.name},
+        "metadata": metadata,
         "spec": {"template": {"spec": pod}},
     })
 }

@@ -20,7 +20,11 @@ use crate::registry::Repository;
 /// (a Deployment says so itself, after its `progressDeadlineSeconds`, 600 by default).
 pub const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
 
-/// The pod-template fields archway owns on a workload: what its server-side apply sends.
+/// Records on the workload the platforms archway restricted it to, beside the affinity it added, so
+/// the next rollout can take exactly that out again (the build's status may be read stale).
+pub const RESTRICTED_TO_ANNOTATION: &str = "archway.dev/restricted-to";
+
+/// The fields archway owns on a workload: what its server-side apply sends.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TemplateFields {
     /// Container name and the image it is set to.
@@ -29,6 +33,8 @@ pub struct TemplateFields {
     pub node_selector_terms: Option<Vec<NodeSelectorTerm>>,
     /// The whole toleration list (Kubernetes replaces it as one); `None` leaves it alone.
     pub tolerations: Option<Vec<Toleration>>,
+    /// The value of [`RESTRICTED_TO_ANNOTATION`], set with `node_selector_terms`.
+    pub restricted_to: Option<String>,
 }
 
 /// Everything the rollout of one target depends on.
@@ -79,7 +85,9 @@ pub fn plan_target(input: &TargetInput) -> TargetPlan {
     };
 
     // The template as it would be without archway's earlier restriction, then with today's changes.
-    let previously_allowed = platform_set(&base.restricted_to);
+    let recorded = workload.metadata().annotations.as_ref().and_then(|a| a.get(RESTRICTED_TO_ANNOTATION));
+    let previously_allowed: BTreeSet<Platform> =
+        recorded.into_iter().flat_map(|list| list.split(',')).filter_map(|p| p.trim().parse().ok()).collect();
     let current_terms = required_terms(pod);
     let own_terms = unrestrict(&current_terms, &previously_allowed);
     let mut candidate = pod.clone();
@@ -109,14 +117,16 @@ pub fn plan_target(input: &TargetInput) -> TargetPlan {
         ));
     };
 
+    let restriction = (!restricted_to.is_empty()).then(|| restricted_to.join(","));
     let fields = TemplateFields {
         images: containers.iter().map(|c| (c.clone(), input.image.to_string())).collect(),
         // An empty list is invalid; leaving the field out releases archway's earlier restriction.
         node_selector_terms: (target.restrict_to_covered_architectures && !terms.is_empty()).then(|| terms.clone()),
         tolerations: (!target.remove_arch_tolerations.is_empty()).then(|| tolerations.clone().unwrap_or_default()),
+        restricted_to: restriction.clone(),
     };
     let up_to_date = containers.iter().all(|c| image_of(pod, c) == Some(input.image))
-        && (!target.restrict_to_covered_architectures || terms == current_terms)
+        && (!target.restrict_to_covered_architectures || (terms == current_terms && restriction.as_ref() == recorded))
         && (target.remove_arch_tolerations.is_empty() || tolerations == pod.tolerations);
     let status = TargetStatus { containers, image: Some(input.image.to_string()), restricted_to, ..base };
     if !up_to_date {
@@ -145,7 +155,6 @@ fn base_status(target: &RolloutTarget, previous: Option<&TargetStatus>) -> Targe
         kind: target.kind,
         name: target.name.clone(),
         updated_at: previous.and_then(|p| p.updated_at.clone()),
-        restricted_to: previous.map(|p| p.restricted_to.clone()).unwrap_or_default(),
         ..Default::default()
     }
 }
@@ -231,10 +240,6 @@ fn set_required_terms(pod: &mut PodSpec, terms: &[NodeSelectorTerm]) {
 
 fn image_of<'a>(pod: &'a PodSpec, container: &str) -> Option<&'a str> {
     pod.containers.iter().find(|c| c.name == container).and_then(|c| c.image.as_deref())
-}
-
-fn platform_set(names: &[String]) -> BTreeSet<Platform> {
-    names.iter().filter_map(|n| n.parse().ok()).collect()
 }
 
 fn past_deadline(status: &TargetStatus, now: &Time) -> bool {

@@ -115,7 +115,12 @@ fn applied(workload: &Workload, fields: &TemplateFields, done: bool) -> Workload
     let image = pod.containers[0].image.clone().unwrap();
     let mut pod_json = serde_json::to_value(&pod).unwrap();
     pod_json.as_object_mut().unwrap().remove("containers");
-    blog(&image, pod_json, done)
+    let mut after = blog(&image, pod_json, done);
+    let Workload::Deployment(d) = &mut after else { unreachable!() };
+    if let Some(restricted_to) = &fields.restricted_to {
+        d.metadata.annotations = Some([(RESTRICTED_TO_ANNOTATION.to_string(), restricted_to.clone())].into());
+    }
+    after
 }
 
 const ALL: [&str; 3] = ["linux/amd64", "linux/arm64", "linux/arm/v7"];
@@ -167,16 +172,19 @@ fn restricting_adds_an_affinity_that_stays_put_and_is_lifted_when_the_index_cove
     assert_eq!((arch.key.as_str(), arch.operator.as_str()), ("kubernetes.io/arch", "In"));
     assert_eq!(arch.values.as_deref(), Some(&["amd64".to_string(), "arm64".to_string()][..]));
     assert_eq!(first.status.restricted_to, ["linux/amd64", "linux/arm64"]);
+    assert_eq!(fields.restricted_to.as_deref(), Some("linux/amd64,linux/arm64"));
 
     let restricted = applied(&before, &fields, true);
-    let again = plan(&restricting, Some(&restricted), &["linux/amd64", "linux/arm64"], Some(&first.status));
+    // Read with a stale status (no earlier target entry), the workload itself says what archway added.
+    let again = plan(&restricting, Some(&restricted), &["linux/amd64", "linux/arm64"], None);
     assert!(again.apply.is_none(), "an unchanged index changes nothing");
+    assert_eq!(again.status.restricted_to, ["linux/amd64", "linux/arm64"]);
     assert_eq!(again.status.state, TargetState::RolledOut);
 
     // A later index covers arm/v7 too: archway's affinity goes, nothing else.
     let wider = plan(&restricting, Some(&restricted), &ALL, Some(&again.status));
     let fields = wider.apply.expect("a patch that lifts the restriction");
-    assert_eq!(fields.node_selector_terms, None);
+    assert_eq!((fields.node_selector_terms, fields.restricted_to), (None, None));
     assert!(wider.status.restricted_to.is_empty());
 }
 

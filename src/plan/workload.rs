@@ -3,6 +3,7 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::api::WorkloadKind;
 
@@ -30,6 +31,14 @@ impl Workload {
             Workload::Deployment(_) => WorkloadKind::Deployment,
             Workload::StatefulSet(_) => WorkloadKind::StatefulSet,
             Workload::DaemonSet(_) => WorkloadKind::DaemonSet,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Workload::Deployment(d) => &d.metadata,
+            Workload::StatefulSet(s) => &s.metadata,
+            Workload::DaemonSet(d) => &d.metadata,
         }
     }
 

@@ -7,17 +7,15 @@ mod common;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
-use archway::api::MultiArchBuild;
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::{Env, EnvOptions};
+use common::blog::{NS, api, apply_and_wait, blog_build, is_ready, raw_index, ready_condition, setup, wait_status};
 use common::{ImageContents, wait};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{Node, Pod, Secret};
 use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
-use serde_json::{Value, json};
-
-const NS: &str = "default";
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()> {
@@ -245,87 +243,9 @@ async fn git_repo(env: &Env, dockerfile: &str) -> Result<std::path::PathBuf> {
     Ok(repo)
 }
 
-fn api(client: &Client) -> Api<MultiArchBuild> {
-    Api::namespaced(client.clone(), NS)
-}
-
-fn ready_condition(status: &Value) -> Result<&Value> {
-    status["conditions"]
-        .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
-        .context("no Ready condition")
-}
-
-fn is_ready(status: &Value) -> bool {
-    status["conditions"].as_array().is_some_and(|cs| cs.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-}
-
-async fn apply_and_wait(client: &Client, build: &Value, phase: &str) -> Result<Value> {
-    let name = build["metadata"]["name"].as_str().context("name")?.to_string();
-    api(client).patch(&name, &PatchParams::apply("test"), &Patch::Apply(build)).await?;
-    wait_status(client, &name, |s| s["phase"] == phase).await
-}
-
-async fn wait_status(client: &Client, name: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
-    let builds = api(client);
-    let found = wait(&format!("MultiArchBuild {name}"), || async {
-        let build = builds.get(name).await?;
-        let status = serde_json::to_value(&build.status)?;
-        let current = build.metadata.generation == build.status.as_ref().and_then(|s| s.observed_generation);
-        Ok((current && done(&status)).then_some(status))
-    })
-    .await;
-    match found {
-        Ok(status) => Ok(status),
-        Err(e) => {
-            let last = builds.get(name).await.ok().and_then(|b| b.status);
-            Err(e.context(format!("last status of {name}: {last:?}")))
-        }
-    }
-}
-
 async fn jobs_of(client: &Client, build: &str) -> Result<Vec<Job>> {
     let params = ListParams::default().labels(&format!("archway.dev/build={build}"));
     Ok(Api::<Job>::namespaced(client.clone(), NS).list(&params).await?.items)
-}
-
-fn blog_build(env: &Env, name: &str, platforms: &[&str], dockerfile: &str) -> Value {
-    json!({
-        "apiVersion": "archway.dev/v1alpha1",
-        "kind": "MultiArchBuild",
-        "metadata": {"name": name, "namespace": NS},
-        "spec": {
-            "source": {"configMap": {"name": "blog-context"}},
-            "dockerfile": dockerfile,
-            "platforms": platforms,
-            "output": {"image": format!("{}/asksven/blog", env.registry.host), "tags": ["new"], "pushSecret": {"name": "registry-credentials"}},
-        },
-    })
-}
-
-async fn raw_index(env: &Env, reference: &str) -> Result<Value> {
-    Ok(serde_json::from_str(&archway_testenv::baseimage::inspect_raw(&env.registry, reference).await?)?)
-}
-
-/// The blog's context; the operator's install made the CRD and the registry's Secret and CA.
-async fn setup(client: &Client, env: &Env) -> Result<()> {
-    let base = env.base_image.clone().context("base image")?;
-    let files = [
-        ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
-        ("Dockerfile.fails", format!("FROM {base}\nRUN echo about to fail && false\n")),
-        (
-            "Dockerfile.slow",
-            format!("FROM {base}\nCOPY index.html /srv/\nRUN sleep 6 && uname -m > /srv/arch && touch /srv/slow\n"),
-        ),
-        ("index.html", "<h1>asksven's blog</h1>\n".to_string()),
-    ];
-    let context = ConfigMap {
-        metadata: ObjectMeta { name: Some("blog-context".into()), ..Default::default() },
-        data: Some(files.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
-        ..Default::default()
-    };
-    Api::<ConfigMap>::namespaced(client.clone(), NS).create(&PostParams::default(), &context).await?;
-    common::wait_served(client).await
 }
 
 /// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process

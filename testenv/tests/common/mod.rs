@@ -2,6 +2,8 @@
 // Each test binary uses a different subset of these.
 #![allow(dead_code)]
 
+pub mod blog;
+
 use std::future::Future;
 use std::time::{Duration, Instant};
 

@@ -1,0 +1,207 @@
+//! Rollout end to end: the blog Deployment moves to the published index digest and runs on every node
+//! kind, each node resolving its own child; an index that misses a node platform is not rolled out
+//! unless the target restricts the workload to covered nodes (and drops its per-arch toleration); an
+//! unchanged index rolls out nothing; another field manager's fields survive archway's patch.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use archway_testenv::env::{Env, EnvOptions};
+use common::blog::{NS, api, blog_build, is_ready, raw_index, setup, wait_status};
+use common::wait;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+const NODES: [&str; 4] = ["x86-1", "jetson-1", "pi-1", "qemu-1"];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-rollout");
+    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
+    let client = env.client();
+    setup(&client, &env).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+
+    // The seed's end state: one Deployment naming `blog:new`, no tolerations, a pod on every node. Its
+    // GitOps tool owns an env var that archway must leave alone.
+    let repo = format!("{}/asksven/blog", env.registry.host);
+    deployments.patch("blog", &PatchParams::apply("gitops"), &Patch::Apply(deployment("blog", &repo, 4))).await?;
+    let mut build =
+        blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
+    build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "blog"}]});
+    api(&client).patch("blog", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    kubectl_wait_ready(&env, "blog").await?;
+    let status = wait_status(&client, "blog", is_ready).await?;
+    let image = status["image"].as_str().context("status.image")?.to_string();
+    let target = &status["targets"][0];
+    ensure!(target["state"] == "RolledOut" && target["image"] == image.as_str(), "{target}");
+    ensure!(condition(&status, "RolledOut")["status"] == "True", "{status}");
+
+    let blog = deployments.get("blog").await?;
+    let container = &blog.spec.template.spec.as_ref().context("pod spec")?.containers[0];
+    ensure!(container.image.as_deref() == Some(image.as_str()), "{container:?}");
+    let env_vars = container.env.as_deref().unwrap_or_default();
+    ensure!(env_vars.iter().any(|e| e.name == "SITE" && e.value.as_deref() == Some("blog")), "{env_vars:?}");
+    ensure!(managers_of(&blog).contains(&"gitops".to_string()), "gitops lost its fields: {:?}", managers_of(&blog));
+
+    // Every pod runs, one per node, each on the child of its own node's platform.
+    let index = raw_index(&env, &image).await?;
+    let child = |arch: &str, variant: Option<&str>| -> Result<String> {
+        let manifests = index["manifests"].as_array().context("manifests")?;
+        let entry = manifests
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch && m["platform"]["variant"].as_str() == variant)
+            .with_context(|| format!("no {arch} child in {index}"))?;
+        Ok(entry["digest"].as_str().context("digest")?.to_string())
+    };
+    let by_node = running_pods(&client, "blog", 4).await?;
+    ensure!(by_node.keys().map(String::as_str).collect::<Vec<_>>() == sorted(&NODES), "{by_node:?}");
+    for (node, arch, variant) in
+        [("x86-1", "amd64", None), ("qemu-1", "amd64", None), ("jetson-1", "arm64", None), ("pi-1", "arm", Some("v7"))]
+    {
+        let resolved = &by_node[node];
+        ensure!(resolved.ends_with(&child(arch, variant)?), "{node} runs {resolved}, not the {arch} child");
+    }
+
+    // The same inputs again (a new generation that changes only the tags): the same index digest,
+    // and the Deployment is not touched.
+    let generation = blog.metadata.generation;
+    build["spec"]["output"]["tags"] = json!(["new", "stable"]);
+    api(&client).patch("blog", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let again = wait_status(&client, "blog", is_ready).await?;
+    ensure!(again["image"] == image.as_str(), "a rebuild of the same inputs published {}", again["image"]);
+    ensure!(deployments.get("blog").await?.metadata.generation == generation, "the Deployment was rolled again");
+
+    // An index without arm/v7: the Deployment could land on pi-1, so it is not patched.
+    let partial_repo = format!("{}/asksven/blog-partial", env.registry.host);
+    // Three replicas: room for all of them on the nodes the index covers. It still carries the seed's
+    // per-arch toleration, which the target asks archway to drop.
+    let mut partial = deployment("blog-partial", &partial_repo, 3);
+    partial["spec"]["template"]["spec"]["tolerations"] =
+        json!([{"key": "arch", "operator": "Exists"}, {"key": "example.com/gpu", "operator": "Exists"}]);
+    deployments.patch("blog-partial", &PatchParams::apply("gitops"), &Patch::Apply(partial)).await?;
+    let mut build = blog_build(&env, "blog-partial", &["linux/amd64", "linux/arm64"], "Dockerfile");
+    build["spec"]["output"]["image"] = json!(partial_repo);
+    build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "blog-partial"}]});
+    api(&client).patch("blog-partial", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let blocked = wait_status(&client, "blog-partial", |s| s["targets"][0]["state"] == "Blocked").await?;
+    let rolled_out = condition(&blocked, "RolledOut");
+    ensure!(rolled_out["status"] == "False" && rolled_out["reason"] == "RolloutBlocked", "{rolled_out}");
+    ensure!(rolled_out["message"].as_str().unwrap_or_default().contains("linux/arm/v7"), "{rolled_out}");
+    ensure!(blocked["phase"] == "Failed" && condition(&blocked, "Published")["status"] == "True", "{blocked}");
+    let untouched = deployments.get("blog-partial").await?;
+    let image_now = untouched.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+    ensure!(image_now == Some(format!("{partial_repo}:new")), "patched anyway: {image_now:?}");
+
+    // Restricted to covered architectures: patched with an affinity, and no pod lands on pi-1.
+    build["spec"]["rollout"]["targets"][0]["restrictToCoveredArchitectures"] = json!(true);
+    build["spec"]["rollout"]["targets"][0]["removeArchTolerations"] = json!(["arch"]);
+    api(&client).patch("blog-partial", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let status = wait_status(&client, "blog-partial", is_ready).await?;
+    ensure!(status["targets"][0]["restrictedTo"] == json!(["linux/amd64", "linux/arm64"]), "{status}");
+    let restricted = deployments.get("blog-partial").await?;
+    let affinity = serde_json::to_value(&restricted.spec.template.spec.as_ref().context("pod spec")?.affinity)?;
+    let terms = &affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+    ensure!(terms[0]["matchExpressions"][0]["values"] == json!(["amd64", "arm64"]), "{affinity}");
+    let tolerations = restricted.spec.template.spec.as_ref().and_then(|s| s.tolerations.clone()).unwrap_or_default();
+    let keys: Vec<_> = tolerations.iter().filter_map(|t| t.key.as_deref()).collect();
+    ensure!(keys == ["example.com/gpu"], "tolerations after the rollout: {keys:?}");
+    let by_node = running_pods(&client, "blog-partial", 3).await?;
+    ensure!(
+        by_node.keys().map(String::as_str).collect::<Vec<_>>() == sorted(&["x86-1", "jetson-1", "qemu-1"]),
+        "{by_node:?}"
+    );
+
+    env.shutdown().await;
+    Ok(())
+}
+
+/// The blog Deployment as its GitOps tool applies it: `replicas` pods at most one per node (so a pod
+/// is replaced before its successor starts), the image by tag, an env var of its own.
+fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "replicas": replicas,
+            "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+                        "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": name}},
+                    }]}},
+                    "containers": [{"name": "web", "image": format!("{repo}:new"), "env": [{"name": "SITE", "value": "blog"}]}],
+                },
+            },
+        },
+    })
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == type_)).unwrap_or(&Value::Null)
+}
+
+fn managers_of(deployment: &Deployment) -> Vec<String> {
+    deployment.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect()
+}
+
+fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
+}
+
+/// Node name -> the image the hostlet resolved there (`imageID`), once `count` pods of `app` run and
+/// are ready and no other is left.
+async fn running_pods(client: &Client, app: &str, count: usize) -> Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let params = ListParams::default().labels(&format!("app={app}"));
+    wait(&format!("the pods of {app} to run"), || async {
+        let list = pods.list(&params).await?.items;
+        let mut by_node = BTreeMap::new();
+        if list.len() != count {
+            return Ok(None);
+        }
+        for pod in &list {
+            let status = pod.status.as_ref();
+            let running = status.and_then(|s| s.phase.as_deref()) == Some("Running");
+            let statuses = status.and_then(|s| s.container_statuses.as_ref());
+            let ready = statuses.and_then(|s| s.first()).filter(|c| c.ready);
+            match (running && pod.metadata.deletion_timestamp.is_none(), ready) {
+                (true, Some(c)) => {
+                    let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+                    by_node.insert(node, c.image_id.clone());
+                }
+                _ => return Ok(None),
+            }
+        }
+        Ok(Some(by_node))
+    })
+    .await
+}
+
+/// What a user or CI runs: kstatus readiness through kubectl.
+async fn kubectl_wait_ready(env: &Env, name: &str) -> Result<()> {
+    let out = tokio::process::Command::new(env.control_plane.bin_dir.join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(env.kubeconfig())
+        .args(["-n", NS, "wait", "--for=condition=Ready", "--timeout=120s", &format!("multiarchbuild/{name}")])
+        .output()
+        .await?;
+    ensure!(
+        out.status.success(),
+        "kubectl wait: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
