@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Shows what the local environment holds: nodes of every architecture and the multi-arch base image.
+# Shows what the local environment holds (nodes of every architecture, the multi-arch base image), then
+# builds the blog example and rolls it out to its Deployment.
 set -euo pipefail
 dir=${1:-.dev}
 # shellcheck source=/dev/null
@@ -20,6 +21,13 @@ echo
 echo "== archway operator (kubectl get pods -n archway-system -o wide)"
 kubectl get pods -n archway-system -o wide
 echo
+pods='custom-columns=POD:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,WAITING:.status.containerStatuses[0].state.waiting.reason,RUNS:.status.containerStatuses[0].imageID'
+echo "== the blog Deployment before the build (examples/blog/deployment.yaml: one image by tag, no tolerations)"
+sed "s#registry.example.com#$ARCHWAY_REGISTRY#g" examples/blog/deployment.yaml | kubectl apply -f -
+kubectl get deployment blog -o wide
+sleep 3
+kubectl get pods -l app=blog -o "$pods"
+echo
 echo "== the blog example: apply, wait for Ready (kubectl wait --for=condition=Ready mab/blog)"
 kubectl create configmap blog-context --from-file=examples/blog/context --dry-run=client -o yaml | kubectl apply -f -
 sed "s#registry.example.com#$ARCHWAY_REGISTRY#g" examples/blog/multiarchbuild.yaml | kubectl apply -f -
@@ -31,6 +39,10 @@ kubectl get mab blog
 echo
 kubectl get mab blog -o jsonpath='{range .status.platforms[*]}{.platform}{"\t"}{.mode}{"\t"}{.node}{"\t"}{.phase}{"\t"}{.digest}{"\n"}{end}' \
   | column -t -N PLATFORM,MODE,NODE,PHASE,DIGEST
+echo
+echo "== the blog Deployment after: rolled out to the index digest, one pod per node kind, each running its node's child"
+kubectl get deployment blog -o wide
+kubectl get pods -l app=blog -o "$pods"
 echo
 echo "== the published index, as skopeo reads it (skopeo inspect --raw docker://$ARCHWAY_REGISTRY/asksven/blog:new)"
 skopeo inspect --raw --cert-dir "$ARCHWAY_REGISTRY_CERT_DIR" "docker://$ARCHWAY_REGISTRY/asksven/blog:new" | python3 -m json.tool
