@@ -308,10 +308,12 @@ async fn workloads_resolve_by_platform(client: &Client, env: &Env, base: &str, s
     ensure!(message == expected, "{message}");
 
     // An image pushed while its pod backs off is picked up by the next attempt, as with a kubelet.
-    let later = format!("{}/hostlet/later:v1", env.registry.host);
+    // (A tag of this run: the registry's storage outlives a test run.)
+    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
+    let later = format!("{}/hostlet/later:run-{run}", env.registry.host);
     pods.create(&PostParams::default(), &workload("later", "x86-1", &later)?).await?;
     let message = wait_pull_backoff(&pods, "later").await?;
-    ensure!(message.contains("later:v1"), "{message}");
+    ensure!(message.contains(&format!("later:run-{run}")), "{message}");
     copy_one_platform(env, base, &later, "amd64").await?;
     wait_phase(&pods, "later", "Running").await?;
 
