@@ -43,7 +43,9 @@ type Guarded = DeserializeGuard<MultiArchBuild>;
 
 pub struct Context {
     client: Client,
-    recorder: Recorder,
+    /// Who records events. Each event gets a recorder of its own: kube's recorder folds events with the
+    /// same reason into one series and keeps the first note, and each of ours is a distinct transition.
+    reporter: Reporter,
     config: OperatorConfig,
     registry_ca: Vec<Vec<u8>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
@@ -60,7 +62,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     };
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        reporter,
         client: client.clone(),
         config,
         registry_ca,
@@ -127,7 +129,8 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         Err(invalid) => {
             // Stored before a schema change, or written around admission: say so, wait for an edit.
             let note = format!("cannot read this MultiArchBuild: {}", invalid.error);
-            publish_event(&ctx, &guarded.object_ref(&()), EventType::Warning, "InvalidObject", note).await;
+            let event = event(EventType::Warning, "InvalidObject", "Reconcile", None, note);
+            publish_event(&ctx, &guarded.object_ref(&()), event).await;
             return Ok(Action::await_change());
         }
     };
@@ -298,7 +301,14 @@ async fn record_transitions(
         };
         let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
         let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
-        events.push((type_, reason, format!("{}{mode}: {detail}", platform.platform)));
+        let job = platform.job.as_ref().map(|name| ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(name.clone()),
+            namespace: build.namespace(),
+            ..Default::default()
+        });
+        events.push(event(type_, reason, "Build", job, format!("{}{mode}: {detail}", platform.platform)));
     }
     for target in &new.targets {
         let before = old.and_then(|o| o.targets.iter().find(|t| t.kind == target.kind && t.name == target.name));
@@ -312,27 +322,40 @@ async fn record_transitions(
             TargetState::Blocked => (EventType::Warning, "RolloutBlocked"),
             TargetState::Stalled => (EventType::Warning, "RolloutStalled"),
         };
-        let message = target.message.as_deref().unwrap_or_default();
-        events.push((type_, reason, format!("{:?}/{}: {message}", target.kind, target.name)));
+        let workload = ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(format!("{:?}", target.kind)),
+            name: Some(target.name.clone()),
+            namespace: build.namespace(),
+            ..Default::default()
+        };
+        let note = format!("{:?}/{}: {}", target.kind, target.name, target.message.as_deref().unwrap_or_default());
+        events.push(event(type_, reason, "RollOut", Some(workload), note));
     }
     if old.and_then(|o| o.phase) != new.phase {
         let ready = new.conditions.iter().find(|c| c.type_ == crate::api::condition::READY);
         let message = ready.map(|c| c.message.clone()).unwrap_or_default();
         let type_ =
             if new.phase == Some(crate::api::BuildPhase::Failed) { EventType::Warning } else { EventType::Normal };
-        events.push((type_, "PhaseChanged", format!("{:?}: {message}", new.phase.unwrap_or_default())));
+        let note = format!("{:?}: {message}", new.phase.unwrap_or_default());
+        events.push(event(type_, "PhaseChanged", "Reconcile", None, note));
     }
     let reference = build.object_ref(&());
-    for (type_, reason, note) in events {
-        publish_event(ctx, &reference, type_, reason, note).await;
+    for event in events {
+        publish_event(ctx, &reference, event).await;
     }
 }
 
-async fn publish_event(ctx: &Context, reference: &ObjectReference, type_: EventType, reason: &str, note: String) {
-    // The Events API caps a note at 1 kB.
+/// An event about the build; `secondary` is the Job or workload it concerns. The Events API caps a
+/// note at 1 kB.
+fn event(type_: EventType, reason: &str, action: &str, secondary: Option<ObjectReference>, note: String) -> Event {
     let note: String = note.chars().take(1000).collect();
-    let event = Event { type_, reason: reason.into(), note: Some(note), action: "Reconcile".into(), secondary: None };
-    if let Err(e) = ctx.recorder.publish(&event, reference).await {
+    Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary }
+}
+
+async fn publish_event(ctx: &Context, reference: &ObjectReference, event: Event) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, reference).await {
         warn!("cannot record event: {e}");
     }
 }

@@ -1,5 +1,5 @@
-//! Rollout end to end: the blog Deployment moves to the published index digest and runs on every node
-//! kind, each node resolving its own child; an index that misses a node platform is not rolled out
+//! Rollout end to end: the blog Deployment (and a DaemonSet) move to the published index digest and run
+//! on every node kind, each node resolving its own child; an index that misses a node platform is not rolled out
 //! unless the target restricts the workload to covered nodes (and drops its per-arch toleration); an
 //! unchanged index rolls out nothing; another field manager's fields survive archway's patch.
 
@@ -12,8 +12,9 @@ use anyhow::{Context, Result, ensure};
 use archway_testenv::env::{Env, EnvOptions};
 use common::blog::{NS, api, blog_build, is_ready, raw_index, setup, wait_status};
 use common::wait;
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -32,16 +33,35 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     // GitOps tool owns an env var that archway must leave alone.
     let repo = format!("{}/asksven/blog", env.registry.host);
     deployments.patch("blog", &PatchParams::apply("gitops"), &Patch::Apply(deployment("blog", &repo, 4))).await?;
+    // And a DaemonSet of the same image, named by container.
+    let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
+    daemonsets
+        .patch("blog-agent", &PatchParams::apply("gitops"), &Patch::Apply(daemonset("blog-agent", &repo)))
+        .await?;
     let mut build =
         blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
-    build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "blog"}]});
+    build["spec"]["rollout"] = json!({"targets": [
+        {"kind": "Deployment", "name": "blog"},
+        {"kind": "DaemonSet", "name": "blog-agent", "container": "agent"},
+    ]});
     api(&client).patch("blog", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
     kubectl_wait_ready(&env, "blog").await?;
     let status = wait_status(&client, "blog", is_ready).await?;
     let image = status["image"].as_str().context("status.image")?.to_string();
-    let target = &status["targets"][0];
-    ensure!(target["state"] == "RolledOut" && target["image"] == image.as_str(), "{target}");
+    for target in status["targets"].as_array().context("status.targets")? {
+        ensure!(target["state"] == "RolledOut" && target["image"] == image.as_str(), "{target}");
+    }
     ensure!(condition(&status, "RolledOut")["status"] == "True", "{status}");
+    let agent = daemonsets.get("blog-agent").await?;
+    let agent_image = agent.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+    ensure!(agent_image.as_deref() == Some(image.as_str()), "{agent_image:?}");
+    ensure!(agent.status.is_some_and(|s| s.number_available == Some(4)), "the DaemonSet is not on every node");
+    let events = Api::<Event>::namespaced(client.clone(), NS).list(&ListParams::default()).await?.items;
+    let rolled_out: Vec<String> =
+        events.iter().filter(|e| e.reason.as_deref() == Some("RolledOut")).filter_map(|e| e.note.clone()).collect();
+    for name in ["Deployment/blog:", "DaemonSet/blog-agent:"] {
+        ensure!(rolled_out.iter().any(|n| n.starts_with(name)), "no RolledOut event for {name} in {rolled_out:?}");
+    }
 
     let blog = deployments.get("blog").await?;
     let container = &blog.spec.template.spec.as_ref().context("pod spec")?.containers[0];
@@ -141,6 +161,22 @@ fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
                     }]}},
                     "containers": [{"name": "web", "image": format!("{repo}:new"), "env": [{"name": "SITE", "value": "blog"}]}],
                 },
+            },
+        },
+    })
+}
+
+/// A node agent of the blog image: one pod on every node.
+fn daemonset(name: &str, repo: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "agent", "image": format!("{repo}:new")}]},
             },
         },
     })
