@@ -7,9 +7,7 @@ use super::error::Error;
 use crate::api::MultiArchBuild;
 use crate::plan::status::Publish;
 use crate::platform::Platform;
-use crate::registry::{
-    Registry, RegistryOptions, Repository, assemble_index, index_annotations, registry_auth, verify,
-};
+use crate::registry::{Registry, RegistryOptions, Repository, assemble_index, index_annotations, lookup, verify};
 
 /// Verifies the children and pushes the index under every tag. Problems a change must fix come back
 /// as [`Publish::Failed`]; transient ones as errors, so the reconcile retries.
@@ -40,8 +38,10 @@ pub async fn publish(
                     format!("spec.output.pushSecret: Secret {:?} has no .dockerconfigjson key", secret.name),
                 ));
             };
-            match registry_auth(&format!("{namespace}/{}", secret.name), &bytes, repository.registry()) {
-                Ok(auth) => auth,
+            // Without an entry for the output's host the push is anonymous, as the builder's was (the
+            // Secret may hold only the credentials of the base image's registry).
+            match lookup(&format!("{namespace}/{}", secret.name), &bytes, repository.registry()) {
+                Ok(auth) => auth.unwrap_or(oci_client::secrets::RegistryAuth::Anonymous),
                 Err(e) => return Ok(failed("PushSecretInvalid", format!("spec.output.pushSecret: {e}"))),
             }
         }

@@ -138,10 +138,11 @@ fn observed_status(platform: &Platform, job: &JobObservation) -> PlatformStatus 
         JobState::Failed { exit_code, message } => {
             let code = exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default();
             let attempts = job.attempts.max(1);
+            let hint = hint(message).map(|h| format!("; {h}")).unwrap_or_default();
             (
                 PlatformPhase::Failed,
                 None,
-                Some(format!("build failed{code} after {attempts} attempt(s): {}", tail(message, 1024))),
+                Some(format!("build failed{code} after {attempts} attempt(s){hint}: {}", tail(message, 1024))),
             )
         }
     };
@@ -157,6 +158,23 @@ fn observed_status(platform: &Platform, job: &JobObservation) -> PlatformStatus 
         attempts: job.attempts,
         message,
     }
+}
+
+/// What to change, for the builder errors whose fix is in the spec or the operator's configuration.
+fn hint(log: &str) -> Option<&'static str> {
+    let hints = [
+        (
+            "server gave HTTP response to HTTPS client",
+            "the registry speaks plain HTTP: set spec.output.insecureRegistry: true if you trust it",
+        ),
+        (
+            "certificate signed by unknown authority",
+            "the registry's certificate is not trusted: give the operator its CA (--registry-ca-config-map) or \
+             set spec.output.insecureRegistry: true",
+        ),
+        ("authentication required", "the registry refused the credentials: check the Secret of spec.output.pushSecret"),
+    ];
+    hints.iter().find(|(needle, _)| log.contains(needle)).map(|(_, hint)| *hint)
 }
 
 /// The last `max` bytes of a message, on a character boundary: build logs end with the error.
@@ -259,6 +277,16 @@ mod tests {
         assert!(message.ends_with("RUN false\": exit status 1") && message.len() < 1200, "{message}");
         assert_eq!(decision.failed().count(), 1);
 
+        let http =
+            "Error: pushing: Get \"https://127.0.0.1:5000/v2/\": http: server gave HTTP response to HTTPS client";
+        let jobs = [observed(&name, JobState::Failed { exit_code: Some(125), message: http.into() })];
+        let decision =
+            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
+        let message = decision.platforms[0].message.as_deref().unwrap();
+        assert!(
+            message.contains("set spec.output.insecureRegistry: true") && message.ends_with("HTTPS client"),
+            "{message}"
+        );
         let jobs = [observed(&name, JobState::Succeeded { message: "pushed!".into() })];
         let decision =
             decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));

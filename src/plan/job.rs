@@ -62,7 +62,8 @@ pub fn build_tag(platform: &Platform, hash: &str) -> String {
 /// parsed by the shell.
 const BUILDAH_SCRIPT: &str = r#"set -eu
 s="--root /var/lib/containers/storage --runroot /var/lib/containers/run --storage-driver vfs"
-tls="--authfile /archway/auth/config.json"
+tls=""
+[ -f /archway/auth/config.json ] && tls="--authfile /archway/auth/config.json"
 [ -d /archway/ca ] && tls="$tls --cert-dir /archway/ca"
 [ "$ARCHWAY_INSECURE" = true ] && tls="$tls --tls-verify=false"
 buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \

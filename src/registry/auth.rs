@@ -30,8 +30,6 @@ pub enum AuthError {
         "secret {secret}: .dockerconfigjson has no \"auths\" object (is it a kubernetes.io/dockerconfigjson secret?)"
     )]
     NoAuths { secret: String },
-    #[error("no credentials for host {host} in secret {secret} (it has entries for: {known})")]
-    NoCredentials { secret: String, host: String, known: String },
     #[error("secret {secret}: the \"auth\" field for {key} is not base64 of user:password: {reason}")]
     BadAuthField { secret: String, key: String, reason: String },
     #[error("secret {secret}: the entry for {key} has an empty username")]
@@ -62,22 +60,8 @@ struct AuthEntry {
     registrytoken: Option<String>,
 }
 
-/// Credentials for `host` (as in an image reference: `registry.example.com`, `localhost:5000`,
-/// `docker.io`) from the `.dockerconfigjson` of the Secret named `secret` (used in messages only).
-/// A Secret without an entry for the host is an error: whoever named it meant it to be used.
-pub fn registry_auth(secret: &str, dockerconfigjson: &[u8], host: &str) -> Result<RegistryAuth, AuthError> {
-    let auths = parse(secret, dockerconfigjson)?;
-    find(secret, &auths, host)?.ok_or_else(|| {
-        let known = auths.keys().map(String::as_str).collect::<Vec<_>>().join(", ");
-        AuthError::NoCredentials {
-            secret: secret.to_string(),
-            host: host.to_string(),
-            known: if known.is_empty() { "none".to_string() } else { known },
-        }
-    })
-}
-
-/// Like [`registry_auth`], but a Secret without an entry for the host gives `None` instead of an error.
+/// The credentials for `host` in a dockerconfigjson Secret (named `secret` in messages), or `None`
+/// when it has no entry for that host (an anonymous push, as Docker's).
 pub fn lookup(secret: &str, dockerconfigjson: &[u8], host: &str) -> Result<Option<RegistryAuth>, AuthError> {
     find(secret, &parse(secret, dockerconfigjson)?, host)
 }
@@ -139,6 +123,11 @@ mod tests {
         RegistryAuth::Basic(user.to_string(), pass.to_string())
     }
 
+    /// The credentials of a Secret that has an entry for the host.
+    fn auth(secret: &str, json: &[u8], host: &str) -> Result<RegistryAuth, AuthError> {
+        lookup(secret, json, host).map(|found| found.expect("an entry for the host"))
+    }
+
     fn b64(s: &str) -> String {
         base64::engine::general_purpose::STANDARD.encode(s)
     }
@@ -147,14 +136,14 @@ mod tests {
     fn auth_field_and_key_spellings() {
         for key in ["registry.example.com", "https://registry.example.com", "https://registry.example.com/v1/"] {
             let json = format!(r#"{{"auths":{{"{key}":{{"auth":"{}"}}}}}}"#, b64("me:s3:cret"));
-            assert_eq!(registry_auth("regcred", json.as_bytes(), "registry.example.com"), Ok(basic("me", "s3:cret")));
+            assert_eq!(auth("regcred", json.as_bytes(), "registry.example.com"), Ok(basic("me", "s3:cret")));
         }
     }
 
     #[test]
     fn username_password_fields_and_ports() {
         let json = br#"{"auths":{"localhost:5000":{"username":"u","password":"p"}}}"#;
-        assert_eq!(registry_auth("s", json, "localhost:5000"), Ok(basic("u", "p")));
+        assert_eq!(auth("s", json, "localhost:5000"), Ok(basic("u", "p")));
         // The port is part of the host: another port is another registry.
         assert_eq!(lookup("s", json, "localhost:5001"), Ok(None));
         assert_eq!(lookup("s", json, "localhost"), Ok(None));
@@ -164,7 +153,7 @@ mod tests {
     fn docker_hub_aliases() {
         let json = format!(r#"{{"auths":{{"https://index.docker.io/v1/":{{"auth":"{}"}}}}}}"#, b64("hub:pw"));
         for host in ["docker.io", "index.docker.io", "registry-1.docker.io"] {
-            assert_eq!(registry_auth("s", json.as_bytes(), host), Ok(basic("hub", "pw")), "{host}");
+            assert_eq!(auth("s", json.as_bytes(), host), Ok(basic("hub", "pw")), "{host}");
         }
     }
 
@@ -175,25 +164,25 @@ mod tests {
             b64("old:x"),
             b64("new:y")
         );
-        assert_eq!(registry_auth("s", json.as_bytes(), "r.example"), Ok(basic("new", "y")));
+        assert_eq!(auth("s", json.as_bytes(), "r.example"), Ok(basic("new", "y")));
     }
 
     #[test]
     fn auth_without_padding_and_with_newline() {
         let unpadded = b64("ab:c").trim_end_matches('=').to_string();
         let json = format!(r#"{{"auths":{{"r":{{"auth":"{unpadded}\n"}}}}}}"#);
-        assert_eq!(registry_auth("s", json.as_bytes(), "r"), Ok(basic("ab", "c")));
+        assert_eq!(auth("s", json.as_bytes(), "r"), Ok(basic("ab", "c")));
     }
 
     #[test]
     fn registry_token_is_bearer() {
         let json = br#"{"auths":{"r":{"registrytoken":"tok"}}}"#;
-        assert_eq!(registry_auth("s", json, "r"), Ok(RegistryAuth::Bearer("tok".to_string())));
+        assert_eq!(auth("s", json, "r"), Ok(RegistryAuth::Bearer("tok".to_string())));
     }
 
     #[test]
     fn errors_say_what_is_wrong() {
-        let message = |json: &[u8], host: &str| registry_auth("team/regcred", json, host).unwrap_err().to_string();
+        let message = |json: &[u8], host: &str| lookup("team/regcred", json, host).unwrap_err().to_string();
 
         let m = message(b"{not json", "r");
         assert!(m.starts_with("secret team/regcred: .dockerconfigjson is not valid JSON: "), "{m}");
@@ -201,11 +190,8 @@ mod tests {
         let m = message(br#"{"r":{"auth":"eDp5"}}"#, "r");
         assert!(m.contains("no \"auths\" object"), "{m}");
 
-        let m = message(br#"{"auths":{"other.example":{"auth":"eDp5"}}}"#, "r.example");
-        assert_eq!(m, "no credentials for host r.example in secret team/regcred (it has entries for: other.example)");
-
-        let m = message(br#"{"auths":{}}"#, "r.example");
-        assert!(m.ends_with("(it has entries for: none)"), "{m}");
+        assert_eq!(lookup("s", br#"{"auths":{"other.example":{"auth":"eDp5"}}}"#, "r.example"), Ok(None));
+        assert_eq!(lookup("s", br#"{"auths":{}}"#, "r.example"), Ok(None));
 
         let m = message(br#"{"auths":{"r":{"auth":"%%%"}}}"#, "r");
         assert!(m.starts_with("secret team/regcred: the \"auth\" field for r is not base64 of user:password"), "{m}");
@@ -223,6 +209,6 @@ mod tests {
     #[test]
     fn a_broken_entry_for_another_host_does_not_matter() {
         let json = format!(r#"{{"auths":{{"a":{{"auth":"%%%"}},"b":{{"auth":"{}"}}}}}}"#, b64("u:p"));
-        assert_eq!(registry_auth("s", json.as_bytes(), "b"), Ok(basic("u", "p")));
+        assert_eq!(auth("s", json.as_bytes(), "b"), Ok(basic("u", "p")));
     }
 }

@@ -81,7 +81,7 @@ impl std::fmt::Debug for Registry {
 
 impl Registry {
     /// A client with these options and credentials (`RegistryAuth::Anonymous` for none; see
-    /// [`super::auth::registry_auth`] to read them from a dockerconfigjson Secret). Fails if an extra
+    /// [`super::auth::lookup`] to read them from a dockerconfigjson Secret). Fails if an extra
     /// CA holds no PEM certificate or the TLS setup refuses it.
     pub fn new(options: RegistryOptions, auth: RegistryAuth) -> Result<Registry, RegistryError> {
         let setup = |message: String| RegistryError::new(Operation::Setup, "", ErrorKind::Setup, message);

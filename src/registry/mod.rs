@@ -20,7 +20,7 @@ pub mod manifest;
 pub mod reference;
 pub mod retry;
 
-pub use auth::{AuthError, lookup, registry_auth};
+pub use auth::{AuthError, lookup};
 pub use client::{Registry, RegistryOptions};
 pub use error::{Category, ErrorKind, Operation, RegistryError};
 pub use index::{

@@ -96,6 +96,37 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
     Ok(Registry { host, username: USERNAME.to_string(), password, ca_pem: pki.ca_pem.clone(), auth_file, cert_dir })
 }
 
+/// A second registry, plain HTTP and without auth, as some home labs run one: for the
+/// `insecureRegistry` opt-in. Returns its `127.0.0.1:PORT`; it stops with `procs`.
+pub async fn start_plain(procs: &mut Processes, dir: &Path) -> Result<String> {
+    let host = format!("127.0.0.1:{}", free_port()?);
+    let config = json!({
+        "version": 0.1,
+        "log": {"level": "info", "accesslog": {"disabled": true}},
+        "storage": {"filesystem": {"rootdirectory": dir.join("registry-plain")}},
+        "http": {"addr": host},
+    });
+    let config_file = dir.join("registry-plain.yml");
+    fs::write(&config_file, serde_yaml::to_string(&config)?)?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(&config_file);
+    procs.spawn("registry-plain", cmd)?;
+    let http = reqwest::Client::builder().no_proxy().build()?;
+    let url = format!("http://{host}/v2/");
+    procs
+        .wait_ready(
+            "registry-plain",
+            || async {
+                let status = http.get(&url).send().await?.status().as_u16();
+                ensure!(status == 200, "GET /v2/ answered {status}");
+                Ok(())
+            },
+            Duration::from_secs(30),
+        )
+        .await?;
+    Ok(host)
+}
+
 /// An htpasswd line with a bcrypt hash, the only hash distribution accepts.
 async fn bcrypt_entry(password: &str) -> Result<String> {
     let out = run(tokio::process::Command::new("htpasswd").args(["-Bbn", USERNAME, password])).await?;

@@ -1,0 +1,61 @@
+//! The `insecureRegistry` opt-in end to end: a registry on plain HTTP without auth (as home labs run
+//! them) takes the per-platform images and the index; without the opt-in the build fails naming it.
+
+mod common;
+
+use std::path::Path;
+
+use anyhow::{Context, Result, ensure};
+use archway_testenv::env::{Env, EnvOptions};
+use archway_testenv::process::Processes;
+use archway_testenv::registry::start_plain;
+use common::blog::{api, blog_build, setup, wait_status};
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_registry_works_when_the_build_opts_in() -> Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-plain-registry");
+    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
+    let client = env.client();
+    setup(&client, &env).await?;
+    let mut procs = Processes::new(&dir.join("plain"))?;
+    let plain = start_plain(&mut procs, &dir).await?;
+
+    let mut build = blog_build(&env, "blog-plain", &["linux/amd64", "linux/arm64"], "Dockerfile");
+    // The push secret still holds the credentials for the base image's registry.
+    build["spec"]["output"]["image"] = json!(format!("{plain}/asksven/blog"));
+    build["spec"]["builder"] = json!({"retries": 0});
+    api(&client).patch("blog-plain", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let failed = wait_status(&client, "blog-plain", |s| s["phase"] == "Failed").await?;
+    let message = failed.to_string();
+    ensure!(message.contains("insecureRegistry"), "the failure does not name the opt-in: {message}");
+
+    build["spec"]["output"]["insecureRegistry"] = json!(true);
+    api(&client).patch("blog-plain", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let status = wait_status(&client, "blog-plain", |s| s["phase"] == "Ready").await?;
+    let image = status["image"].as_str().context("status.image")?;
+    ensure!(image.starts_with(&format!("{plain}/asksven/blog@sha256:")), "{image}");
+    let index = inspect_plain(&format!("{plain}/asksven/blog:new")).await?;
+    let mut archs: Vec<&str> = index["manifests"]
+        .as_array()
+        .context("manifests")?
+        .iter()
+        .filter_map(|m| m["platform"]["architecture"].as_str())
+        .collect();
+    archs.sort();
+    ensure!(archs == ["amd64", "arm64"], "{index}");
+
+    drop(procs);
+    env.shutdown().await;
+    Ok(())
+}
+
+async fn inspect_plain(reference: &str) -> Result<Value> {
+    let out = tokio::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .await?;
+    ensure!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
