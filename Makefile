@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane crds dev-up dev-down demo bench test unit-test e2e-test lint
+.PHONY: help deps build control-plane buildkit crds dev-up dev-down demo bench test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
@@ -17,6 +17,10 @@ deps:
 control-plane: deps
 	@hack/build-control-plane.sh >/dev/null
 
+# BuildKit for the build pods of `spec.builder.kind: buildkit` (Debian packages none).
+buildkit: deps
+	@hack/build-buildkit.sh >/dev/null
+
 build: deps
 	$(CARGO) build --workspace --all-targets
 
@@ -25,7 +29,7 @@ crds:
 	$(CARGO) run -q --bin archway -- crd > crds/multiarchbuild.yaml
 	cp crds/multiarchbuild.yaml deploy/base/crd.yaml
 
-dev-up: build control-plane
+dev-up: build control-plane buildkit
 	@hack/dev-up.sh "$(DEV_DIR)"
 
 dev-down:
@@ -44,7 +48,7 @@ lint:
 unit-test: deps
 	$(CARGO) test --workspace --lib --bins
 
-e2e-test: build control-plane
+e2e-test: build control-plane buildkit
 	$(CARGO) test --workspace --test '*' -- --test-threads=2
 
 test: lint unit-test e2e-test

@@ -14,6 +14,7 @@ declare -A check=(
   [busybox-static]=/bin/busybox
   [git]=/usr/bin/git
   [util-linux]=/usr/bin/unshare
+  [runc]=/usr/sbin/runc
 )
 
 missing=()
@@ -39,6 +40,6 @@ if [ ! -e /etc/containers/policy.json ]; then
 fi
 
 fail=0
-command -v go >/dev/null || { echo "Go is missing: install Go (it builds the control plane, hack/build-control-plane.sh)" >&2; fail=1; }
+command -v go >/dev/null || { echo "Go is missing: install Go (it builds the control plane and BuildKit, hack/build-*.sh)" >&2; fail=1; }
 command -v cargo >/dev/null || { echo "cargo is missing: install a Rust toolchain (rustup or the distribution's)" >&2; fail=1; }
 exit $fail
