@@ -4,14 +4,18 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Toleration;
 
-use crate::plan::job::BuilderConfig;
+use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE};
 use crate::plan::placement::{EMULATION_LABEL_PREFIX, EmulationLabels};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct OperatorConfig {
-    /// Image of the buildah builder.
-    #[arg(long, env = "ARCHWAY_BUILDAH_IMAGE", default_value = "quay.io/buildah/stable:v1.40")]
+    /// Image of the buildah builder (`spec.builder.kind: buildah`).
+    #[arg(long, env = "ARCHWAY_BUILDAH_IMAGE", default_value = DEFAULT_BUILDAH_IMAGE)]
     pub buildah_image: String,
+    /// Image of the BuildKit builder (`spec.builder.kind: buildkit`): a rootless BuildKit image, which
+    /// has `buildctl-daemonless.sh` and runs as user 1000.
+    #[arg(long, env = "ARCHWAY_BUILDKIT_IMAGE", default_value = DEFAULT_BUILDKIT_IMAGE)]
+    pub buildkit_image: String,
     /// Image that clones git sources.
     #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = "alpine/git:2.47.2")]
     pub git_image: String,
@@ -38,6 +42,7 @@ impl OperatorConfig {
     pub fn builder(&self) -> BuilderConfig {
         BuilderConfig {
             buildah_image: self.buildah_image.clone(),
+            buildkit_image: self.buildkit_image.clone(),
             git_image: self.git_image.clone(),
             tolerations: self.build_tolerations.clone(),
             registry_ca_config_map: self.registry_ca_config_map.clone(),

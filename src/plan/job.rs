@@ -1,20 +1,22 @@
-//! The build Job of one platform, as a plain value. The builder runs `buildah build --platform` in a
-//! private storage, pushes by a tag of its own inputs, and writes the pushed manifest's digest to
-//! `/dev/termination-log`, where the controller reads it.
+//! The build Job of one platform, as a plain value. The builder (buildah or BuildKit, see
+//! `builders.rs`) builds for the platform in private storage, pushes by a tag of its own inputs, and
+//! writes the pushed manifest's digest to `/dev/termination-log`, where the controller reads it.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, Capabilities, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, PodSpec,
-    PodTemplateSpec, SeccompProfile, SecretVolumeSource, SecurityContext, Toleration, Volume, VolumeMount,
+    Affinity, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, PodSpec,
+    PodTemplateSpec, SecretVolumeSource, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+use super::builders::{Builder, build_arg};
 use super::inputs::{BuildInputs, job_name};
 use super::placement::Placed;
-use crate::api::{BuilderKind, Source};
+use crate::api::Source;
 use crate::platform::Platform;
+use crate::registry::{ReferenceError, split_host};
 
 pub const BUILD_LABEL: &str = "archway.dev/build";
 pub const PLATFORM_LABEL: &str = "archway.dev/platform";
@@ -30,10 +32,15 @@ const AUTH_DIR: &str = "/archway/auth";
 const CA_DIR: &str = "/archway/ca";
 const GIT_CREDENTIALS_DIR: &str = "/archway/git";
 
+pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.40";
+/// The version hack/build-buildkit.sh builds for the local environment, so both run one BuildKit.
+pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.26.3-rootless";
+
 /// Operator-level settings of build Jobs (flags of `archway operator`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuilderConfig {
     pub buildah_image: String,
+    pub buildkit_image: String,
     pub git_image: String,
     /// Tolerations every build pod gets, for tainted build nodes.
     pub tolerations: Vec<Toleration>,
@@ -44,7 +51,8 @@ pub struct BuilderConfig {
 impl Default for BuilderConfig {
     fn default() -> Self {
         BuilderConfig {
-            buildah_image: "quay.io/buildah/stable:v1.40".into(),
+            buildah_image: DEFAULT_BUILDAH_IMAGE.into(),
+            buildkit_image: DEFAULT_BUILDKIT_IMAGE.into(),
             git_image: "alpine/git:2.47.2".into(),
             tolerations: Vec::new(),
             registry_ca_config_map: None,
@@ -56,21 +64,6 @@ impl Default for BuilderConfig {
 pub fn build_tag(platform: &Platform, hash: &str) -> String {
     format!("archway-{}-{hash}", platform.slug())
 }
-
-/// Builds into private storage, pushes the per-platform tags, then the build tag with its digest
-/// written to the termination log. Build args arrive as positional parameters, so no value is ever
-/// parsed by the shell.
-const BUILDAH_SCRIPT: &str = r#"set -eu
-s="--root /var/lib/containers/storage --runroot /var/lib/containers/run --storage-driver vfs"
-tls=""
-[ -f /archway/auth/config.json ] && tls="--authfile /archway/auth/config.json"
-[ -d /archway/ca ] && tls="$tls --cert-dir /archway/ca"
-[ "$ARCHWAY_INSECURE" = true ] && tls="$tls --tls-verify=false"
-buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \
-  -f "$ARCHWAY_CONTEXT/$ARCHWAY_DOCKERFILE" "$@" -t archway-build "$ARCHWAY_CONTEXT"
-for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker://$ARCHWAY_IMAGE:$tag"; done
-buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
-"#;
 
 /// Clones `$1` at revision `$2` into `$3`. Credentials come from the `secretRef` Secret when one is
 /// mounted: `kubernetes.io/basic-auth` (username, password) through a credential helper that reads the
@@ -107,14 +100,14 @@ pub struct JobRequest<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
-    #[error("spec.builder.kind: buildkit is not supported yet; use buildah")]
-    UnsupportedBuilder,
+    #[error("spec.output.image: {0}")]
+    Image(#[from] ReferenceError),
 }
 
 pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
-    if req.inputs.builder.kind != BuilderKind::Buildah {
-        return Err(JobError::UnsupportedBuilder);
-    }
+    let (registry, _) = split_host(&req.inputs.image)?;
+    let kind = req.inputs.builder.kind;
+    let builder = Builder::new(kind, req.inputs.builder.image.as_deref(), req.config);
     let hash = req.inputs.hash();
     let name = job_name(req.build_name, req.platform, &hash);
     let labels = BTreeMap::from([
@@ -126,7 +119,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     ]);
     let (context_dir, init_containers, mut volumes, mut mounts) = source(req);
     volumes.push(Volume { name: "storage".into(), empty_dir: Some(Default::default()), ..Default::default() });
-    mounts.push(mount("storage", "/var/lib/containers", false));
+    mounts.push(mount("storage", builder.storage_dir, false));
     if let Some(secret) = &req.inputs.push_secret {
         volumes.push(Volume {
             name: "auth".into(),
@@ -143,7 +136,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         volumes.push(config_map_volume("registry-ca", ca, Some(vec![key_to_path("ca.crt", "ca.crt")])));
         mounts.push(mount("registry-ca", CA_DIR, true));
     }
-    let env = [
+    let mut env = vec![
         ("ARCHWAY_PLATFORM", req.platform.to_string()),
         ("ARCHWAY_CONTEXT", context_dir),
         ("ARCHWAY_DOCKERFILE", req.inputs.dockerfile.clone()),
@@ -151,12 +144,14 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         ("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)),
         ("ARCHWAY_PLATFORM_TAGS", req.inputs.platform_tags.join(" ")),
         ("ARCHWAY_INSECURE", req.inputs.insecure_registry.to_string()),
+        ("ARCHWAY_REGISTRY", registry),
     ];
-    let mut args = vec!["-c".to_string(), BUILDAH_SCRIPT.to_string(), "build".to_string()];
-    args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| ["--build-arg".to_string(), format!("{k}={v}")]));
-    let builder = Container {
+    env.extend(builder.env);
+    let mut args = vec!["-c".to_string(), builder.script.to_string(), "build".to_string()];
+    args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(kind, k, v)));
+    let container = Container {
         name: BUILDER_CONTAINER.into(),
-        image: Some(req.inputs.builder.image.clone().unwrap_or_else(|| req.config.buildah_image.clone())),
+        image: Some(builder.image),
         command: Some(vec!["sh".into()]),
         args: Some(args),
         env: Some(
@@ -164,7 +159,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         ),
         volume_mounts: Some(mounts),
         resources: req.inputs.builder.resources.clone(),
-        security_context: Some(builder_security_context()),
+        security_context: Some(builder.security_context),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     };
@@ -194,7 +189,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
                     }),
                     tolerations: (!req.config.tolerations.is_empty()).then(|| req.config.tolerations.clone()),
                     init_containers,
-                    containers: vec![builder],
+                    containers: vec![container],
                     volumes: Some(volumes),
                     automount_service_account_token: Some(false),
                     ..Default::default()
@@ -253,18 +248,6 @@ fn source(req: &JobRequest) -> (String, Option<Vec<Container>>, Vec<Volume>, Vec
     }
 }
 
-/// buildah in a pod needs to set up user namespaces and mounts for its chroot isolation.
-fn builder_security_context() -> SecurityContext {
-    SecurityContext {
-        capabilities: Some(Capabilities {
-            add: Some(["SETUID", "SETGID", "SYS_ADMIN", "SYS_CHROOT", "MKNOD"].map(String::from).to_vec()),
-            drop: None,
-        }),
-        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), localhost_profile: None }),
-        ..Default::default()
-    }
-}
-
 fn config_map_volume(volume: &str, name: &str, items: Option<Vec<KeyToPath>>) -> Volume {
     Volume {
         name: volume.into(),
@@ -284,7 +267,8 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
+    use crate::api::{BuilderKind, GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
+    use crate::plan::builders::BUILDKIT_ROOT;
     use crate::plan::placement::{NodeView, place};
 
     fn spec() -> MultiArchBuildSpec {
@@ -302,6 +286,10 @@ mod tests {
     }
 
     fn job_for(spec: &MultiArchBuildSpec) -> Job {
+        try_job_for(spec).unwrap()
+    }
+
+    fn try_job_for(spec: &MultiArchBuildSpec) -> Result<Job, JobError> {
         let platform: Platform = "linux/arm64".parse().unwrap();
         let nodes = [NodeView {
             name: "jetson-1".into(),
@@ -321,7 +309,7 @@ mod tests {
             config: &BuilderConfig::default(),
             timeout_seconds: 1800,
         };
-        build_job(&req).unwrap()
+        build_job(&req)
     }
 
     fn container(job: &Job) -> &Container {
@@ -384,5 +372,66 @@ mod tests {
         let mut changed = spec();
         changed.build_args.insert("X".into(), "1".into());
         assert_ne!(job_for(&spec()).metadata.name, job_for(&changed).metadata.name);
+    }
+
+    fn buildkit(spec: &MultiArchBuildSpec) -> MultiArchBuildSpec {
+        let mut spec = spec.clone();
+        spec.builder.kind = BuilderKind::Buildkit;
+        spec
+    }
+
+    #[test]
+    fn buildkit_runs_rootless_with_args_as_parameters() {
+        let job = job_for(&buildkit(&spec()));
+        let c = container(&job);
+        assert_eq!(c.image.as_deref(), Some(DEFAULT_BUILDKIT_IMAGE));
+        let args = c.args.as_ref().unwrap();
+        assert!(args[1].contains("buildctl-daemonless.sh build"), "{args:?}");
+        assert!(args.windows(2).any(|w| w == ["--opt", "build-arg:GREETING=hello world; rm -rf /"]), "{args:?}");
+        assert_eq!(env(c, "BUILDKITD_FLAGS"), "--oci-worker-no-process-sandbox");
+        assert_eq!(env(c, "ARCHWAY_REGISTRY"), "registry.example.com");
+        let security = c.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_user, Some(1000));
+        assert_eq!(security.seccomp_profile.as_ref().unwrap().type_, "Unconfined");
+        assert_eq!(security.app_armor_profile.as_ref().unwrap().type_, "Unconfined");
+        assert!(security.capabilities.is_none() && security.privileged.is_none(), "{security:?}");
+        let mounts: Vec<_> = c.volume_mounts.as_ref().unwrap().iter().map(|m| m.mount_path.as_str()).collect();
+        assert_eq!(mounts, ["/workspace/context", BUILDKIT_ROOT, "/archway/auth"]);
+    }
+
+    #[test]
+    fn builders_share_everything_but_the_build_container() {
+        let mut spec = spec();
+        spec.builder.image = Some("registry.example.com/tools/buildkit:pinned".into());
+        let (buildah, buildkit) = (job_for(&spec), job_for(&buildkit(&spec)));
+        assert_eq!(container(&buildkit).image.as_deref(), Some("registry.example.com/tools/buildkit:pinned"));
+        // The kind is an input: switching builders makes a new Job.
+        assert_ne!(buildah.metadata.name, buildkit.metadata.name);
+        let pod = |job: &Job| job.spec.as_ref().unwrap().template.spec.clone().unwrap();
+        let (a, b) = (pod(&buildah), pod(&buildkit));
+        assert_eq!(
+            (&a.affinity, &a.init_containers, &a.tolerations),
+            (&b.affinity, &b.init_containers, &b.tolerations)
+        );
+        assert_eq!((a.active_deadline_seconds, a.automount_service_account_token), (Some(1800), Some(false)));
+        assert_eq!(
+            (a.active_deadline_seconds, a.automount_service_account_token),
+            (b.active_deadline_seconds, b.automount_service_account_token)
+        );
+        assert_eq!(a.volumes, b.volumes);
+        let shared = |c: &Container| {
+            let env = c.env.clone().unwrap_or_default();
+            // The build tag carries the inputs' hash, which differs with the kind.
+            let own = ["BUILDKITD_FLAGS", "ARCHWAY_BUILDKIT_ROOT", "ARCHWAY_BUILD_TAG"];
+            env.into_iter().filter(|e| !own.contains(&e.name.as_str())).collect::<Vec<_>>()
+        };
+        assert_eq!(shared(container(&buildah)), shared(container(&buildkit)));
+    }
+
+    #[test]
+    fn an_image_that_names_no_registry_is_refused() {
+        let mut spec = buildkit(&spec());
+        spec.output.image = "Blog With Spaces".into();
+        assert!(matches!(try_job_for(&spec), Err(JobError::Image(_))));
     }
 }

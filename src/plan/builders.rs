@@ -1,0 +1,214 @@
+//! What differs between the builders in a build Job: the image, the script, how a build arg is
+//! passed, where the builder keeps its storage, and the privileges it needs. The rest of the Job
+//! (labels, source, credentials, CA, bounds) is the same for both and lives in `job.rs`.
+
+use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, SeccompProfile, SecurityContext};
+
+use super::job::BuilderConfig;
+use crate::api::BuilderKind;
+
+/// Where BuildKit keeps its state: the rootless image's default root, an emptyDir in the pod.
+pub const BUILDKIT_ROOT: &str = "/home/user/.local/share/buildkit";
+const BUILDAH_STORAGE: &str = "/var/lib/containers";
+/// The rootless image's user.
+const BUILDKIT_UID: i64 = 1000;
+
+/// Builds into private storage, pushes the per-platform tags, then the build tag with its digest
+/// written to the termination log. Build args arrive as positional parameters, so no value is ever
+/// parsed by the shell.
+const BUILDAH_SCRIPT: &str = r#"set -eu
+s="--root /var/lib/containers/storage --runroot /var/lib/containers/run --storage-driver vfs"
+tls=""
+[ -f /archway/auth/config.json ] && tls="--authfile /archway/auth/config.json"
+[ -d /archway/ca ] && tls="$tls --cert-dir /archway/ca"
+[ "$ARCHWAY_INSECURE" = true ] && tls="$tls --tls-verify=false"
+buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \
+  -f "$ARCHWAY_CONTEXT/$ARCHWAY_DOCKERFILE" "$@" -t archway-build "$ARCHWAY_CONTEXT"
+for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker://$ARCHWAY_IMAGE:$tag"; done
+buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
+"#;
+
+/// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the registry (its
+/// CA; or when insecure, no verification, and plain HTTP if the registry speaks no TLS), pushes the
+/// build tag and the per-platform tags as one image, and writes the digest from the build's metadata
+/// to the termination log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never
+/// parsed by the shell.
+/// Attestations stay off (buildctl adds none unless asked), so the push is one image, not an index.
+const BUILDKIT_SCRIPT: &str = r#"set -eu
+d=$(mktemp -d)
+{
+  echo "[registry.\"$ARCHWAY_REGISTRY\"]"
+  if [ -f /archway/ca/ca.crt ]; then echo '  ca = ["/archway/ca/ca.crt"]'; fi
+  if [ "$ARCHWAY_INSECURE" = true ]; then
+    echo '  http = true'; echo '  insecure = true'
+  else
+    # BuildKit would speak plain HTTP to a loopback registry.
+    echo '  http = false'
+  fi
+} > "$d/buildkitd.toml"
+export BUILDKITD_FLAGS="${BUILDKITD_FLAGS:-} --root $ARCHWAY_BUILDKIT_ROOT --config $d/buildkitd.toml"
+export DOCKER_CONFIG=/archway/auth
+names="$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
+for tag in $ARCHWAY_PLATFORM_TAGS; do names="$names,$ARCHWAY_IMAGE:$tag"; done
+buildctl-daemonless.sh build --frontend dockerfile.v0 \
+  --local context="$ARCHWAY_CONTEXT" --local dockerfile="$ARCHWAY_CONTEXT" \
+  --opt filename="$ARCHWAY_DOCKERFILE" --opt platform="$ARCHWAY_PLATFORM" "$@" \
+  --output "type=image,\"name=$names\",push=true,oci-mediatypes=true" --metadata-file "$d/metadata.json"
+digest=$(sed -n 's/.*"containerimage\.digest": *"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' "$d/metadata.json")
+if [ -z "$digest" ]; then
+  echo "the build's metadata has no containerimage.digest:" >&2; cat "$d/metadata.json" >&2; exit 1
+fi
+printf '%s' "$digest" > /dev/termination-log
+"#;
+
+/// The builder-specific part of a build container.
+pub struct Builder {
+    pub image: String,
+    pub script: &'static str,
+    /// Mounted as an emptyDir: the builder's storage.
+    pub storage_dir: &'static str,
+    pub security_context: SecurityContext,
+    /// Environment beyond what every builder gets.
+    pub env: Vec<(&'static str, String)>,
+}
+
+impl Builder {
+    /// `image` is `spec.builder.image`, which replaces the operator's default for the kind.
+    pub fn new(kind: BuilderKind, image: Option<&str>, config: &BuilderConfig) -> Builder {
+        let image = |default: &str| image.unwrap_or(default).to_string();
+        match kind {
+            BuilderKind::Buildah => Builder {
+                image: image(&config.buildah_image),
+                script: BUILDAH_SCRIPT,
+                storage_dir: BUILDAH_STORAGE,
+                security_context: buildah_security_context(),
+                env: Vec::new(),
+            },
+            BuilderKind::Buildkit => Builder {
+                image: image(&config.buildkit_image),
+                script: BUILDKIT_SCRIPT,
+                storage_dir: BUILDKIT_ROOT,
+                security_context: buildkit_security_context(),
+                env: vec![
+                    // Else rootless BuildKit gives RUN steps a PID namespace and a fresh /proc, which an
+                    // unprivileged pod cannot mount over its masked /proc; RUN steps share the pod's PIDs.
+                    ("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox".into()),
+                    ("ARCHWAY_BUILDKIT_ROOT", BUILDKIT_ROOT.into()),
+                ],
+            },
+        }
+    }
+}
+
+/// The words that pass one build arg to the builder's script.
+pub fn build_arg(kind: BuilderKind, key: &str, value: &str) -> [String; 2] {
+    match kind {
+        BuilderKind::Buildah => ["--build-arg".into(), format!("{key}={value}")],
+        BuilderKind::Buildkit => ["--opt".into(), format!("build-arg:{key}={value}")],
+    }
+}
+
+/// buildah in a pod needs to set up user namespaces and mounts for its chroot isolation.
+fn buildah_security_context() -> SecurityContext {
+    SecurityContext {
+        capabilities: Some(Capabilities {
+            add: Some(["SETUID", "SETGID", "SYS_ADMIN", "SYS_CHROOT", "MKNOD"].map(String::from).to_vec()),
+            drop: None,
+        }),
+        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), localhost_profile: None }),
+        ..Default::default()
+    }
+}
+
+/// Rootless BuildKit adds no capability: it runs as an ordinary user and makes its own user and
+/// mount namespaces, which the default seccomp and AppArmor profiles forbid.
+fn buildkit_security_context() -> SecurityContext {
+    SecurityContext {
+        run_as_user: Some(BUILDKIT_UID),
+        run_as_group: Some(BUILDKIT_UID),
+        seccomp_profile: Some(SeccompProfile { type_: "Unconfined".into(), localhost_profile: None }),
+        app_armor_profile: Some(AppArmorProfile { type_: "Unconfined".into(), localhost_profile: None }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    /// Runs the BuildKit script against a stub `buildctl-daemonless.sh` that records its argv, its
+    /// buildkitd flags and config in `dir`, in a mount namespace where `/dev/termination-log` is
+    /// `dir/termination-log`. Returns whether it succeeded and its stderr.
+    fn run_script(dir: &Path, insecure: bool) -> (bool, String) {
+        let bin = dir.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let stub = format!(
+            r#"#!/bin/sh
+for a in "$@"; do printf '%s\n' "$a"; done > "$OUT/argv"
+while [ "$1" != --metadata-file ]; do shift; done
+meta=$2
+printf '%s' "$BUILDKITD_FLAGS" > "$OUT/flags"
+set -- $BUILDKITD_FLAGS
+cp "$5" "$OUT/buildkitd.toml"
+printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "containerimage.digest": "sha256:{}"\n}}' > "$meta"
+"#,
+            "00".repeat(32),
+            "ab".repeat(32)
+        );
+        let script = bin.join("buildctl-daemonless.sh");
+        std::fs::write(&script, stub).unwrap();
+        std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        let termination = dir.join("termination-log");
+        std::fs::write(&termination, "").unwrap();
+        let wrapper = format!("mount --bind {} /dev/termination-log && exec \"$@\"", termination.display());
+        let out = std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &wrapper, "sh", "sh", "-c", BUILDKIT_SCRIPT])
+            .args(["build", "--opt", "build-arg:A=x y; $(false)"])
+            .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()))
+            .env("OUT", dir)
+            .env("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox")
+            .env("ARCHWAY_BUILDKIT_ROOT", BUILDKIT_ROOT)
+            .env("ARCHWAY_REGISTRY", "127.0.0.1:5000")
+            .env("ARCHWAY_INSECURE", insecure.to_string())
+            .env("ARCHWAY_IMAGE", "127.0.0.1:5000/blog")
+            .env("ARCHWAY_BUILD_TAG", "archway-linux-arm64-0123")
+            .env("ARCHWAY_PLATFORM_TAGS", "new-arm64 v1-arm64")
+            .env("ARCHWAY_PLATFORM", "linux/arm64")
+            .env("ARCHWAY_CONTEXT", "/workspace/context")
+            .env("ARCHWAY_DOCKERFILE", "Dockerfile")
+            .output()
+            .unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    #[test]
+    fn buildkit_script_configures_the_registry_and_reports_the_digest() {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata("/proc/self").map(|m| m.uid()).ok() != Some(0) {
+            eprintln!("skipped: mount namespaces need root");
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("archway-buildkit-script-{}", std::process::id()));
+        let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+        let (ok, stderr) = run_script(&dir, false);
+        assert!(ok, "{stderr}");
+        assert_eq!(read("termination-log"), format!("sha256:{}", "ab".repeat(32)));
+        let argv = read("argv");
+        let argv: Vec<&str> = argv.lines().collect();
+        assert!(argv.windows(2).any(|w| w == ["--opt", "build-arg:A=x y; $(false)"]), "{argv:?}");
+        assert!(argv.windows(2).any(|w| w == ["--opt", "platform=linux/arm64"]), "{argv:?}");
+        let output = "type=image,\"name=127.0.0.1:5000/blog:archway-linux-arm64-0123,127.0.0.1:5000/blog:new-arm64,\
+                      127.0.0.1:5000/blog:v1-arm64\",push=true,oci-mediatypes=true";
+        assert!(argv.windows(2).any(|w| w == ["--output", output]), "{argv:?}");
+        let flags = read("flags");
+        let expected = format!("--oci-worker-no-process-sandbox --root {BUILDKIT_ROOT} --config ");
+        assert!(flags.starts_with(&expected), "{flags}");
+        assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = false\n");
+
+        let (ok, stderr) = run_script(&dir, true);
+        assert!(ok, "{stderr}");
+        assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = true\n  insecure = true\n");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
