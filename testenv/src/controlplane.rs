@@ -3,19 +3,18 @@
 //! `$ARCHWAY_K8S_BIN`), all authenticating with the admin client cert of `<dir>/kubeconfig`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
 
 use crate::certs::Pki;
+use crate::gobuild;
 use crate::process::{Processes, free_port};
-
-const BINARIES: &[&str] = &["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"];
 
 /// The service range exists only as API objects: no connection ever goes to it.
 pub const SERVICE_CLUSTER_IP_RANGE: &str = "10.0.0.0/24";
@@ -56,7 +55,7 @@ pub struct ControlPlane {
 /// Starts the four processes into `procs` and returns once the apiserver is ready, the
 /// controller-manager has created the `default` ServiceAccount, and the scheduler is healthy.
 pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<(ControlPlane, Client)> {
-    let bin_dir = bin_dir().await?;
+    let bin_dir = gobuild::CONTROL_PLANE.bin_dir().await?;
     let bin = |name: &str| Command::new(bin_dir.join(name));
 
     let etcd_port = free_port()?;
@@ -157,37 +156,6 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<(Cont
 
     let cp = ControlPlane { bin_dir, kubeconfig, server, apiserver_port: port };
     Ok((cp, client))
-}
-
-/// `$ARCHWAY_K8S_BIN`, or the build script's cache (it returns at once when the cache is warm; a cold
-/// build takes 15-35 minutes and shows its progress on our stderr).
-pub async fn bin_dir() -> Result<PathBuf> {
-    let dir = match std::env::var_os("ARCHWAY_K8S_BIN") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../hack/build-control-plane.sh");
-            let out = tokio::process::Command::new("bash")
-                .arg(&script)
-                .stderr(Stdio::inherit())
-                .output()
-                .await
-                .with_context(|| format!("running {}", script.display()))?;
-            if !out.status.success() {
-                bail!("{} failed ({})", script.display(), out.status);
-            }
-            let stdout = String::from_utf8(out.stdout)?;
-            PathBuf::from(stdout.lines().last().unwrap_or_default().trim())
-        }
-    };
-    for name in BINARIES {
-        ensure!(
-            dir.join(name).is_file(),
-            "{} has no {name}: build it with hack/build-control-plane.sh or point ARCHWAY_K8S_BIN \
-             at a directory with {BINARIES:?}",
-            dir.display()
-        );
-    }
-    Ok(dir)
 }
 
 fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {

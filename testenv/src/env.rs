@@ -11,7 +11,7 @@ use crate::controlplane::{self, ControlPlane};
 use crate::hostlet::{self, Hostlet, HostletConfig, RegistryAccess};
 use crate::process::Processes;
 use crate::registry::{self, Registry};
-use crate::{baseimage, binfmt, certs, cluster_setup};
+use crate::{baseimage, binfmt, certs, cluster_setup, gobuild};
 
 /// Host programs the environment and its pods run; hack/install-deps.sh installs them.
 const TOOLS: &[&str] = &[
@@ -25,6 +25,7 @@ const TOOLS: &[&str] = &[
     "dpkg-deb",
     "apt-get",
     "git",
+    "runc",
 ];
 
 #[derive(Clone, Debug)]
@@ -153,8 +154,9 @@ async fn start_hostlet(
         Some(bin) => bin.clone(),
         None => default_archway_bin()?,
     };
-    let config =
-        HostletConfig::new(dir.join("hostlet"), access, ("127.0.0.1".to_string(), cp.apiserver_port), archway_bin);
+    let buildkit_bin = gobuild::BUILDKIT.bin_dir().await?;
+    let api_server = ("127.0.0.1".to_string(), cp.apiserver_port);
+    let config = HostletConfig::new(dir.join("hostlet"), access, api_server, archway_bin, &buildkit_bin);
     hostlet::start(client.clone(), config).await.context("starting the hostlet")
 }
 

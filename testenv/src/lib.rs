@@ -8,6 +8,7 @@ pub mod certs;
 pub mod cluster_setup;
 pub mod controlplane;
 pub mod env;
+pub mod gobuild;
 pub mod hostlet;
 pub mod process;
 pub mod registry;

@@ -70,6 +70,7 @@ async fn a_restarted_hostlet_runs_nothing_twice() -> Result<()> {
         registry,
         ("127.0.0.1".into(), env.control_plane.apiserver_port),
         "archway".into(),
+        &archway_testenv::gobuild::BUILDKIT.bin_dir().await?,
     );
     let first = hostlet::start(client.clone(), config.clone()).await?;
     namespace(&client).await?;

@@ -2,7 +2,7 @@
 //! from, and where pods find the API server.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use archway::plan::placement::EmulationLabels;
 use archway::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
@@ -67,6 +67,16 @@ pub struct ToolImage {
     pub cmd: Vec<String>,
     /// The image's ENV, put before the container's own env.
     pub env: Vec<(String, String)>,
+    /// More programs of the image that its scripts call by name: (name, host program), linked into
+    /// the pod's PATH beside `name`.
+    pub companions: Vec<(String, PathBuf)>,
+    /// Directories of the image's own filesystem that each container must have to itself (where a
+    /// daemon puts its socket): each run gets an empty one of its sandbox there, so that two
+    /// containers of the image on this host never meet.
+    pub private_dirs: Vec<String>,
+    /// Env set over the container's own: the hostlet runs every image as root, and root refuses some
+    /// settings made for the image's own user.
+    pub root_env: Vec<(String, String)>,
 }
 
 impl ToolImage {
@@ -78,6 +88,9 @@ impl ToolImage {
             entrypoint: Vec::new(),
             cmd: Vec::new(),
             env: Vec::new(),
+            companions: Vec::new(),
+            private_dirs: Vec::new(),
+            root_env: Vec::new(),
         }
     }
 
@@ -93,6 +106,21 @@ impl ToolImage {
 
     fn env(mut self, key: &str, value: &str) -> ToolImage {
         self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    fn companion(mut self, name: &str, program: impl Into<PathBuf>) -> ToolImage {
+        self.companions.push((name.to_string(), program.into()));
+        self
+    }
+
+    fn private_dir(mut self, path: &str) -> ToolImage {
+        self.private_dirs.push(path.to_string());
+        self
+    }
+
+    fn root_env(mut self, key: &str, value: &str) -> ToolImage {
+        self.root_env.push((key.to_string(), value.to_string()));
         self
     }
 }
@@ -130,17 +158,18 @@ pub struct HostletConfig {
 }
 
 impl HostletConfig {
-    /// The default nodes and tools.
+    /// The default nodes and tools; `buildkit_bin` holds what hack/build-buildkit.sh builds.
     pub fn new(
         work_dir: PathBuf,
         registry: RegistryAccess,
         api_server: (String, u16),
         archway_bin: PathBuf,
+        buildkit_bin: &Path,
     ) -> HostletConfig {
         HostletConfig {
             work_dir,
             nodes: Self::default_nodes(),
-            tools: Self::default_tools(archway_bin),
+            tools: Self::default_tools(archway_bin, buildkit_bin),
             registry,
             api_server,
         }
@@ -159,16 +188,28 @@ impl HostletConfig {
         ]
     }
 
-    /// buildah, skopeo and git images, and archway's own image mapped to `archway_bin`. Entrypoints,
-    /// commands and env are those of the public images.
-    pub fn default_tools(archway_bin: PathBuf) -> Vec<ToolImage> {
+    /// buildah, BuildKit, skopeo and git images, and archway's own image mapped to `archway_bin`.
+    /// Entrypoints, commands and env are those of the public images.
+    pub fn default_tools(archway_bin: PathBuf, buildkit_bin: &Path) -> Vec<ToolImage> {
         // The buildah images run builds with chroot isolation: no runtime inside a container.
         let buildah = |repo: &str| {
             ToolImage::new(repo, "buildah", "buildah").cmd(&["/bin/sh"]).env("BUILDAH_ISOLATION", "chroot")
         };
+        // BuildKit's rootless image: its script starts a buildkitd (with the host's runc) per build.
+        // The hostlet runs it as root, so the script runs buildkitd directly, not under rootlesskit;
+        // buildkitd then puts its socket in /run/buildkit (private: concurrent builds each have one),
+        // and refuses the rootless-only flag of BUILDKITD_FLAGS (it keeps its process sandbox).
+        let buildkit =
+            ToolImage::new("moby/buildkit", "buildctl-daemonless.sh", buildkit_bin.join("buildctl-daemonless.sh"))
+                .companion("buildctl", buildkit_bin.join("buildctl"))
+                .companion("buildkitd", buildkit_bin.join("buildkitd"))
+                .private_dir("/run/buildkit")
+                .root_env("BUILDKITD_FLAGS", "")
+                .entrypoint(&["rootlesskit", "buildkitd"]);
         vec![
             buildah("quay.io/buildah/stable"),
             buildah("quay.io/containers/buildah"),
+            buildkit,
             ToolImage::new("quay.io/skopeo/stable", "skopeo", "skopeo").entrypoint(&["skopeo"]),
             ToolImage::new("quay.io/containers/skopeo", "skopeo", "skopeo").entrypoint(&["skopeo"]),
             ToolImage::new("alpine/git", "git", "git").entrypoint(&["git"]),
@@ -233,8 +274,17 @@ mod tests {
             password: "p".into(),
             ca_pem: vec![],
         };
-        let config = HostletConfig::new("w".into(), registry, ("127.0.0.1".into(), 6443), "bin/archway".into());
+        let config = HostletConfig::new(
+            "w".into(),
+            registry,
+            ("127.0.0.1".into(), 6443),
+            "bin/archway".into(),
+            Path::new("cache/buildkit/bin"),
+        );
         let name = |image: &str| config.tool_for(image).map(|t| t.name.as_str());
+        assert_eq!(name("moby/buildkit:v0.26.3-rootless"), Some("buildctl-daemonless.sh"));
+        assert_eq!(name("docker.io/moby/buildkit@sha256:00"), Some("buildctl-daemonless.sh"));
+        assert_eq!(name("moby/buildkit-extra:v1"), None);
         assert_eq!(name("quay.io/buildah/stable:latest"), Some("buildah"));
         assert_eq!(name("docker.io/alpine/git:2.45.2"), Some("git"));
         assert_eq!(name("alpine/git"), Some("git"));

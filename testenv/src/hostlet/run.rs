@@ -212,6 +212,9 @@ impl PodRun {
         let all: Vec<Container> = spec.init_containers.iter().flatten().chain(&spec.containers).cloned().collect();
         for tool in all.iter().filter_map(|c| self.tool(c)) {
             self.sandbox.link_tool(&tool.name, &tool.program).map_err(setup)?;
+            for (name, program) in &tool.companions {
+                self.sandbox.link_tool(name, program).map_err(setup)?;
+            }
         }
         let ip = self.view.pod_ip.to_string();
         self.volumes = volumes::prepare(&self.ctx.client, &self.pod, &self.sandbox.volumes_dir(), &ip).await?;
@@ -281,6 +284,9 @@ impl PodRun {
         let ip = self.view.pod_ip.to_string();
         let mut env = base_env(&self.pod, &self.ctx.config.api_server, &self.sandbox.bin_dir(), Some(tool));
         add_container_env(&self.ctx.client, &self.pod, c, &ip, &mut env).await?;
+        for (key, value) in &tool.root_env {
+            env.set(key, value.clone());
+        }
         let argv = argv(c, tool, &env);
         if argv.is_empty() {
             return Err(PodError::config(format!("container {} has no command", c.name)));
@@ -295,6 +301,12 @@ impl PodRun {
                 _ => String::new(),
             };
             mounts.push(mount(base, &sub, &m.mount_path, m.read_only.unwrap_or(false))?);
+        }
+        for (index, target) in tool.private_dirs.iter().enumerate() {
+            let source = self.sandbox.private_dir(&c.name, index);
+            std::fs::create_dir_all(&source)
+                .map_err(|e| PodError::new("SandboxSetupError", format!("creating {}: {e}", source.display())))?;
+            mounts.push(Mount { source, target: target.clone(), read_only: false, is_file: false });
         }
         let termination = Mount {
             source: self.sandbox.termination_path(&c.name),

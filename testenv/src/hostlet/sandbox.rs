@@ -45,6 +45,11 @@ impl Sandbox {
         self.root.join("logs").join(format!("{container}.log"))
     }
 
+    /// The `index`th of a container's private directories (see `ToolImage::private_dirs`).
+    pub fn private_dir(&self, container: &str, index: usize) -> PathBuf {
+        self.root.join("private").join(container).join(index.to_string())
+    }
+
     pub fn termination_path(&self, container: &str) -> PathBuf {
         self.root.join("termination").join(container)
     }
