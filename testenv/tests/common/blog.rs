@@ -4,8 +4,9 @@
 use anyhow::{Context, Result};
 use archway::api::MultiArchBuild;
 use archway_testenv::env::Env;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
@@ -50,6 +51,11 @@ pub async fn wait_status(client: &Client, name: &str, done: impl Fn(&Value) -> b
             Err(e.context(format!("last status of {name}: {last:?}")))
         }
     }
+}
+
+pub async fn jobs_of(client: &Client, build: &str) -> Result<Vec<Job>> {
+    let params = ListParams::default().labels(&format!("archway.dev/build={build}"));
+    Ok(Api::<Job>::namespaced(client.clone(), NS).list(&params).await?.items)
 }
 
 pub fn blog_build(env: &Env, name: &str, platforms: &[&str], dockerfile: &str) -> Value {
