@@ -28,17 +28,16 @@ for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker
 buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
 "#;
 
-/// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the registry (its
-/// CA; or when insecure, no verification, and plain HTTP if the registry speaks no TLS), pushes the
-/// build tag and the per-platform tags as one image, and writes the digest from the build's metadata
-/// to the termination log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never
-/// parsed by the shell.
+/// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the output registry
+/// (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and trusting the
+/// registry CA for every registry (as buildah's `--cert-dir` does); pushes the build tag and the
+/// per-platform tags as one image, and writes the digest from the build's metadata to the termination
+/// log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never parsed by the shell.
 /// Attestations stay off (buildctl adds none unless asked), so the push is one image, not an index.
 const BUILDKIT_SCRIPT: &str = r#"set -eu
 d=$(mktemp -d)
 {
   echo "[registry.\"$ARCHWAY_REGISTRY\"]"
-  if [ -f /archway/ca/ca.crt ]; then echo '  ca = ["/archway/ca/ca.crt"]'; fi
   if [ "$ARCHWAY_INSECURE" = true ]; then
     echo '  http = true'; echo '  insecure = true'
   else
@@ -48,6 +47,8 @@ d=$(mktemp -d)
 } > "$d/buildkitd.toml"
 export BUILDKITD_FLAGS="${BUILDKITD_FLAGS:-} --root $ARCHWAY_BUILDKIT_ROOT --config $d/buildkitd.toml"
 export DOCKER_CONFIG=/archway/auth
+# Go's system roots: the default bundle file, plus every certificate in these directories.
+if [ -f /archway/ca/ca.crt ]; then export SSL_CERT_DIR="/archway/ca:${SSL_CERT_DIR:-/etc/ssl/certs}"; fi
 names="$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
 for tag in $ARCHWAY_PLATFORM_TAGS; do names="$names,$ARCHWAY_IMAGE:$tag"; done
 buildctl-daemonless.sh build --frontend dockerfile.v0 \
@@ -138,9 +139,10 @@ mod tests {
     use std::path::Path;
 
     /// Runs the BuildKit script against a stub `buildctl-daemonless.sh` that records its argv, its
-    /// buildkitd flags and config in `dir`, in a mount namespace where `/dev/termination-log` is
-    /// `dir/termination-log`. Returns whether it succeeded and its stderr.
-    fn run_script(dir: &Path, insecure: bool) -> (bool, String) {
+    /// buildkitd flags and config and `SSL_CERT_DIR` in `dir`, in a mount namespace where
+    /// `/dev/termination-log` is `dir/termination-log` and, with `ca`, `/archway/ca` holds a `ca.crt`.
+    /// Returns whether it succeeded and its stderr.
+    fn run_script(dir: &Path, insecure: bool, ca: bool) -> (bool, String) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let stub = format!(
@@ -149,6 +151,7 @@ for a in "$@"; do printf '%s\n' "$a"; done > "$OUT/argv"
 while [ "$1" != --metadata-file ]; do shift; done
 meta=$2
 printf '%s' "$BUILDKITD_FLAGS" > "$OUT/flags"
+printf '%s' "${{SSL_CERT_DIR:-unset}}" > "$OUT/cert-dir"
 set -- $BUILDKITD_FLAGS
 cp "$5" "$OUT/buildkitd.toml"
 printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "containerimage.digest": "sha256:{}"\n}}' > "$meta"
@@ -161,12 +164,20 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let termination = dir.join("termination-log");
         std::fs::write(&termination, "").unwrap();
-        let wrapper = format!("mount --bind {} /dev/termination-log && exec \"$@\"", termination.display());
+        let mut wrapper = format!("mount --bind {} /dev/termination-log", termination.display());
+        if ca {
+            let ca_dir = dir.join("ca");
+            std::fs::create_dir_all(&ca_dir).unwrap();
+            std::fs::write(ca_dir.join("ca.crt"), "").unwrap();
+            wrapper += &format!(" && mkdir -p /archway/ca && mount --bind {} /archway/ca", ca_dir.display());
+        }
+        wrapper += " && exec \"$@\"";
         let out = std::process::Command::new("unshare")
             .args(["--mount", "--propagation", "private", "sh", "-c", &wrapper, "sh", "sh", "-c", BUILDKIT_SCRIPT])
             .args(["build", "--opt", "build-arg:A=x y; $(false)"])
             .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()))
             .env("OUT", dir)
+            .env_remove("SSL_CERT_DIR")
             .env("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox")
             .env("ARCHWAY_BUILDKIT_ROOT", BUILDKIT_ROOT)
             .env("ARCHWAY_REGISTRY", "127.0.0.1:5000")
@@ -191,7 +202,7 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         }
         let dir = std::env::temp_dir().join(format!("archway-buildkit-script-{}", std::process::id()));
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-        let (ok, stderr) = run_script(&dir, false);
+        let (ok, stderr) = run_script(&dir, false, true);
         assert!(ok, "{stderr}");
         assert_eq!(read("termination-log"), format!("sha256:{}", "ab".repeat(32)));
         let argv = read("argv");
@@ -205,10 +216,12 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         let expected = format!("--oci-worker-no-process-sandbox --root {BUILDKIT_ROOT} --config ");
         assert!(flags.starts_with(&expected), "{flags}");
         assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = false\n");
+        assert_eq!(read("cert-dir"), "/archway/ca:/etc/ssl/certs");
 
-        let (ok, stderr) = run_script(&dir, true);
+        let (ok, stderr) = run_script(&dir, true, false);
         assert!(ok, "{stderr}");
         assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = true\n  insecure = true\n");
+        assert_eq!(read("cert-dir"), "unset");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
