@@ -9,16 +9,9 @@ set -euo pipefail
 BUILDKIT_VERSION=${BUILDKIT_VERSION:-v0.26.3}
 # Bump when a change below alters what gets built, so caches built by the old recipe are not reused.
 RECIPE=1
-cache=${ARCHWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/archway}
-out="$cache/buildkit-$BUILDKIT_VERSION-r$RECIPE"
-bins=(buildkitd buildctl buildctl-daemonless.sh)
-
-complete() { for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || return 1; done; }
-if complete; then echo "$out/bin"; exit 0; fi
-mkdir -p "$out"
-exec 9>"$out/.lock"
-flock 9
-if complete; then echo "$out/bin"; exit 0; fi
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
+enter_cache "buildkit-$BUILDKIT_VERSION-r$RECIPE" buildkitd buildctl buildctl-daemonless.sh
 echo "building BuildKit $BUILDKIT_VERSION from Go modules (first time only)" >&2
 
 command -v go >/dev/null || { echo "go is required to build BuildKit" >&2; exit 1; }

@@ -7,16 +7,9 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.37.2}
 # Bump when a change below alters what gets built, so caches built by the old recipe are not reused.
 RECIPE=1
-cache=${ARCHWAY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/archway}
-out="$cache/k8s-$K8S_VERSION-r$RECIPE"
-bins=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl)
-
-complete() { for b in "${bins[@]}"; do [ -x "$out/bin/$b" ] || return 1; done; }
-if complete; then echo "$out/bin"; exit 0; fi
-mkdir -p "$out"
-exec 9>"$out/.lock"
-flock 9
-if complete; then echo "$out/bin"; exit 0; fi
+# shellcheck source=lib/cache.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/cache.sh"
+enter_cache "k8s-$K8S_VERSION-r$RECIPE" etcd kube-apiserver kube-controller-manager kube-scheduler kubectl
 echo "building the Kubernetes $K8S_VERSION control plane from Go modules (first time only; 15-35 min on 2 cores)" >&2
 
 command -v go >/dev/null || { echo "go is required to build the control plane" >&2; exit 1; }
