@@ -63,7 +63,7 @@ struct Inner {
 
 impl PodTable {
     pub fn new(ctx: Arc<Ctx>) -> PodTable {
-        PodTable { ctx, inner: Mutex::new(Inner { pods: HashMap::new(), ips: IpPool::default() }) }
+        PodTable { ctx, inner: Mutex::new(Inner { pods: HashMap::new(), ips: IpPool::random() }) }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -256,26 +256,37 @@ fn previous_ip(pod: &Pod) -> Option<Ipv4Addr> {
     (ip.is_loopback() && ip != Ipv4Addr::LOCALHOST).then_some(ip)
 }
 
-/// Pod IPs from 127.0.0.0/16, never 127.0.0.1 (the host's), .0 or .255; the first 253 pods get
-/// 127.0.0.x. Addresses go round, skipping those in use.
+/// Pod IPs from 127.N.0.0/16, never 127.0.0.1 (the host's), .0 or .255; the first 253 pods get
+/// 127.N.0.x. Addresses go round, skipping those in use. Each hostlet takes its own N, so the pods of
+/// environments running side by side (tests in parallel) can listen on the same port.
 #[derive(Default)]
 struct IpPool {
+    net: u8,
     next: u16,
     used: HashSet<Ipv4Addr>,
 }
 
 impl IpPool {
+    /// A pool in a /16 of 127.0.0.0/8 picked from the clock and the process id (no two hostlets of one
+    /// test process start in the same nanosecond).
+    fn random() -> IpPool {
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
+        let net = (nanos ^ std::process::id()) % 254 + 1;
+        IpPool { net: net as u8, ..Default::default() }
+    }
+
     fn allocate(&mut self) -> Ipv4Addr {
         for _ in 0..=u16::MAX {
             self.next = self.next.wrapping_add(1);
             let [hi, lo] = self.next.to_be_bytes();
-            let ip = Ipv4Addr::new(127, 0, hi, lo);
+            let ip = Ipv4Addr::new(127, self.net, hi, lo);
             if lo != 0 && lo != 255 && ip != Ipv4Addr::LOCALHOST && self.used.insert(ip) {
                 return ip;
             }
         }
         // 65k live pods on one machine will not happen; share an address rather than fail.
-        Ipv4Addr::new(127, 0, 0, 254)
+        Ipv4Addr::new(127, self.net, 0, 254)
     }
 
     fn reserve(&mut self, ip: Ipv4Addr) -> Ipv4Addr {
@@ -298,6 +309,8 @@ mod tests {
         let first: Vec<Ipv4Addr> = (0..253).map(|_| pool.allocate()).collect();
         assert_eq!(first[0], Ipv4Addr::new(127, 0, 0, 2));
         assert_eq!(first[252], Ipv4Addr::new(127, 0, 0, 254));
+        let other = IpPool::random().allocate();
+        assert!(other.octets()[1] != 0 && other.octets()[3] == 1, "{other}");
         assert_eq!(first.iter().collect::<HashSet<_>>().len(), 253);
         assert_eq!(pool.allocate(), Ipv4Addr::new(127, 0, 1, 1));
         pool.release(Ipv4Addr::new(127, 0, 0, 9));
