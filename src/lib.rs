@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod controller;
+pub mod metrics;
 pub mod plan;
 pub mod platform;
 pub mod registry;

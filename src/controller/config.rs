@@ -32,6 +32,9 @@ pub struct OperatorConfig {
     /// Name of a ConfigMap, in each build's namespace, whose `ca.crt` build pods trust for the registry.
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_CONFIG_MAP")]
     pub registry_ca_config_map: Option<String>,
+    /// Address of the `/metrics` (Prometheus) and `/healthz` endpoint.
+    #[arg(long, env = "ARCHWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
 }
 
 impl OperatorConfig {

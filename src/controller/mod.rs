@@ -30,7 +30,8 @@ use tracing::{info, instrument, warn};
 pub use config::OperatorConfig;
 pub use error::Error;
 
-use crate::api::{MultiArchBuild, MultiArchBuildStatus, PlatformPhase, TargetState, WorkloadKind};
+use crate::api::{MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState, WorkloadKind};
+use crate::metrics::{BuildLabels, ErrorLabels, Metrics, RolloutLabels};
 use crate::plan::decide::{Decision, decide, requested_platforms};
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::status::{Publish, already_published, desired_status};
@@ -48,6 +49,10 @@ pub struct Context {
     reporter: Reporter,
     config: OperatorConfig,
     registry_ca: Vec<Vec<u8>>,
+    metrics: Arc<Metrics>,
+    /// The status last written per build (by uid). Entries of deleted builds stay (a few kB each) until
+    /// the operator restarts.
+    written: Mutex<HashMap<String, MultiArchBuildStatus>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
@@ -61,11 +66,15 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         None => Vec::new(),
     };
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
+    let metrics = Arc::new(Metrics::default());
+    tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
     let ctx = Arc::new(Context {
+        metrics,
         reporter,
         client: client.clone(),
         config,
         registry_ca,
+        written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
     let builds = Api::<Guarded>::all(client.clone());
@@ -134,7 +143,10 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
             return Ok(Action::await_change());
         }
     };
+    let started = std::time::Instant::now();
     let result = reconcile_build(build, &ctx).await;
+    ctx.metrics.reconciles.inc();
+    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     if let Ok(mut failures) = ctx.failures.lock() {
         match &result {
             Ok(_) => failures.remove(&ObjectRef::from_obj(guarded.as_ref())),
@@ -257,14 +269,23 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Records the transitions and applies the status, unless it equals the current one: no write, no event.
+/// Applies the status and records its transitions, unless it equals the current one: no write, no
+/// event. "Current" is the status this operator last wrote when the watched copy has not caught up with
+/// it yet, so one transition makes one event and counts once.
 async fn write_status(build: &MultiArchBuild, ctx: &Context, status: MultiArchBuildStatus) -> Result<(), Error> {
-    let old = build.status.as_ref();
-    if old == Some(&status) {
+    let uid = build.uid().unwrap_or_default();
+    let written = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
+    // Only this operator writes the status: what it wrote last is never older than the watched copy.
+    let current = written.as_ref().or(build.status.as_ref());
+    if current == Some(&status) {
         return Ok(());
     }
-    record_transitions(build, ctx, old, &status).await;
-    patch_status(ctx, build, &status).await
+    patch_status(ctx, build, &status).await?;
+    record_transitions(build, ctx, current, &status).await;
+    if let Ok(mut written) = ctx.written.lock() {
+        written.insert(uid, status);
+    }
+    Ok(())
 }
 
 async fn patch_status(ctx: &Context, build: &MultiArchBuild, status: &MultiArchBuildStatus) -> Result<(), Error> {
@@ -299,6 +320,7 @@ async fn record_transitions(
             PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
             PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
         };
+        count_build(&ctx.metrics, platform);
         let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
         let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
         let job = platform.job.as_ref().map(|name| ObjectReference {
@@ -315,13 +337,16 @@ async fn record_transitions(
         if before.map(|b| (b.state, &b.image)) == Some((target.state, &target.image)) {
             continue;
         }
-        let (type_, reason) = match target.state {
+        let (type_, reason, result) = match target.state {
             TargetState::Pending => continue,
-            TargetState::Progressing => (EventType::Normal, "RollingOut"),
-            TargetState::RolledOut => (EventType::Normal, "RolledOut"),
-            TargetState::Blocked => (EventType::Warning, "RolloutBlocked"),
-            TargetState::Stalled => (EventType::Warning, "RolloutStalled"),
+            TargetState::Progressing => (EventType::Normal, "RollingOut", None),
+            TargetState::RolledOut => (EventType::Normal, "RolledOut", Some("rolled_out")),
+            TargetState::Blocked => (EventType::Warning, "RolloutBlocked", Some("blocked")),
+            TargetState::Stalled => (EventType::Warning, "RolloutStalled", Some("stalled")),
         };
+        if let Some(result) = result {
+            ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: result.into() }).inc();
+        }
         let workload = ObjectReference {
             api_version: Some("apps/v1".into()),
             kind: Some(format!("{:?}", target.kind)),
@@ -346,6 +371,22 @@ async fn record_transitions(
     }
 }
 
+/// Counts a platform build that just ended, with its duration.
+fn count_build(metrics: &Metrics, platform: &PlatformStatus) {
+    let result = match platform.phase {
+        PlatformPhase::Succeeded => "succeeded",
+        PlatformPhase::Failed => "failed",
+        _ => return,
+    };
+    let mode = platform.mode.map(|m| format!("{m:?}").to_lowercase()).unwrap_or_else(|| "none".into());
+    let labels = BuildLabels { platform: platform.platform.clone(), mode, result: result.into() };
+    metrics.platform_builds.get_or_create(&labels).inc();
+    if let (Some(start), Some(end)) = (&platform.started_at, &platform.completed_at) {
+        let seconds = end.0.duration_since(start.0).as_secs_f64();
+        metrics.platform_build_seconds.get_or_create(&labels).observe(seconds.max(0.0));
+    }
+}
+
 /// An event about the build; `secondary` is the Job or workload it concerns. The Events API caps a
 /// note at 1 kB.
 fn event(type_: EventType, reason: &str, action: &str, secondary: Option<ObjectReference>, note: String) -> Event {
@@ -364,6 +405,7 @@ async fn publish_event(ctx: &Context, reference: &ObjectReference, event: Event)
 /// wait for a change, with a slow look now and then.
 fn error_policy(build: Arc<Guarded>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(build = %build.name_any(), kind = error.label(), "reconcile failed: {error}");
+    ctx.metrics.reconcile_errors.get_or_create(&ErrorLabels { kind: error.label().into() }).inc();
     if !error.is_transient() {
         return Action::requeue(Duration::from_secs(300));
     }

@@ -1,7 +1,8 @@
 //! Rollout end to end: the blog Deployment (and a DaemonSet) move to the published index digest and run
 //! on every node kind, each node resolving its own child; an index that misses a node platform is not rolled out
 //! unless the target restricts the workload to covered nodes (and drops its per-arch toleration); an
-//! unchanged index rolls out nothing; another field manager's fields survive archway's patch.
+//! unchanged index rolls out nothing; another field manager's fields survive archway's patch. The
+//! operator's metrics count the builds and rollouts.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
+use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::{Env, EnvOptions};
 use common::blog::{NS, api, blog_build, is_ready, raw_index, setup, wait_status};
 use common::wait;
@@ -61,6 +63,15 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
         events.iter().filter(|e| e.reason.as_deref() == Some("RolledOut")).filter_map(|e| e.note.clone()).collect();
     for name in ["Deployment/blog:", "DaemonSet/blog-agent:"] {
         ensure!(rolled_out.iter().any(|n| n.starts_with(name)), "no RolledOut event for {name} in {rolled_out:?}");
+    }
+    // The same, as Prometheus scrapes it from the operator.
+    let metrics = scrape_operator(&client).await?;
+    for line in [
+        r#"archway_platform_builds_total{platform="linux/arm/v7",mode="native",result="succeeded"} 1"#,
+        r#"archway_platform_builds_total{platform="linux/arm64",mode="native",result="succeeded"} 1"#,
+        r#"archway_rollouts_total{result="rolled_out"} 2"#,
+    ] {
+        ensure!(metrics.lines().any(|l| l == line), "no {line:?} in the operator's metrics:\n{metrics}");
     }
 
     let blog = deployments.get("blog").await?;
@@ -223,6 +234,17 @@ async fn running_pods(client: &Client, app: &str, count: usize) -> Result<BTreeM
         Ok(Some(by_node))
     })
     .await
+}
+
+/// The operator's `/metrics`, from its pod's address and its `metrics` port.
+async fn scrape_operator(client: &Client) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let pod = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items.into_iter().next();
+    let ip = pod.and_then(|p| p.status?.pod_ip).context("the operator pod has no IP")?;
+    let response =
+        reqwest::Client::builder().no_proxy().build()?.get(format!("http://{ip}:8080/metrics")).send().await?;
+    ensure!(response.status().is_success(), "GET /metrics: {}", response.status());
+    Ok(response.text().await?)
 }
 
 /// What a user or CI runs: kstatus readiness through kubectl.

@@ -1,0 +1,180 @@
+//! The operator's Prometheus metrics, and the HTTP endpoint that serves them (`/metrics`) with a
+//! liveness answer (`/healthz`). Builds and rollouts are counted when their status changes, from the
+//! same transitions that make events.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{info, warn};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// `kube`, `registry` or `invalid`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub platform: String,
+    /// `native` or `emulated`.
+    pub mode: String,
+    /// `succeeded` or `failed`.
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    /// `rolled_out`, `blocked` or `stalled`.
+    pub result: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Metrics {
+    registry: Registry,
+    pub reconciles: Counter,
+    pub reconcile_errors: Family<ErrorLabels, Counter>,
+    pub reconcile_seconds: Histogram,
+    pub platform_builds: Family<BuildLabels, Counter>,
+    pub platform_build_seconds: HistogramFamily<BuildLabels>,
+    pub rollouts: Family<RolloutLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("archway");
+        let metrics = Metrics {
+            reconciles: Counter::default(),
+            reconcile_errors: Family::default(),
+            // 1 ms to about 16 s.
+            reconcile_seconds: Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0]),
+            platform_builds: Family::default(),
+            // 5 s to about 85 min: native builds of small images up to emulated builds of large ones.
+            platform_build_seconds: Family::new_with_constructor(|| {
+                Histogram::new([5.0, 20.0, 60.0, 180.0, 600.0, 1800.0, 5120.0])
+            }),
+            rollouts: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("reconciles", "Reconciles of MultiArchBuilds", metrics.reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by error kind",
+            metrics.reconcile_errors.clone(),
+        );
+        registry.register("reconcile_duration_seconds", "Time of one reconcile", metrics.reconcile_seconds.clone());
+        registry.register(
+            "platform_builds",
+            "Platform builds that ended, by platform, mode and result",
+            metrics.platform_builds.clone(),
+        );
+        registry.register(
+            "platform_build_duration_seconds",
+            "Time from a platform build's start to its end",
+            metrics.platform_build_seconds.clone(),
+        );
+        registry.register("rollouts", "Rollout targets that reached an end state", metrics.rollouts.clone());
+        Metrics { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `addr` until the process ends. A port that cannot be bound is
+/// logged, not fatal: the operator's work does not depend on being scraped.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) {
+    let listener = match TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(e) => return warn!(%addr, "cannot serve metrics: {e}"),
+    };
+    info!(%addr, "serving /metrics and /healthz");
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!("metrics connection: {e}");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                let response = respond(&metrics, request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+                warn!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = content_type.parse() {
+        response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_durations_appear_with_their_labels() {
+        let metrics = Metrics::default();
+        metrics.reconciles.inc();
+        let labels = BuildLabels { platform: "linux/arm/v7".into(), mode: "native".into(), result: "succeeded".into() };
+        metrics.platform_builds.get_or_create(&labels).inc();
+        metrics.platform_build_seconds.get_or_create(&labels).observe(12.0);
+        metrics.rollouts.get_or_create(&RolloutLabels { result: "blocked".into() }).inc();
+        let text = metrics.encode();
+        assert!(text.contains("archway_reconciles_total 1"), "{text}");
+        assert!(
+            text.contains(
+                r#"archway_platform_builds_total{platform="linux/arm/v7",mode="native",result="succeeded"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(text.contains("archway_platform_build_duration_seconds_sum{"), "{text}");
+        assert!(text.contains(r#"archway_rollouts_total{result="blocked"} 1"#), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn unknown_paths_are_404() {
+        let metrics = Metrics::default();
+        assert_eq!(respond(&metrics, "/metrics").status(), StatusCode::OK);
+        assert_eq!(respond(&metrics, "/healthz").status(), StatusCode::OK);
+        assert_eq!(respond(&metrics, "/").status(), StatusCode::NOT_FOUND);
+    }
+}
