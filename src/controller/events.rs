@@ -1,0 +1,119 @@
+//! Events and metrics of a status change: one event per platform that changed phase, per rollout
+//! target that changed state, and per phase change of the build; builds and rollouts counted as they end.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Resource, ResourceExt};
+use tracing::warn;
+
+use super::Context;
+use crate::api::{
+    BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState, condition,
+};
+use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
+
+/// One event per platform that changed phase, per rollout target that changed state, and one when the
+/// build's phase changes.
+pub(super) async fn record_transitions(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    old: Option<&MultiArchBuildStatus>,
+    new: &MultiArchBuildStatus,
+) {
+    let mut events = Vec::new();
+    for platform in &new.platforms {
+        let before = old.and_then(|o| o.platforms.iter().find(|p| p.platform == platform.platform));
+        if before.map(|b| (b.phase, &b.job)) == Some((platform.phase, &platform.job)) {
+            continue;
+        }
+        let (type_, reason) = match platform.phase {
+            PlatformPhase::Failed => (EventType::Warning, "PlatformFailed"),
+            PlatformPhase::Waiting => (EventType::Warning, "WaitingForNode"),
+            PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
+            PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
+        };
+        count_build(&ctx.metrics, platform);
+        let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
+        let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
+        let job = platform.job.as_ref().map(|name| ObjectReference {
+            api_version: Some("batch/v1".into()),
+            kind: Some("Job".into()),
+            name: Some(name.clone()),
+            namespace: build.namespace(),
+            ..Default::default()
+        });
+        events.push(event(type_, reason, "Build", job, format!("{}{mode}: {detail}", platform.platform)));
+    }
+    for target in &new.targets {
+        let before = old.and_then(|o| o.targets.iter().find(|t| t.kind == target.kind && t.name == target.name));
+        if before.map(|b| (b.state, &b.image)) == Some((target.state, &target.image)) {
+            continue;
+        }
+        let (type_, reason, result) = match target.state {
+            TargetState::Pending => continue,
+            TargetState::Progressing => (EventType::Normal, "RollingOut", None),
+            TargetState::RolledOut => (EventType::Normal, "RolledOut", Some("rolled_out")),
+            TargetState::Blocked => (EventType::Warning, "RolloutBlocked", Some("blocked")),
+            TargetState::Stalled => (EventType::Warning, "RolloutStalled", Some("stalled")),
+        };
+        if let Some(result) = result {
+            ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: result.into() }).inc();
+        }
+        let workload = ObjectReference {
+            api_version: Some("apps/v1".into()),
+            kind: Some(format!("{:?}", target.kind)),
+            name: Some(target.name.clone()),
+            namespace: build.namespace(),
+            ..Default::default()
+        };
+        let note = format!("{:?}/{}: {}", target.kind, target.name, target.message.as_deref().unwrap_or_default());
+        events.push(event(type_, reason, "RollOut", Some(workload), note));
+    }
+    if old.and_then(|o| o.phase) != new.phase {
+        let ready = new.conditions.iter().find(|c| c.type_ == condition::READY);
+        let message = ready.map(|c| c.message.clone()).unwrap_or_default();
+        let type_ = if new.phase == Some(BuildPhase::Failed) { EventType::Warning } else { EventType::Normal };
+        let note = format!("{:?}: {message}", new.phase.unwrap_or_default());
+        events.push(event(type_, "PhaseChanged", "Reconcile", None, note));
+    }
+    let reference = build.object_ref(&());
+    for event in events {
+        publish_event(ctx, &reference, event).await;
+    }
+}
+
+/// Counts a platform build that just ended, with its duration.
+fn count_build(metrics: &Metrics, platform: &PlatformStatus) {
+    let result = match platform.phase {
+        PlatformPhase::Succeeded => "succeeded",
+        PlatformPhase::Failed => "failed",
+        _ => return,
+    };
+    let mode = platform.mode.map(|m| format!("{m:?}").to_lowercase()).unwrap_or_else(|| "none".into());
+    let labels = BuildLabels { platform: platform.platform.clone(), mode, result: result.into() };
+    metrics.platform_builds.get_or_create(&labels).inc();
+    if let (Some(start), Some(end)) = (&platform.started_at, &platform.completed_at) {
+        let seconds = end.0.duration_since(start.0).as_secs_f64();
+        metrics.platform_build_seconds.get_or_create(&labels).observe(seconds.max(0.0));
+    }
+}
+
+/// An event about the build; `secondary` is the Job or workload it concerns. The Events API caps a
+/// note at 1 kB.
+pub(super) fn event(
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    secondary: Option<ObjectReference>,
+    note: String,
+) -> Event {
+    let note: String = note.chars().take(1000).collect();
+    Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary }
+}
+
+pub(super) async fn publish_event(ctx: &Context, reference: &ObjectReference, event: Event) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, reference).await {
+        warn!("cannot record event: {e}");
+    }
+}
