@@ -1,8 +1,8 @@
-//! Rollout end to end: the blog Deployment (and a DaemonSet) move to the published index digest and run
-//! on every node kind, each node resolving its own child; an index that misses a node platform is not rolled out
-//! unless the target restricts the workload to covered nodes (and drops its per-arch toleration); an
-//! unchanged index rolls out nothing; another field manager's fields survive archway's patch. The
-//! operator's metrics count the builds and rollouts.
+//! Rollout end to end: the blog Deployment (and a DaemonSet and a StatefulSet) move to the published
+//! index digest and run on every node kind, each node resolving its own child; an index that misses a
+//! node platform is not rolled out unless the target restricts the workload to covered nodes (and drops
+//! its per-arch toleration); an unchanged index rolls out nothing; another field manager's fields
+//! survive archway's patch. The operator's metrics count the builds and rollouts.
 
 mod common;
 
@@ -14,7 +14,7 @@ use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::{Env, EnvOptions};
 use common::blog::{NS, api, blog_build, is_ready, raw_index, setup, wait_status};
 use common::wait;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -35,16 +35,19 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     // GitOps tool owns an env var that archway must leave alone.
     let repo = format!("{}/asksven/blog", env.registry.host);
     deployments.patch("blog", &PatchParams::apply("gitops"), &Patch::Apply(deployment("blog", &repo, 4))).await?;
-    // And a DaemonSet of the same image, named by container.
+    // And a DaemonSet and a StatefulSet of the same image, named by container.
     let daemonsets: Api<DaemonSet> = Api::namespaced(client.clone(), NS);
-    daemonsets
-        .patch("blog-agent", &PatchParams::apply("gitops"), &Patch::Apply(daemonset("blog-agent", &repo)))
-        .await?;
+    let agent = workload("DaemonSet", "blog-agent", &repo);
+    daemonsets.patch("blog-agent", &PatchParams::apply("gitops"), &Patch::Apply(agent)).await?;
+    let statefulsets: Api<StatefulSet> = Api::namespaced(client.clone(), NS);
+    let cache = workload("StatefulSet", "blog-cache", &repo);
+    statefulsets.patch("blog-cache", &PatchParams::apply("gitops"), &Patch::Apply(cache)).await?;
     let mut build =
         blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
     build["spec"]["rollout"] = json!({"targets": [
         {"kind": "Deployment", "name": "blog"},
         {"kind": "DaemonSet", "name": "blog-agent", "container": "agent"},
+        {"kind": "StatefulSet", "name": "blog-cache", "container": "agent"},
     ]});
     api(&client).patch("blog", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
     kubectl_wait_ready(&env, "blog").await?;
@@ -58,10 +61,14 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     let agent_image = agent.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
     ensure!(agent_image.as_deref() == Some(image.as_str()), "{agent_image:?}");
     ensure!(agent.status.is_some_and(|s| s.number_available == Some(4)), "the DaemonSet is not on every node");
+    let cache = statefulsets.get("blog-cache").await?;
+    let cache_image = cache.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
+    ensure!(cache_image.as_deref() == Some(image.as_str()), "{cache_image:?}");
+    ensure!(cache.status.is_some_and(|s| s.ready_replicas == Some(2)), "the StatefulSet is not ready");
     let events = Api::<Event>::namespaced(client.clone(), NS).list(&ListParams::default()).await?.items;
     let rolled_out: Vec<String> =
         events.iter().filter(|e| e.reason.as_deref() == Some("RolledOut")).filter_map(|e| e.note.clone()).collect();
-    for name in ["Deployment/blog:", "DaemonSet/blog-agent:"] {
+    for name in ["Deployment/blog:", "DaemonSet/blog-agent:", "StatefulSet/blog-cache:"] {
         ensure!(rolled_out.iter().any(|n| n.starts_with(name)), "no RolledOut event for {name} in {rolled_out:?}");
     }
     // The same, as Prometheus scrapes it from the operator.
@@ -69,7 +76,7 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     for line in [
         r#"archway_platform_builds_total{platform="linux/arm/v7",mode="native",result="succeeded"} 1"#,
         r#"archway_platform_builds_total{platform="linux/arm64",mode="native",result="succeeded"} 1"#,
-        r#"archway_rollouts_total{result="rolled_out"} 2"#,
+        r#"archway_rollouts_total{result="rolled_out"} 3"#,
     ] {
         ensure!(metrics.lines().any(|l| l == line), "no {line:?} in the operator's metrics:\n{metrics}");
     }
@@ -177,11 +184,11 @@ fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
     })
 }
 
-/// A node agent of the blog image: one pod on every node.
-fn daemonset(name: &str, repo: &str) -> Value {
-    json!({
+/// A DaemonSet (a pod on every node) or a StatefulSet (two replicas) of the blog image, container `agent`.
+fn workload(kind: &str, name: &str, repo: &str) -> Value {
+    let mut workload = json!({
         "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
+        "kind": kind,
         "metadata": {"name": name, "namespace": NS},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
@@ -190,7 +197,12 @@ fn daemonset(name: &str, repo: &str) -> Value {
                 "spec": {"containers": [{"name": "agent", "image": format!("{repo}:new")}]},
             },
         },
-    })
+    });
+    if kind == "StatefulSet" {
+        workload["spec"]["serviceName"] = json!(name);
+        workload["spec"]["replicas"] = json!(2);
+    }
+    workload
 }
 
 fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
