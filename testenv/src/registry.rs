@@ -60,12 +60,13 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
         },
         "auth": {"htpasswd": {"realm": "archway", "path": htpasswd}},
     });
-    let config_file = conf.join("config.yml");
-    fs::write(&config_file, serde_yaml::to_string(&config)?)?;
-
-    let mut cmd = Command::new("docker-registry");
-    cmd.arg("serve").arg(&config_file);
-    procs.spawn("registry", cmd)?;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?])
+        .build()?;
+    // 401 is the answer of a registry with auth to a client without credentials.
+    let url = format!("https://{host}/v2/");
+    serve(procs, "registry", &config, &conf.join("config.yml"), &http, &url, &[200, 401]).await?;
 
     let cert_dir = dir.join("registry-certs");
     fs::create_dir_all(&cert_dir)?;
@@ -74,24 +75,6 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
     let auth = BASE64_STANDARD.encode(format!("{USERNAME}:{password}"));
     let auths = json!({"auths": {&host: {"auth": auth}}});
     fs::write(&auth_file, serde_json::to_string_pretty(&auths)?)?;
-
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tls_certs_only([reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?])
-        .build()?;
-    let url = format!("https://{host}/v2/");
-    procs
-        .wait_ready(
-            "registry",
-            || async {
-                // 401 is the answer of a registry with auth to a client without credentials.
-                let status = http.get(&url).send().await?.status().as_u16();
-                ensure!(status == 401 || status == 200, "GET /v2/ answered {status}");
-                Ok(())
-            },
-            Duration::from_secs(30),
-        )
-        .await?;
 
     Ok(Registry { host, username: USERNAME.to_string(), password, ca_pem: pki.ca_pem.clone(), auth_file, cert_dir })
 }
@@ -106,25 +89,33 @@ pub async fn start_plain(procs: &mut Processes, dir: &Path) -> Result<String> {
         "storage": {"filesystem": {"rootdirectory": dir.join("registry-plain")}},
         "http": {"addr": host},
     });
-    let config_file = dir.join("registry-plain.yml");
-    fs::write(&config_file, serde_yaml::to_string(&config)?)?;
-    let mut cmd = Command::new("docker-registry");
-    cmd.arg("serve").arg(&config_file);
-    procs.spawn("registry-plain", cmd)?;
     let http = reqwest::Client::builder().no_proxy().build()?;
     let url = format!("http://{host}/v2/");
-    procs
-        .wait_ready(
-            "registry-plain",
-            || async {
-                let status = http.get(&url).send().await?.status().as_u16();
-                ensure!(status == 200, "GET /v2/ answered {status}");
-                Ok(())
-            },
-            Duration::from_secs(30),
-        )
-        .await?;
+    serve(procs, "registry-plain", &config, &dir.join("registry-plain.yml"), &http, &url, &[200]).await?;
     Ok(host)
+}
+
+/// Writes `config` to `config_file`, starts docker-registry on it as `name`, and waits until `GET url`
+/// answers one of `ready`.
+async fn serve(
+    procs: &mut Processes,
+    name: &str,
+    config: &serde_json::Value,
+    config_file: &Path,
+    http: &reqwest::Client,
+    url: &str,
+    ready: &[u16],
+) -> Result<()> {
+    fs::write(config_file, serde_yaml::to_string(config)?)?;
+    let mut cmd = Command::new("docker-registry");
+    cmd.arg("serve").arg(config_file);
+    procs.spawn(name, cmd)?;
+    let probe = || async {
+        let status = http.get(url).send().await?.status().as_u16();
+        ensure!(ready.contains(&status), "GET /v2/ answered {status}");
+        Ok(())
+    };
+    procs.wait_ready(name, probe, Duration::from_secs(30)).await
 }
 
 /// An htpasswd line with a bcrypt hash, the only hash distribution accepts.

@@ -4,20 +4,14 @@
 
 mod common;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, ensure};
-use archway_testenv::env::{Env, EnvOptions};
 use common::ImageContents;
-use common::blog::{apply_and_wait, blog_build, jobs_of, raw_index, setup};
+use common::blog::{apply_and_wait, blog_build, jobs_of, raw_index, start};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blog_builds_with_buildkit_for_amd64_and_arm64() -> Result<()> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-buildkit");
-    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
-    let client = env.client();
-    setup(&client, &env).await?;
+    let (env, client) = start("buildkit").await?;
 
     let mut build = blog_build(&env, "blog-buildkit", &["linux/amd64", "linux/arm64"], "Dockerfile");
     build["spec"]["builder"] = json!({"kind": "buildkit", "retries": 0});

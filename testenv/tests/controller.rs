@@ -4,13 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, ensure};
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
-use archway_testenv::env::{Env, EnvOptions};
+use archway_testenv::env::Env;
 use common::blog::{
-    NS, api, apply_and_wait, blog_build, is_ready, jobs_of, raw_index, ready_condition, setup, wait_status,
+    NS, api, apply_and_wait, blog_build, is_ready, jobs_of, raw_index, ready_condition, start, wait_status,
 };
 use common::{ImageContents, wait};
 use k8s_openapi::api::batch::v1::Job;
@@ -21,10 +19,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller");
-    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
-    let client = env.client();
-    setup(&client, &env).await?;
+    let (env, client) = start("controller").await?;
 
     // The seed's blog, all four platforms, every one native (arm/v6 on the armv7 Pi).
     let build = blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
@@ -141,10 +136,7 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
 /// Recovery and change: a base without the platform, a spec changed mid-build, an operator killed mid-build.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Result<()> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-controller-recovery");
-    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
-    let client = env.client();
-    setup(&client, &env).await?;
+    let (env, client) = start("controller-recovery").await?;
 
     // The base image has no linux/386 child: that platform fails, naming itself.
     let status = apply_and_wait(&client, &blog_build(&env, "blog-386", &["linux/386"], "Dockerfile"), "Failed").await?;

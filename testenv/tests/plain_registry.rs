@@ -3,24 +3,18 @@
 
 mod common;
 
-use std::path::Path;
-
 use anyhow::{Context, Result, ensure};
-use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::process::Processes;
 use archway_testenv::registry::start_plain;
-use common::blog::{api, blog_build, setup, wait_status};
+use common::blog::{api, blog_build, start, wait_status};
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_http_registry_works_when_the_build_opts_in() -> Result<()> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-plain-registry");
-    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
-    let client = env.client();
-    setup(&client, &env).await?;
-    let mut procs = Processes::new(&dir.join("plain"))?;
-    let plain = start_plain(&mut procs, &dir).await?;
+    let (env, client) = start("plain-registry").await?;
+    let mut procs = Processes::new(&env.dir.join("plain"))?;
+    let plain = start_plain(&mut procs, &env.dir).await?;
 
     let mut build = blog_build(&env, "blog-plain", &["linux/amd64", "linux/arm64"], "Dockerfile");
     // The push secret still holds the credentials for the base image's registry.

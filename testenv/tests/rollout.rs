@@ -7,12 +7,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
-use archway_testenv::env::{Env, EnvOptions};
-use common::blog::{NS, api, blog_build, is_ready, raw_index, setup, wait_status};
+use archway_testenv::env::Env;
+use common::blog::{NS, api, blog_build, is_ready, raw_index, start, wait_status};
 use common::wait;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -25,10 +24,7 @@ const NODES: [&str; 4] = ["x86-1", "jetson-1", "pi-1", "qemu-1"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> Result<()> {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-rollout");
-    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
-    let client = env.client();
-    setup(&client, &env).await?;
+    let (env, client) = start("rollout").await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
 
     // The seed's end state: one Deployment naming `blog:new`, no tolerations, a pod on every node. Its

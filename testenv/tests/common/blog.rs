@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result};
 use archway::api::MultiArchBuild;
-use archway_testenv::env::Env;
+use archway_testenv::env::{Env, EnvOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -76,8 +76,18 @@ pub async fn raw_index(env: &Env, reference: &str) -> Result<Value> {
     Ok(serde_json::from_str(&archway_testenv::baseimage::inspect_raw(&env.registry, reference).await?)?)
 }
 
+/// An environment with the operator installed (in `testenv-<name>` of the test target's tmpdir) and
+/// the blog's context in it, and a client for it.
+pub async fn start(name: &str) -> Result<(Env, Client)> {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("testenv-{name}"));
+    let env = Env::start(EnvOptions { operator: true, ..EnvOptions::new(&dir) }).await?;
+    let client = env.client();
+    setup(&client, &env).await?;
+    Ok((env, client))
+}
+
 /// The blog's context; the operator's install made the CRD and the registry's Secret and CA.
-pub async fn setup(client: &Client, env: &Env) -> Result<()> {
+async fn setup(client: &Client, env: &Env) -> Result<()> {
     let base = env.base_image.clone().context("base image")?;
     let files = [
         ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
