@@ -10,6 +10,7 @@ mod observe;
 mod publish;
 mod rollout;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -146,7 +147,7 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         }
     };
     let started = std::time::Instant::now();
-    let result = reconcile_build(build, &ctx).await;
+    let result = reconcile_build(&with_last_written_status(build, &ctx), &ctx).await;
     ctx.metrics.reconciles.inc();
     ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
     if let Ok(mut failures) = ctx.failures.lock() {
@@ -189,9 +190,10 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     }
 
     let old = build.status.as_ref();
-    let publish = match (already_published(old, generation, &decision), decision.built()) {
+    let built = decision.built();
+    let publish = match (already_published(old, generation, &decision), &built) {
         (Some(image), _) => Publish::Published { image },
-        (None, Some(built)) => match publish::publish(&ctx.client, build, &built, &ctx.registry_ca).await {
+        (None, Some(built)) => match publish::publish(&ctx.client, build, built, &ctx.registry_ca).await {
             Ok(publish) => publish,
             Err(Error::Registry(e)) if !e.is_transient() => {
                 Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
@@ -201,7 +203,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         _ => Publish::NotYet,
     };
     let now = now();
-    let offered: Vec<Platform> = decision.built().unwrap_or_default().into_iter().map(|(p, _)| p).collect();
+    let offered: Vec<Platform> = built.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
     let published = match &publish {
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,
@@ -271,21 +273,31 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Applies the status and records its transitions, unless it equals the current one: no write, no
-/// event. "Current" is the status this operator last wrote when the watched copy has not caught up with
-/// it yet, so one transition makes one event and counts once.
-async fn write_status(build: &MultiArchBuild, ctx: &Context, status: MultiArchBuildStatus) -> Result<(), Error> {
+/// The build with the status this operator last wrote, when the watched copy has not caught up with it
+/// yet (only this operator writes the status, so what it wrote last is never older). Everything a
+/// reconcile derives from the old status then sees the newest: one transition makes one event and
+/// counts once, and a published index is not pushed again.
+fn with_last_written_status<'a>(build: &'a MultiArchBuild, ctx: &Context) -> Cow<'a, MultiArchBuild> {
     let uid = build.uid().unwrap_or_default();
     let written = ctx.written.lock().ok().and_then(|w| w.get(&uid).cloned());
-    // Only this operator writes the status: what it wrote last is never older than the watched copy.
-    let current = written.as_ref().or(build.status.as_ref());
+    match written {
+        Some(status) if build.status.as_ref() != Some(&status) => {
+            Cow::Owned(MultiArchBuild { status: Some(status), ..build.clone() })
+        }
+        _ => Cow::Borrowed(build),
+    }
+}
+
+/// Applies the status and records its transitions, unless it equals the current one: no write, no event.
+async fn write_status(build: &MultiArchBuild, ctx: &Context, status: MultiArchBuildStatus) -> Result<(), Error> {
+    let current = build.status.as_ref();
     if current == Some(&status) {
         return Ok(());
     }
     patch_status(ctx, build, &status).await?;
     record_transitions(build, ctx, current, &status).await;
     if let Ok(mut written) = ctx.written.lock() {
-        written.insert(uid, status);
+        written.insert(build.uid().unwrap_or_default(), status);
     }
     Ok(())
 }
