@@ -19,7 +19,7 @@ enum Command {
     /// Print the version.
     Version,
     /// Run the operator against the cluster of the current kubeconfig or service account.
-    Operator(archway::controller::OperatorConfig),
+    Operator(Box<archway::controller::OperatorConfig>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ fn run(command: Command) -> Result<(), Error> {
         Command::Operator(config) => {
             archway::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
-            runtime.block_on(operator(config))
+            runtime.block_on(operator(*config))
         }
     }
 }

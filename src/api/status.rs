@@ -152,6 +152,10 @@ pub struct PlatformStatus {
     /// Name of the build Job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
+    /// Hash of this platform's build inputs. An entry whose inputs are the current ones and that
+    /// Succeeded (or Failed) is the record of that build, whatever happened to its Job and pods since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<String>,
     /// Progress: Pending, Waiting, Building, Succeeded or Failed.
     #[serde(default)]
     pub phase: PlatformPhase,

@@ -73,6 +73,7 @@ fn full_status() -> MultiArchBuildStatus {
             mode: Some(BuildMode::Native),
             node: Some("pi-1".into()),
             job: Some("blog-linux-arm-v7-1a2b3c".into()),
+            inputs: Some("1a2b3c4d5e".into()),
             phase: PlatformPhase::Succeeded,
             digest: Some(format!("sha256:{}", "ab".repeat(32))),
             started_at: Some(time.clone()),

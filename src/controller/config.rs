@@ -32,6 +32,10 @@ pub struct OperatorConfig {
     /// Name of a ConfigMap, in each build's namespace, whose `ca.crt` build pods trust for the registry.
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_CONFIG_MAP")]
     pub registry_ca_config_map: Option<String>,
+    /// How long a finished build Job (and its pods) stays before the cluster deletes it, as a duration
+    /// such as `1h` or `10m`. What it built is kept in the MultiArchBuild's status.
+    #[arg(long, env = "ARCHWAY_FINISHED_JOB_TTL", default_value = "1h", value_parser = parse_ttl)]
+    pub finished_job_ttl: i32,
     /// Address of the `/metrics` (Prometheus) and `/healthz` endpoint.
     #[arg(long, env = "ARCHWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
@@ -49,8 +53,18 @@ impl OperatorConfig {
             git_image: self.git_image.clone(),
             tolerations: self.build_tolerations.clone(),
             registry_ca_config_map: self.registry_ca_config_map.clone(),
+            finished_job_ttl_seconds: self.finished_job_ttl,
         }
     }
+}
+
+/// A duration such as `1h` or `90s`, in whole seconds.
+fn parse_ttl(text: &str) -> Result<i32, String> {
+    let duration: kube::core::Duration = text.parse().map_err(|e| format!("{text:?}: {e}; use e.g. 1h or 30m"))?;
+    if duration.is_negative() {
+        return Err(format!("{text:?}: must not be negative"));
+    }
+    i32::try_from(std::time::Duration::from(duration).as_secs()).map_err(|_| format!("{text:?}: too long"))
 }
 
 fn parse_toleration(text: &str) -> Result<Toleration, String> {
@@ -88,5 +102,13 @@ mod tests {
         assert_eq!((t.operator.as_deref(), t.value), (Some("Exists"), None));
         assert!(parse_toleration("build=true").unwrap_err().contains("KEY[=VALUE]:EFFECT"));
         assert!(parse_toleration("a:Sometimes").is_err());
+    }
+
+    #[test]
+    fn ttls_are_durations_in_seconds() {
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("0s"), Ok(0));
+        assert!(parse_ttl("-1m").is_err());
+        assert!(parse_ttl("soon").unwrap_err().contains("1h"));
     }
 }

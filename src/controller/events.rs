@@ -8,7 +8,8 @@ use tracing::warn;
 
 use super::Context;
 use crate::api::{
-    BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState, condition,
+    AUTO_PLATFORM, BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState,
+    condition,
 };
 use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
 
@@ -23,15 +24,11 @@ pub(super) async fn record_transitions(
     let mut events = Vec::new();
     for platform in &new.platforms {
         let before = old.and_then(|o| o.platforms.iter().find(|p| p.platform == platform.platform));
-        if before.map(|b| (b.phase, &b.job)) == Some((platform.phase, &platform.job)) {
+        let (type_, reason) = platform_event(platform.phase);
+        // Pending and Building are one step for a reader: a Job created, then its pod started.
+        if before.map(|b| (platform_event(b.phase).1, &b.job)) == Some((reason, &platform.job)) {
             continue;
         }
-        let (type_, reason) = match platform.phase {
-            PlatformPhase::Failed => (EventType::Warning, "PlatformFailed"),
-            PlatformPhase::Waiting => (EventType::Warning, "WaitingForNode"),
-            PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
-            PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
-        };
         count_build(&ctx.metrics, platform);
         let mode = platform.mode.map(|m| format!(" ({m:?})").to_lowercase()).unwrap_or_default();
         let detail = platform.message.clone().or(platform.digest.clone()).or(platform.job.clone()).unwrap_or_default();
@@ -43,6 +40,16 @@ pub(super) async fn record_transitions(
             ..Default::default()
         });
         events.push(event(type_, reason, "Build", job, format!("{}{mode}: {detail}", platform.platform)));
+    }
+    let requested = |p: &&PlatformStatus| new.platforms.iter().all(|n| n.platform != p.platform);
+    for dropped in old.iter().flat_map(|o| o.platforms.iter().filter(requested)) {
+        let why = if build.spec.platforms.iter().any(|p| p == AUTO_PLATFORM) {
+            "the last node of this platform left the cluster (platforms: [auto])"
+        } else {
+            "no longer in spec.platforms"
+        };
+        let note = format!("{}: {why}; the next index leaves it out", dropped.platform);
+        events.push(event(EventType::Normal, "PlatformDropped", "Build", None, note));
     }
     for target in &new.targets {
         let before = old.and_then(|o| o.targets.iter().find(|t| t.kind == target.kind && t.name == target.name));
@@ -79,6 +86,15 @@ pub(super) async fn record_transitions(
     let reference = build.object_ref(&());
     for event in events {
         publish_event(ctx, &reference, event).await;
+    }
+}
+
+fn platform_event(phase: PlatformPhase) -> (EventType, &'static str) {
+    match phase {
+        PlatformPhase::Failed => (EventType::Warning, "PlatformFailed"),
+        PlatformPhase::Waiting => (EventType::Warning, "WaitingForNode"),
+        PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
+        PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
     }
 }
 

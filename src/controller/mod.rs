@@ -35,9 +35,10 @@ use events::{event, publish_event, record_transitions};
 
 use crate::api::{MultiArchBuild, MultiArchBuildStatus, TargetState, WorkloadKind};
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::plan::decide::{Decision, decide, requested_platforms};
+use crate::plan::decide::{self, Decision, decide, requested_platforms};
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::status::{Publish, already_published, desired_status};
+use crate::plan::validate::{ValidBuild, validate};
 use crate::platform::Platform;
 
 pub const FIELD_MANAGER: &str = "archway";
@@ -165,6 +166,10 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action, Error> {
     let name = build.name_any();
     let generation = build.metadata.generation.unwrap_or_default();
+    let valid = match validate(&build.spec) {
+        Ok(valid) => valid,
+        Err(e) => return fail_permanently(build, ctx, "InvalidSpec", &e.to_string()).await,
+    };
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, build, &emulation).await;
     let observed = match observed {
@@ -175,25 +180,29 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         Ok(platforms) => platforms,
         Err(e) => return fail_permanently(build, ctx, "InvalidPlatform", &format!("spec.platforms: {e}")).await,
     };
-    let decision = decide(
-        &name,
-        &build.spec,
-        &platforms,
-        &observed.nodes,
-        &emulation,
-        &observed.jobs,
-        observed.context_fingerprint.as_deref(),
-    );
-    match apply_jobs(build, ctx, &decision).await {
+    let old = build.status.as_ref();
+    let now = now();
+    let decision = decide(&decide::Inputs {
+        build_name: &name,
+        spec: &build.spec,
+        platforms: &platforms,
+        nodes: &observed.nodes,
+        emulation: &emulation,
+        jobs: &observed.jobs,
+        context_fingerprint: observed.context_fingerprint.as_deref(),
+        records: old.map(|o| o.platforms.as_slice()).unwrap_or_default(),
+        timeout: valid.timeout,
+        now: &now,
+    });
+    match apply_jobs(build, ctx, &decision, &valid).await {
         Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
         other => other?,
     }
 
-    let old = build.status.as_ref();
     let built = decision.built();
     let publish = match (already_published(old, generation, &decision), &built) {
         (Some(image), _) => Publish::Published { image },
-        (None, Some(built)) => match publish::publish(&ctx.client, build, built, &ctx.registry_ca).await {
+        (None, Some(built)) => match publish::publish(&ctx.client, build, &valid, built, &ctx.registry_ca).await {
             Ok(publish) => publish,
             Err(Error::Registry(e)) if !e.is_transient() => {
                 Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
@@ -202,29 +211,33 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         },
         _ => Publish::NotYet,
     };
-    let now = now();
     let offered: Vec<Platform> = built.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
     let published = match &publish {
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,
     };
-    let targets = rollout::roll_out(&ctx.client, build, published, &observed.node_objects, &now).await?;
+    let targets = rollout::roll_out(&ctx.client, build, &valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     write_status(build, ctx, desired_status(generation, &decision, &publish, &targets, old, &now)).await?;
-    // Jobs, nodes and workloads wake the controller; a rollout is looked at often for its deadline,
-    // and the long requeue is a safety net only.
-    Ok(Action::requeue(Duration::from_secs(if rolling { 20 } else { 300 })))
+    // Jobs, nodes and workloads wake the controller; a rollout is looked at often for its deadline, a
+    // Job without a pod when its wait runs out, and the long requeue is a safety net only.
+    let mut next = Duration::from_secs(if rolling { 20 } else { 300 });
+    if let Some(recheck) = decision.recheck_in {
+        next = next.min(recheck);
+    }
+    Ok(Action::requeue(next))
 }
 
-async fn apply_jobs(build: &MultiArchBuild, ctx: &Context, decision: &Decision) -> Result<(), Error> {
+async fn apply_jobs(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    decision: &Decision,
+    valid: &ValidBuild,
+) -> Result<(), Error> {
     let namespace = build.namespace().unwrap_or_default();
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
-    let timeout_seconds = match build.spec.builder.timeout.parse::<kube::core::Duration>() {
-        Ok(d) if !d.is_negative() => i64::try_from(std::time::Duration::from(d).as_secs()).unwrap_or(i64::MAX).max(1),
-        Ok(_) => return Err(Error::Invalid("spec.builder.timeout must be positive".into())),
-        Err(e) => return Err(Error::Invalid(format!("spec.builder.timeout: {e}"))),
-    };
+    let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
     let builder = ctx.config.builder();
     for create in &decision.create {
         let request = JobRequest {
@@ -238,19 +251,28 @@ async fn apply_jobs(build: &MultiArchBuild, ctx: &Context, decision: &Decision) 
             timeout_seconds,
         };
         let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
+        let job_name = job.metadata.name.clone().unwrap_or_default();
         match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
-            Ok(_) => {
-                info!(job = job.metadata.name.as_deref().unwrap_or_default(), platform = %create.platform, "created build job")
+            Ok(_) => info!(job = job_name, platform = %create.platform, "created build job"),
+            // Created by an earlier pass whose status write did not land (it is ours: keep it), being
+            // deleted (create it on a later pass), or someone else's: say so.
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                let existing = jobs.get_metadata_opt(&job_name).await?;
+                let ours = existing.as_ref().is_none_or(|j| j.owner_references().iter().any(|o| o.uid == owner.uid));
+                if !ours {
+                    return Err(Error::Invalid(format!(
+                        "a Job named {job_name:?} already exists in namespace {namespace:?} and belongs to something \
+                         else; delete it, or rename this MultiArchBuild"
+                    )));
+                }
             }
-            // Created by an earlier pass whose status write did not land: it is ours, keep it.
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
     for stale in &decision.delete {
         let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
         match jobs.delete(stale, &params).await {
-            Ok(_) => info!(job = stale.as_str(), "deleted build job of older inputs"),
+            Ok(_) => info!(job = stale.as_str(), "deleted build job"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => return Err(e.into()),
         }

@@ -1,18 +1,20 @@
-//! What the controller reads before it decides: the nodes, the build's Jobs and their pods, and a
-//! fingerprint of a ConfigMap context.
+//! What the controller reads before it decides: the nodes, the build's Jobs and their pods (and why
+//! a Job has no pod, from its events), and a fingerprint of a ConfigMap context.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
 use super::error::Error;
-use crate::api::{BuildMode, MultiArchBuild};
-use crate::plan::decide::{JobObservation, JobState};
-use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER, MODE_LABEL};
+use crate::api::MultiArchBuild;
+use crate::plan::decide::JobObservation;
+use crate::plan::inputs::build_label;
+use crate::plan::job::BUILD_LABEL;
+use crate::plan::job_status::observe_job;
 use crate::plan::placement::{EmulationLabels, NodeView};
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -27,7 +29,7 @@ pub struct Observed {
 
 pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &EmulationLabels) -> Result<Observed, Error> {
     let namespace = build.namespace().unwrap_or_default();
-    let selector = ListParams::default().labels(&format!("{BUILD_LABEL}={}", build.name_any()));
+    let selector = ListParams::default().labels(&format!("{BUILD_LABEL}={}", build_label(&build.name_any())));
     let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
     let jobs = Api::<Job>::namespaced(client.clone(), &namespace).list(&selector).await?;
     let pods = Api::<Pod>::namespaced(client.clone(), &namespace).list(&selector).await?;
@@ -38,21 +40,38 @@ pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &Emulat
             pods_by_job.entry(job).or_default().push(pod);
         }
     }
-    let jobs = jobs
-        .into_iter()
-        .filter(|job| job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref()))
-        .map(|job| {
-            let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
-            job_observation(&job, pods)
-        })
-        .collect();
+    let mut observed = Vec::new();
+    for job in jobs.into_iter().filter(|job| job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref())) {
+        let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
+        let create_failure = match pods.is_empty() {
+            true => create_failure(client, &job).await?,
+            false => None,
+        };
+        observed.push(observe_job(&job, pods, create_failure));
+    }
     require_push_secret(client, build, &namespace).await?;
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
         node_objects: nodes.items,
-        jobs,
+        jobs: observed,
         context_fingerprint: context_fingerprint(client, build, &namespace).await?,
     })
+}
+
+/// The message of the newest `FailedCreate` event of a Job: the Job controller says only there why
+/// it could not create a pod (Pod Security, a quota, a webhook).
+async fn create_failure(client: &Client, job: &Job) -> Result<Option<String>, Error> {
+    let (Some(namespace), Some(uid)) = (job.namespace(), job.uid()) else { return Ok(None) };
+    let params = ListParams::default().fields(&format!("involvedObject.uid={uid},reason=FailedCreate"));
+    let events = Api::<Event>::namespaced(client.clone(), &namespace).list(&params).await?;
+    let newest = events.items.into_iter().max_by_key(|e| {
+        e.last_timestamp.clone().map(|t| t.0).or(e.event_time.clone().map(|t| t.0)).or(e
+            .metadata
+            .creation_timestamp
+            .clone()
+            .map(|t| t.0))
+    });
+    Ok(newest.and_then(|e| e.message))
 }
 
 /// Build pods mount the push secret: without it they would hang, so say so before creating them.
@@ -91,54 +110,4 @@ async fn context_fingerprint(
         hasher.update(&value.0);
     }
     Ok(Some(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()))
-}
-
-fn job_observation(job: &Job, mut pods: Vec<Pod>) -> JobObservation {
-    pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
-    let status = job.status.clone().unwrap_or_default();
-    let condition =
-        |type_: &str| status.conditions.iter().flatten().find(|c| c.type_ == type_ && c.status == "True").cloned();
-    let terminated_of = |pod: &Pod| {
-        pod.status
-            .as_ref()?
-            .container_statuses
-            .as_ref()?
-            .iter()
-            .find(|c| c.name == BUILDER_CONTAINER)?
-            .state
-            .clone()?
-            .terminated
-    };
-    let (state, completed_at) = if let Some(complete) = condition("Complete") {
-        let message = pods
-            .iter()
-            .rev()
-            .filter_map(terminated_of)
-            .find(|t| t.exit_code == 0)
-            .and_then(|t| t.message)
-            .unwrap_or_default();
-        (JobState::Succeeded { message }, status.completion_time.clone().or(complete.last_transition_time))
-    } else if let Some(failed) = condition("Failed") {
-        let last = pods.iter().rev().find_map(terminated_of);
-        let exit_code = last.as_ref().map(|t| t.exit_code);
-        let reason = failed.message.clone().unwrap_or_default();
-        let message = last.and_then(|t| t.message).filter(|m| !m.trim().is_empty()).unwrap_or(reason);
-        (JobState::Failed { exit_code, message }, failed.last_transition_time)
-    } else {
-        (JobState::Running, None)
-    };
-    let mode = match job.labels().get(MODE_LABEL).map(String::as_str) {
-        Some("native") => Some(BuildMode::Native),
-        Some("emulated") => Some(BuildMode::Emulated),
-        _ => None,
-    };
-    JobObservation {
-        name: job.name_any(),
-        mode,
-        state,
-        node: pods.last().and_then(|p| p.spec.as_ref()?.node_name.clone()),
-        attempts: pods.len() as i32,
-        started_at: status.start_time.clone(),
-        completed_at,
-    }
 }

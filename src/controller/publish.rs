@@ -6,22 +6,21 @@ use kube::{Api, Client, ResourceExt};
 use super::error::Error;
 use crate::api::MultiArchBuild;
 use crate::plan::status::Publish;
+use crate::plan::validate::ValidBuild;
 use crate::platform::Platform;
-use crate::registry::{Registry, RegistryOptions, Repository, assemble_index, index_annotations, lookup, verify};
+use crate::registry::{Registry, RegistryOptions, assemble_index, index_annotations, lookup, verify};
 
 /// Verifies the children and pushes the index under every tag. Problems a change must fix come back
 /// as [`Publish::Failed`]; transient ones as errors, so the reconcile retries.
 pub async fn publish(
     client: &Client,
     build: &MultiArchBuild,
+    valid: &ValidBuild,
     built: &[(Platform, String)],
     extra_ca_pem: &[Vec<u8>],
 ) -> Result<Publish, Error> {
     let output = &build.spec.output;
-    let repository: Repository = match output.image.parse() {
-        Ok(repository) => repository,
-        Err(e) => return Ok(failed("InvalidImage", format!("spec.output.image: {e}"))),
-    };
+    let repository = &valid.repository;
     let auth = match &output.push_secret {
         Some(secret) => {
             let namespace = build.namespace().unwrap_or_default();
@@ -55,7 +54,7 @@ pub async fn publish(
     let registry = Registry::new(options, auth)?;
     let mut children = Vec::new();
     for (platform, digest) in built {
-        let child = registry.fetch_child(&repository, digest).await?;
+        let child = registry.fetch_child(repository, digest).await?;
         match verify(platform, &child) {
             Ok(verified) => children.push(verified),
             Err(mismatch) => return Ok(failed("PlatformMismatch", mismatch.to_string())),
@@ -74,7 +73,7 @@ pub async fn publish(
     if current.metadata.generation != build.metadata.generation {
         return Ok(Publish::NotYet);
     }
-    let digest = registry.push_index(&repository, &output.tags, &index).await?;
+    let digest = registry.push_index(repository, &output.tags, &index).await?;
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
 }
 

@@ -12,9 +12,9 @@ use tracing::info;
 use super::error::Error;
 use crate::api::{MultiArchBuild, RolloutTarget, TargetState, TargetStatus, WorkloadKind};
 use crate::plan::rollout::{RESTRICTED_TO_ANNOTATION, TargetInput, TemplateFields, pending, plan_target};
+use crate::plan::validate::ValidBuild;
 use crate::plan::workload::Workload;
 use crate::platform::Platform;
-use crate::registry::Repository;
 
 /// The field manager of archway's workload patches; a GitOps tool's own fields stay its own.
 pub const ROLLOUT_FIELD_MANAGER: &str = "archway-rollout";
@@ -30,11 +30,12 @@ pub struct Published<'a> {
 pub async fn roll_out(
     client: &Client,
     build: &MultiArchBuild,
+    valid: &ValidBuild,
     published: Option<Published<'_>>,
     nodes: &[Node],
     now: &Time,
 ) -> Result<Vec<TargetStatus>, Error> {
-    let (Some(published), Ok(repository)) = (published, build.spec.output.image.parse::<Repository>()) else {
+    let Some(published) = published else {
         return Ok(pending_targets(build));
     };
     let namespace = build.namespace().unwrap_or_default();
@@ -45,7 +46,7 @@ pub async fn roll_out(
         let plan = plan_target(&TargetInput {
             target,
             workload: workload.as_ref(),
-            repository: &repository,
+            repository: &valid.repository,
             image: published.image,
             offered: published.platforms,
             nodes,

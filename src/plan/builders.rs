@@ -164,6 +164,10 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         let termination = dir.join("termination-log");
         std::fs::write(&termination, "").unwrap();
+        // The bind mount's target, as the hostlet makes it: missing on a machine that never ran a pod.
+        if !std::path::Path::new("/dev/termination-log").exists() {
+            std::fs::write("/dev/termination-log", "").unwrap();
+        }
         let mut wrapper = format!("mount --bind {} /dev/termination-log", termination.display());
         if ca {
             let ca_dir = dir.join("ca");

@@ -1,37 +1,16 @@
 //! The next step of a build, from what was observed: which Jobs to create or delete, and each
 //! platform's status. A pure function of plain data (the controller gathers the data and applies).
 
+use std::time::Duration;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::inputs::{BuildInputs, job_name};
+pub use super::job_status::{JobObservation, JobState};
 use super::placement::{EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
-use crate::api::{AUTO_PLATFORM, BuildMode, MultiArchBuildSpec, PlatformPhase, PlatformStatus};
+use crate::api::{AUTO_PLATFORM, MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
-
-/// What the controller saw of one build Job it owns (and of that Job's pods).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct JobObservation {
-    pub name: String,
-    pub mode: Option<BuildMode>,
-    pub state: JobState,
-    /// Node of the newest pod.
-    pub node: Option<String>,
-    /// Pods started so far (each retry is a new pod).
-    pub attempts: i32,
-    pub started_at: Option<Time>,
-    pub completed_at: Option<Time>,
-}
-
-#[derive(Clone, Debug, Default, PartialEq)]
-pub enum JobState {
-    #[default]
-    Running,
-    /// Complete; the termination message of the pod that succeeded.
-    Succeeded { message: String },
-    /// Failed after its retries; what the last failed pod said.
-    Failed { exit_code: Option<i32>, message: String },
-}
 
 /// A platform that needs a Job created.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,9 +23,12 @@ pub struct JobToCreate {
 #[derive(Clone, Debug, PartialEq, Default)]
 pub struct Decision {
     pub create: Vec<JobToCreate>,
-    /// Owned Jobs whose inputs are no longer wanted (an older spec).
+    /// Owned Jobs to delete: of inputs no longer wanted (an older spec), ended without a readable
+    /// result, or still running for a platform whose outcome is already recorded.
     pub delete: Vec<String>,
     pub platforms: Vec<PlatformStatus>,
+    /// When to look again although nothing may change meanwhile: a Job's wait for a pod runs out.
+    pub recheck_in: Option<Duration>,
 }
 
 impl Decision {
@@ -67,7 +49,8 @@ impl Decision {
     }
 }
 
-/// The platforms a spec asks for, normalised; `[auto]` means what the usable nodes run.
+/// The platforms a spec asks for, normalised; `[auto]` means what the cluster's nodes run, cordoned
+/// or NotReady ones included: a node that is drained for maintenance still belongs to the cluster.
 pub fn requested_platforms(spec: &MultiArchBuildSpec, nodes: &[NodeView]) -> Result<Vec<Platform>, PlatformError> {
     if spec.platforms.iter().any(|p| p == AUTO_PLATFORM) {
         return Ok(cluster_platforms(nodes));
@@ -75,44 +58,91 @@ pub fn requested_platforms(spec: &MultiArchBuildSpec, nodes: &[NodeView]) -> Res
     spec.platforms.iter().map(|p| parse_known(p)).collect()
 }
 
-/// Decides, per platform, whether its Job exists, must be created, or waits for a node.
-/// `context_fingerprint` identifies the content of a ConfigMap context (see [`BuildInputs`]).
-pub fn decide(
-    build_name: &str,
-    spec: &MultiArchBuildSpec,
-    platforms: &[Platform],
-    nodes: &[NodeView],
-    emulation: &EmulationLabels,
-    jobs: &[JobObservation],
-    context_fingerprint: Option<&str>,
-) -> Decision {
+/// Everything one decision reads.
+pub struct Inputs<'a> {
+    pub build_name: &'a str,
+    pub spec: &'a MultiArchBuildSpec,
+    pub platforms: &'a [Platform],
+    pub nodes: &'a [NodeView],
+    pub emulation: &'a EmulationLabels,
+    pub jobs: &'a [JobObservation],
+    /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
+    pub context_fingerprint: Option<&'a str>,
+    /// The platforms of the status last written: the record of what was built.
+    pub records: &'a [PlatformStatus],
+    /// `spec.builder.timeout`: also how long a Job may go without a pod on a node.
+    pub timeout: Duration,
+    pub now: &'a Time,
+}
+
+/// Decides, per platform, whether it is built (recorded in status with its current inputs), its Job
+/// exists, must be created, or waits for a node. Placement is decided once, when a Job is created:
+/// what happens to nodes later never undoes a platform that is built or building.
+pub fn decide(input: &Inputs) -> Decision {
     let mut decision = Decision::default();
-    let mut wanted = Vec::new();
-    for platform in platforms {
-        let inputs = BuildInputs::new(spec, platform, context_fingerprint);
-        let name = job_name(build_name, platform, &inputs.hash());
-        let status = match jobs.iter().find(|j| j.name == name) {
-            Some(job) => observed_status(platform, job),
-            None => match place(platform, spec.placement, nodes, emulation) {
+    let mut keep = Vec::new();
+    for platform in input.platforms {
+        let inputs = BuildInputs::new(input.spec, platform, input.context_fingerprint);
+        let hash = inputs.hash();
+        let name = job_name(input.build_name, platform, &hash);
+        let job = input.jobs.iter().find(|j| j.name == name);
+        let recorded = input.records.iter().find(|r| {
+            r.platform == platform.to_string()
+                && r.inputs.as_deref() == Some(hash.as_str())
+                && matches!(r.phase, PlatformPhase::Succeeded | PlatformPhase::Failed)
+        });
+        let status = match (recorded, job) {
+            (Some(record), Some(job)) if job.state == JobState::Running => {
+                // Recorded as failed while it waited for a pod: stop it, the record stands.
+                decision.delete.push(job.name.clone());
+                record.clone()
+            }
+            (Some(record), _) => {
+                keep.push(name);
+                record.clone()
+            }
+            (None, Some(job)) => match observed_status(platform, job, input) {
+                Observed::Status(status) => {
+                    keep.push(name);
+                    if let (JobState::Running, Some(since)) = (&job.state, &job.unplaced_since) {
+                        let left = remaining(since, input.timeout, input.now);
+                        decision.recheck_in = Some(decision.recheck_in.map_or(left, |r| r.min(left)));
+                    }
+                    status
+                }
+                Observed::Lost(status) => {
+                    decision.delete.push(name);
+                    status
+                }
+            },
+            (None, None) => match place(platform, input.spec.placement, input.nodes, input.emulation) {
                 Ok(placed) => {
                     let status = PlatformStatus {
                         platform: platform.to_string(),
                         mode: Some(placed.mode),
                         job: Some(name.clone()),
+                        inputs: Some(hash.clone()),
                         phase: PlatformPhase::Pending,
                         ..Default::default()
                     };
+                    keep.push(name);
                     decision.create.push(JobToCreate { platform: platform.clone(), inputs, placed });
                     status
                 }
                 Err(why) => waiting(platform, &why),
             },
         };
-        wanted.push(name);
-        decision.platforms.push(status);
+        decision.platforms.push(PlatformStatus { inputs: Some(hash), ..status });
     }
-    decision.delete = jobs.iter().filter(|j| !wanted.contains(&j.name)).map(|j| j.name.clone()).collect();
+    let stale = input.jobs.iter().filter(|j| !keep.contains(&j.name) && !decision.delete.contains(&j.name));
+    decision.delete.extend(stale.map(|j| j.name.clone()).collect::<Vec<_>>());
     decision
+}
+
+/// How long until a wait that began at `since` has lasted `timeout` (at least a second).
+fn remaining(since: &Time, timeout: Duration, now: &Time) -> Duration {
+    let waited = now.0.duration_since(since.0).unsigned_abs();
+    timeout.saturating_sub(waited).max(Duration::from_secs(1))
 }
 
 fn waiting(platform: &Platform, why: &Unplaceable) -> PlatformStatus {
@@ -124,10 +154,35 @@ fn waiting(platform: &Platform, why: &Unplaceable) -> PlatformStatus {
     }
 }
 
-fn observed_status(platform: &Platform, job: &JobObservation) -> PlatformStatus {
+enum Observed {
+    Status(PlatformStatus),
+    /// The Job ended, but nothing is left to read its result from (its pods were deleted before the
+    /// digest was recorded): it is deleted and the platform built again.
+    Lost(PlatformStatus),
+}
+
+fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) -> Observed {
     let (phase, digest, message) = match &job.state {
-        JobState::Running => (PlatformPhase::Building, None, None),
-        JobState::Succeeded { message } => match parse_digest(message) {
+        JobState::Running => match &job.unplaced_since {
+            Some(since) if remaining(since, input.timeout, input.now) <= Duration::from_secs(1) => {
+                let why = job.problem.as_deref().unwrap_or("no reason reported");
+                let timeout = &input.spec.builder.timeout;
+                let message = format!("no build pod ran within spec.builder.timeout ({timeout}): {why}");
+                (PlatformPhase::Failed, None, Some(message))
+            }
+            _ => (PlatformPhase::Building, None, job.problem.clone()),
+        },
+        JobState::Succeeded { message: None } => {
+            return Observed::Lost(PlatformStatus {
+                platform: platform.to_string(),
+                mode: job.mode,
+                job: Some(job.name.clone()),
+                phase: PlatformPhase::Pending,
+                message: Some("the build's pods were deleted before its digest was recorded; building again".into()),
+                ..Default::default()
+            });
+        }
+        JobState::Succeeded { message: Some(message) } => match parse_digest(message) {
             Ok(digest) => (PlatformPhase::Succeeded, Some(digest), None),
             Err(_) => (
                 PlatformPhase::Failed,
@@ -146,18 +201,19 @@ fn observed_status(platform: &Platform, job: &JobObservation) -> PlatformStatus 
             )
         }
     };
-    PlatformStatus {
+    Observed::Status(PlatformStatus {
         platform: platform.to_string(),
         mode: job.mode,
         node: job.node.clone(),
         job: Some(job.name.clone()),
+        inputs: None,
         phase,
         digest,
         started_at: job.started_at.clone(),
-        completed_at: job.completed_at.clone(),
+        completed_at: job.completed_at.clone().or_else(|| (phase == PlatformPhase::Failed).then(|| input.now.clone())),
         attempts: job.attempts,
         message,
-    }
+    })
 }
 
 /// What to change, for the builder errors whose fix is in the spec or the operator's configuration.
@@ -190,7 +246,8 @@ fn tail(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{LocalRef, OutputSpec, Placement, Source};
+    use crate::api::{BuildMode, LocalRef, OutputSpec, Placement, Source};
+    use k8s_openapi::jiff::Timestamp;
 
     fn spec(platforms: &[&str]) -> MultiArchBuildSpec {
         MultiArchBuildSpec {
@@ -201,75 +258,145 @@ mod tests {
         }
     }
 
-    fn nodes() -> Vec<NodeView> {
-        let node = |name: &str, platform: &str, emulates: &[&str]| NodeView {
+    fn node(name: &str, platform: &str, usable: bool, emulates: &[&str]) -> NodeView {
+        NodeView {
             name: name.into(),
             platform: Some(platform.parse().unwrap()),
-            usable: true,
+            usable,
             emulates: emulates.iter().map(|s| s.to_string()).collect(),
-        };
+        }
+    }
+
+    fn nodes() -> Vec<NodeView> {
         vec![
-            node("x86-1", "linux/amd64", &[]),
-            node("pi-1", "linux/arm/v7", &[]),
-            node("qemu-1", "linux/amd64", &["arm64"]),
+            node("x86-1", "linux/amd64", true, &[]),
+            node("pi-1", "linux/arm/v7", true, &[]),
+            node("qemu-1", "linux/amd64", true, &["arm64"]),
         ]
     }
 
-    fn platforms(spec: &MultiArchBuildSpec) -> Vec<Platform> {
-        requested_platforms(spec, &nodes()).unwrap()
+    fn time(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
     }
 
-    fn first_decision(spec: &MultiArchBuildSpec) -> Decision {
-        decide("blog", spec, &platforms(spec), &nodes(), &EmulationLabels::default(), &[], Some("fp"))
+    /// One build's world: its spec, the nodes, its Jobs and the status last written, at time 1000.
+    struct World {
+        spec: MultiArchBuildSpec,
+        nodes: Vec<NodeView>,
+        jobs: Vec<JobObservation>,
+        records: Vec<PlatformStatus>,
+        fingerprint: &'static str,
+        now: Time,
+    }
+
+    impl World {
+        fn new(spec: MultiArchBuildSpec) -> World {
+            World { spec, nodes: nodes(), jobs: vec![], records: vec![], fingerprint: "fp", now: time(1000) }
+        }
+
+        fn decide(&self) -> Decision {
+            let platforms = requested_platforms(&self.spec, &self.nodes).unwrap();
+            decide(&Inputs {
+                build_name: "blog",
+                spec: &self.spec,
+                platforms: &platforms,
+                nodes: &self.nodes,
+                emulation: &EmulationLabels::default(),
+                jobs: &self.jobs,
+                context_fingerprint: Some(self.fingerprint),
+                records: &self.records,
+                timeout: Duration::from_secs(30),
+                now: &self.now,
+            })
+        }
+
+        fn job_names(&self) -> Vec<String> {
+            self.decide().platforms.iter().map(|p| p.job.clone().unwrap()).collect()
+        }
     }
 
     fn observed(name: &str, state: JobState) -> JobObservation {
         JobObservation { name: name.into(), state, attempts: 1, ..Default::default() }
     }
 
+    fn digest(c: char) -> String {
+        format!("sha256:{}", c.to_string().repeat(64))
+    }
+
+    fn succeeded(c: char) -> JobState {
+        JobState::Succeeded { message: Some(format!("{}\n", digest(c))) }
+    }
+
     #[test]
     fn first_pass_creates_one_job_per_platform() {
-        let spec = spec(&["linux/amd64", "linux/arm64", "linux/arm/v6"]);
-        let decision = first_decision(&spec);
+        let world = World::new(spec(&["linux/amd64", "linux/arm64", "linux/arm/v6"]));
+        let decision = world.decide();
         assert_eq!(decision.create.len(), 3);
         let modes: Vec<_> = decision.create.iter().map(|c| c.placed.mode).collect();
         assert_eq!(modes, [BuildMode::Native, BuildMode::Emulated, BuildMode::Native]);
         assert!(decision.delete.is_empty());
-        assert!(decision.platforms.iter().all(|p| p.phase == PlatformPhase::Pending));
+        assert!(decision.platforms.iter().all(|p| p.phase == PlatformPhase::Pending && p.inputs.is_some()));
         assert_eq!(decision.built(), None);
     }
 
     #[test]
     fn existing_jobs_are_not_created_again_and_report_their_state() {
-        let spec = spec(&["linux/amd64", "linux/arm/v7"]);
-        let names: Vec<String> = first_decision(&spec).platforms.iter().map(|p| p.job.clone().unwrap()).collect();
-        let digest = format!("sha256:{}", "a".repeat(64));
-        let jobs = [
-            observed(&names[0], JobState::Succeeded { message: format!("{digest}\n") }),
-            observed(&names[1], JobState::Running),
-        ];
-        let decision =
-            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
+        let mut world = World::new(spec(&["linux/amd64", "linux/arm/v7"]));
+        let names = world.job_names();
+        world.jobs = vec![observed(&names[0], succeeded('a')), observed(&names[1], JobState::Running)];
+        let decision = world.decide();
         assert!(decision.create.is_empty() && decision.delete.is_empty());
-        assert_eq!(decision.platforms[0].digest.as_deref(), Some(digest.as_str()));
+        assert_eq!(decision.platforms[0].digest, Some(digest('a')));
         assert_eq!(decision.platforms[1].phase, PlatformPhase::Building);
         assert_eq!(decision.built(), None);
 
-        let jobs = [jobs[0].clone(), observed(&names[1], JobState::Succeeded { message: digest.clone() })];
-        let decision =
-            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
-        assert_eq!(decision.built().unwrap().len(), 2);
+        world.jobs[1].state = succeeded('b');
+        assert_eq!(world.decide().built().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn the_status_is_the_record_once_jobs_and_pods_are_gone() {
+        let mut world = World::new(spec(&["linux/amd64", "linux/arm/v7"]));
+        let names = world.job_names();
+        world.jobs = vec![observed(&names[0], succeeded('a')), observed(&names[1], succeeded('b'))];
+        world.records = world.decide().platforms;
+        // Drained: the pods are gone, the Jobs say Complete with nothing to read; then the Jobs go too.
+        world.jobs.iter_mut().for_each(|j| j.state = JobState::Succeeded { message: None });
+        for jobs in [world.jobs.clone(), vec![]] {
+            world.jobs = jobs;
+            let decision = world.decide();
+            assert!(decision.create.is_empty() && decision.delete.is_empty(), "{decision:?}");
+            assert_eq!(decision.platforms, world.records);
+        }
+        // New inputs are a new build: the record of the old ones does not count.
+        world.fingerprint = "fp2";
+        assert_eq!(world.decide().create.len(), 2);
+    }
+
+    #[test]
+    fn a_complete_job_whose_result_was_never_recorded_is_built_again() {
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let name = world.job_names().remove(0);
+        world.jobs = vec![observed(&name, JobState::Succeeded { message: None })];
+        let decision = world.decide();
+        assert_eq!(decision.delete, [name]);
+        assert!(decision.create.is_empty(), "created again once the old Job is gone");
+        assert_eq!(decision.platforms[0].phase, PlatformPhase::Pending);
+        assert!(decision.platforms[0].message.as_deref().unwrap().contains("building again"));
+        world.jobs.clear();
+        assert_eq!(world.decide().create.len(), 1);
     }
 
     #[test]
     fn failures_carry_exit_code_and_log_tail() {
-        let spec = spec(&["linux/amd64"]);
-        let name = first_decision(&spec).platforms[0].job.clone().unwrap();
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let name = world.job_names().remove(0);
         let log = format!("{}error: building at STEP \"RUN false\": exit status 1", "x".repeat(5000));
-        let jobs =
-            [JobObservation { attempts: 3, ..observed(&name, JobState::Failed { exit_code: Some(1), message: log }) }];
-        let decision =
-            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
+        world.jobs = vec![JobObservation {
+            attempts: 3,
+            ..observed(&name, JobState::Failed { exit_code: Some(1), message: log })
+        }];
+        let decision = world.decide();
         let status = &decision.platforms[0];
         assert_eq!(status.phase, PlatformPhase::Failed);
         let message = status.message.as_deref().unwrap();
@@ -279,51 +406,89 @@ mod tests {
 
         let http =
             "Error: pushing: Get \"https://127.0.0.1:5000/v2/\": http: server gave HTTP response to HTTPS client";
-        let jobs = [observed(&name, JobState::Failed { exit_code: Some(125), message: http.into() })];
-        let decision =
-            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
-        let message = decision.platforms[0].message.as_deref().unwrap();
+        world.jobs = vec![observed(&name, JobState::Failed { exit_code: Some(125), message: http.into() })];
+        let message = world.decide().platforms[0].message.clone().unwrap();
         assert!(
             message.contains("set spec.output.insecureRegistry: true") && message.ends_with("HTTPS client"),
             "{message}"
         );
-        let jobs = [observed(&name, JobState::Succeeded { message: "pushed!".into() })];
-        let decision =
-            decide("blog", &spec, &platforms(&spec), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
-        assert!(decision.platforms[0].message.as_deref().unwrap().contains("instead of a sha256 digest"));
+        world.jobs = vec![observed(&name, JobState::Succeeded { message: Some("pushed!".into()) })];
+        assert!(world.decide().platforms[0].message.as_deref().unwrap().contains("instead of a sha256 digest"));
+    }
+
+    #[test]
+    fn a_job_that_gets_no_pod_on_a_node_fails_after_the_timeout_with_the_reason() {
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let name = world.job_names().remove(0);
+        let refused = "the Job cannot create its pod: violates PodSecurity \"baseline:latest\"";
+        world.jobs = vec![JobObservation {
+            unplaced_since: Some(time(990)),
+            problem: Some(refused.into()),
+            attempts: 0,
+            ..observed(&name, JobState::Running)
+        }];
+        let waiting = world.decide();
+        assert_eq!(waiting.platforms[0].phase, PlatformPhase::Building);
+        assert_eq!(waiting.platforms[0].message.as_deref(), Some(refused));
+        assert_eq!(waiting.recheck_in, Some(Duration::from_secs(20)));
+
+        world.now = time(1021);
+        let failed = world.decide();
+        assert_eq!(failed.platforms[0].phase, PlatformPhase::Failed);
+        let message = failed.platforms[0].message.as_deref().unwrap();
+        assert!(message.starts_with("no build pod ran within spec.builder.timeout (30m)"), "{message}");
+        assert!(message.ends_with("violates PodSecurity \"baseline:latest\""), "{message}");
+
+        // Recorded: the Job that still waits is deleted, the failure stands.
+        world.records = failed.platforms.clone();
+        let after = world.decide();
+        assert_eq!(after.delete, [name]);
+        assert_eq!(after.platforms, failed.platforms);
     }
 
     #[test]
     fn changed_inputs_replace_old_jobs() {
-        let spec_v1 = spec(&["linux/amd64"]);
-        let old = first_decision(&spec_v1).platforms[0].job.clone().unwrap();
-        let mut spec_v2 = spec_v1.clone();
-        spec_v2.build_args.insert("VERSION".into(), "2".into());
-        let jobs = [observed(&old, JobState::Running)];
-        let decision =
-            decide("blog", &spec_v2, &platforms(&spec_v2), &nodes(), &EmulationLabels::default(), &jobs, Some("fp"));
-        assert_eq!(decision.delete, [old]);
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let old = world.job_names().remove(0);
+        world.jobs = vec![observed(&old, JobState::Running)];
+        world.spec.build_args.insert("VERSION".into(), "2".into());
+        let decision = world.decide();
+        assert_eq!(decision.delete, std::slice::from_ref(&old));
         assert_eq!(decision.create.len(), 1);
         // A changed ConfigMap context is a changed input too.
-        let decision =
-            decide("blog", &spec_v1, &platforms(&spec_v1), &nodes(), &EmulationLabels::default(), &jobs, Some("fp2"));
-        assert_eq!(decision.delete.len(), 1);
+        world.spec.build_args.clear();
+        world.fingerprint = "fp2";
+        assert_eq!(world.decide().delete, [old]);
     }
 
     #[test]
     fn native_without_node_waits_and_says_why() {
-        let mut spec = spec(&["linux/arm64"]);
-        spec.placement = Placement::Native;
-        let decision = first_decision(&spec);
+        let mut world = World::new(spec(&["linux/arm64"]));
+        world.spec.placement = Placement::Native;
+        let decision = world.decide();
         assert!(decision.create.is_empty());
         assert_eq!(decision.platforms[0].phase, PlatformPhase::Waiting);
         assert!(decision.platforms[0].message.as_deref().unwrap().contains("kubernetes.io/arch=arm64"));
     }
 
     #[test]
-    fn auto_platforms_follow_usable_nodes() {
-        let spec = spec(&["auto"]);
-        let names: Vec<String> = platforms(&spec).iter().map(|p| p.to_string()).collect();
-        assert_eq!(names, ["linux/amd64", "linux/arm/v7"]);
+    fn auto_platforms_follow_the_nodes_that_exist_and_cordon_undoes_nothing() {
+        let mut world = World::new(spec(&["auto"]));
+        world.nodes.push(node("jetson-1", "linux/arm64", true, &[]));
+        let names: Vec<String> = world.decide().platforms.iter().map(|p| p.platform.clone()).collect();
+        assert_eq!(names, ["linux/amd64", "linux/arm/v7", "linux/arm64"]);
+        let jobs = world.job_names();
+        world.jobs = jobs.iter().map(|n| observed(n, succeeded('a'))).collect();
+        world.records = world.decide().platforms;
+        // Cordoned (or NotReady): the platform stays, its Job is not touched.
+        world.nodes[3].usable = false;
+        let decision = world.decide();
+        assert!(decision.delete.is_empty() && decision.create.is_empty());
+        assert_eq!(decision.platforms, world.records);
+        // Deleted, the last node of its platform: the platform leaves the index.
+        world.nodes.pop();
+        let decision = world.decide();
+        assert_eq!(decision.platforms.len(), 2);
+        assert_eq!(decision.delete, [jobs[2].clone()]);
     }
 }

@@ -11,6 +11,7 @@ use crate::registry::digest_of;
 
 /// Kubernetes puts the Job name into the `job-name` label of its pods: at most 63 characters.
 const MAX_JOB_NAME: usize = 63;
+const MAX_LABEL_VALUE: usize = 63;
 const HASH_LEN: usize = 10;
 
 /// Everything that determines what one platform's build produces.
@@ -80,12 +81,27 @@ pub fn platform_tags(output: &OutputSpec, platform: &Platform) -> Vec<String> {
     output.tags.iter().map(|tag| format!("{tag}-{arch}")).collect()
 }
 
-/// `<build>-<platform slug>-<hash>`, the build name shortened when the whole would pass 63 characters.
+/// `<build>-<platform slug>-<hash>`. When the whole would pass 63 characters, the build name is cut
+/// and a hash of all of it added, so two long names that share a beginning still get two Jobs.
 pub fn job_name(build: &str, platform: &Platform, hash: &str) -> String {
     let suffix = format!("-{}-{hash}", platform.slug());
-    let room = MAX_JOB_NAME.saturating_sub(suffix.len());
-    let prefix: String = build.chars().take(room).collect();
-    format!("{}{suffix}", prefix.trim_end_matches(['-', '.']))
+    format!("{}{suffix}", shortened(build, MAX_JOB_NAME.saturating_sub(suffix.len())))
+}
+
+/// The value of the `archway.dev/build` label for a build name: the name itself when it fits a label
+/// value (63 characters), else its beginning and a hash of all of it.
+pub fn build_label(build: &str) -> String {
+    shortened(build, MAX_LABEL_VALUE)
+}
+
+/// `name` if it has at most `room` characters, else its beginning, `-` and 6 hex of its hash in that room.
+fn shortened(name: &str, room: usize) -> String {
+    if name.len() <= room {
+        return name.to_string();
+    }
+    let hash = &digest_of(name.as_bytes())["sha256:".len()..][..6];
+    let prefix: String = name.chars().take(room.saturating_sub(hash.len() + 1)).collect();
+    format!("{}-{hash}", prefix.trim_end_matches(['-', '.']))
 }
 
 #[cfg(test)]
@@ -162,7 +178,18 @@ mod tests {
         let name = job_name(&long, &p("linux/arm/v7"), "0123456789");
         assert_eq!(name.len(), MAX_JOB_NAME);
         assert!(name.ends_with("-linux-arm-v7-0123456789"));
-        let dashed = format!("{}-{}", "a".repeat(38), "b".repeat(10));
+        let other = job_name(&("a".repeat(60) + "-c"), &p("linux/arm/v7"), "0123456789");
+        assert_ne!(name, other, "names that share their beginning get Jobs of their own");
+        let dashed = format!("{}-{}", "a".repeat(31), "b".repeat(10));
         assert!(!job_name(&dashed, &p("linux/arm/v7"), "0123456789").contains("--"));
+    }
+
+    #[test]
+    fn build_labels_fit_a_label_value() {
+        assert_eq!(build_label("blog"), "blog");
+        let long = "b".repeat(253);
+        let label = build_label(&long);
+        assert_eq!(label.len(), MAX_LABEL_VALUE);
+        assert_ne!(label, build_label(&("b".repeat(252) + "c")));
     }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::builders::{Builder, build_arg};
-use super::inputs::{BuildInputs, job_name};
+use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
 use crate::api::Source;
 use crate::platform::Platform;
@@ -36,6 +36,8 @@ pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.40";
 /// The version hack/build-buildkit.sh builds for the local environment, so both run one BuildKit.
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.26.3-rootless";
 
+pub const DEFAULT_FINISHED_JOB_TTL_SECONDS: i32 = 3600;
+
 /// Operator-level settings of build Jobs (flags of `archway operator`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuilderConfig {
@@ -46,6 +48,8 @@ pub struct BuilderConfig {
     pub tolerations: Vec<Toleration>,
     /// A ConfigMap (in the build's namespace) whose `ca.crt` the builder trusts for the registry.
     pub registry_ca_config_map: Option<String>,
+    /// How long a finished Job stays (`ttlSecondsAfterFinished`); its result is in the build's status.
+    pub finished_job_ttl_seconds: i32,
 }
 
 impl Default for BuilderConfig {
@@ -56,6 +60,7 @@ impl Default for BuilderConfig {
             git_image: "alpine/git:2.47.2".into(),
             tolerations: Vec::new(),
             registry_ca_config_map: None,
+            finished_job_ttl_seconds: DEFAULT_FINISHED_JOB_TTL_SECONDS,
         }
     }
 }
@@ -112,7 +117,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     let name = job_name(req.build_name, req.platform, &hash);
     let labels = BTreeMap::from([
         (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (BUILD_LABEL.to_string(), req.build_name.to_string()),
+        (BUILD_LABEL.to_string(), build_label(req.build_name)),
         (PLATFORM_LABEL.to_string(), req.platform.slug()),
         (INPUTS_LABEL.to_string(), hash.clone()),
         (MODE_LABEL.to_string(), format!("{:?}", req.placed.mode).to_lowercase()),
@@ -173,6 +178,8 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         },
         spec: Some(JobSpec {
             backoff_limit: Some(req.inputs.builder.retries),
+            active_deadline_seconds: Some(job_deadline_seconds(req.timeout_seconds, req.inputs.builder.retries)),
+            ttl_seconds_after_finished: Some(req.config.finished_job_ttl_seconds),
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
                 spec: Some(PodSpec {
@@ -199,6 +206,15 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         }),
         status: None,
     })
+}
+
+/// The Job's own deadline: every attempt's timeout and the Job controller's back-off between them
+/// (10 s doubling, at most 6 min). It bounds a Job whose pods never start, which the pods' own
+/// deadline cannot (it begins when a node starts the pod).
+fn job_deadline_seconds(timeout_seconds: i64, retries: i32) -> i64 {
+    let attempts = i64::from(retries.max(0)) + 1;
+    let backoff: i64 = (0..attempts - 1).map(|i| (10i64 << i.min(6)).min(360)).sum();
+    timeout_seconds.saturating_mul(attempts).saturating_add(backoff)
 }
 
 /// Where the context comes from: a ConfigMap mounted as it is, or a Git clone by an init container.
@@ -327,6 +343,9 @@ mod tests {
         assert!(name.starts_with("blog-linux-arm64-"), "{name}");
         let spec = job.spec.as_ref().unwrap();
         assert_eq!(spec.backoff_limit, Some(2));
+        // Three attempts of 30 minutes, with 10 s and 20 s of back-off between them.
+        assert_eq!(spec.active_deadline_seconds, Some(3 * 1800 + 30));
+        assert_eq!(spec.ttl_seconds_after_finished, Some(DEFAULT_FINISHED_JOB_TTL_SECONDS));
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(pod.active_deadline_seconds, Some(1800));
         let c = container(&job);

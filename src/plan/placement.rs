@@ -170,9 +170,10 @@ fn requirement(key: &str, operator: &str, values: &[&str]) -> NodeSelectorRequir
     }
 }
 
-/// The distinct platforms of the usable nodes, for `platforms: [auto]`, sorted.
+/// The distinct platforms of the cluster's nodes, for `platforms: [auto]`, sorted. Every node counts,
+/// cordoned and NotReady ones too: maintenance must not shrink an image.
 pub fn cluster_platforms(nodes: &[NodeView]) -> Vec<Platform> {
-    let set: BTreeSet<Platform> = nodes.iter().filter(|n| n.usable).filter_map(|n| n.platform.clone()).collect();
+    let set: BTreeSet<Platform> = nodes.iter().filter_map(|n| n.platform.clone()).collect();
     set.into_iter().collect()
 }
 
@@ -279,8 +280,8 @@ mod tests {
     }
 
     #[test]
-    fn cluster_platforms_are_distinct_and_usable_only() {
+    fn cluster_platforms_are_distinct_and_count_unusable_nodes() {
         let platforms = cluster_platforms(&cluster(false));
-        assert_eq!(platforms, vec![p("linux/amd64"), p("linux/arm/v7")]);
+        assert_eq!(platforms, vec![p("linux/amd64"), p("linux/arm/v7"), p("linux/arm64")]);
     }
 }

@@ -226,7 +226,13 @@ impl Registry {
             .map(|tag| repository.tag(tag).map_err(|e| invalid(op, format!("{repository}:{tag}"), e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
         let body = index.to_vec();
+        let digest = digest_of(index);
         for reference in &references {
+            // Already there (a repeated publish, or a restart between push and status write): a push
+            // would change nothing but the registry's logs and the tag's history.
+            if self.head_digest(reference).await.is_ok_and(|current| current == digest) {
+                continue;
+            }
             self.call(op, reference, |client, auth| {
                 let (reference, body) = (reference.clone(), body.clone());
                 async move {
@@ -239,7 +245,7 @@ impl Registry {
             })
             .await?;
         }
-        Ok(digest_of(index))
+        Ok(digest)
     }
 
     /// One operation: retried while its errors are transient, each try bounded in time, over HTTPS

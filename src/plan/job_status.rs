@@ -1,0 +1,240 @@
+//! What a build Job and its pods say, read into plain data: how the Job ended, what its builder
+//! reported, and, while it waits or after it failed, why, in words a person can act on (the pod
+//! refused at creation, unschedulable, an image that cannot be pulled, a missing volume, a failed clone).
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+
+use super::job::{BUILDER_CONTAINER, MODE_LABEL};
+use crate::api::BuildMode;
+
+/// What the controller saw of one build Job it owns (and of that Job's pods).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobObservation {
+    pub name: String,
+    pub mode: Option<BuildMode>,
+    pub state: JobState,
+    /// Node of the newest pod.
+    pub node: Option<String>,
+    /// Pods seen (each retry is a new pod; pods deleted since are not counted).
+    pub attempts: i32,
+    pub started_at: Option<Time>,
+    pub completed_at: Option<Time>,
+    /// Since when the Job has had no pod on a node: no pod yet (from the Job's start) or the newest
+    /// one not scheduled (from its creation). `None` while a pod is on a node, or once it ended.
+    pub unplaced_since: Option<Time>,
+    /// Why the newest pod does not run, or why none could be created.
+    pub problem: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum JobState {
+    #[default]
+    Running,
+    /// Complete; the termination message of the pod that succeeded (`None` when no pod is left to
+    /// read it from: drained, garbage-collected).
+    Succeeded { message: Option<String> },
+    /// Failed after its retries (or its deadline); what the last pod or the Job said.
+    Failed { exit_code: Option<i32>, message: String },
+}
+
+/// Reads a Job, its pods (any order) and, for a Job that has no pod, the message of its latest
+/// `FailedCreate` event (Pod Security, quota: the Job controller reports those only as events).
+pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>) -> JobObservation {
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
+    let status = job.status.clone().unwrap_or_default();
+    let condition =
+        |type_: &str| status.conditions.iter().flatten().find(|c| c.type_ == type_ && c.status == "True").cloned();
+    let newest = pods.last();
+    let problem = match newest {
+        Some(pod) => pod_problem(pod),
+        None => create_failure.map(|m| format!("the Job cannot create its pod: {m}")),
+    };
+    let (state, completed_at) = if let Some(complete) = condition("Complete") {
+        let message = pods.iter().rev().filter_map(builder_terminated).find(|t| t.0 == 0).map(|t| t.1);
+        (JobState::Succeeded { message }, status.completion_time.clone().or(complete.last_transition_time))
+    } else if let Some(failed) = condition("Failed") {
+        let last = pods.iter().rev().find_map(builder_terminated);
+        let exit_code = last.as_ref().map(|t| t.0);
+        let job_says = failed.message.clone().unwrap_or_else(|| failed.reason.clone().unwrap_or_default());
+        let message = match (last.map(|t| t.1).filter(|m| !m.trim().is_empty()), &problem) {
+            (Some(log), _) => log,
+            (None, Some(problem)) => format!("{problem} ({job_says})"),
+            (None, None) => job_says,
+        };
+        (JobState::Failed { exit_code, message }, failed.last_transition_time)
+    } else {
+        (JobState::Running, None)
+    };
+    let unplaced_since = match (&state, newest) {
+        (JobState::Running, None) => status.start_time.clone().or(job.metadata.creation_timestamp.clone()),
+        (JobState::Running, Some(pod)) if node_of(pod).is_none() => pod.metadata.creation_timestamp.clone(),
+        _ => None,
+    };
+    let mode = match job.labels().get(MODE_LABEL).map(String::as_str) {
+        Some("native") => Some(BuildMode::Native),
+        Some("emulated") => Some(BuildMode::Emulated),
+        _ => None,
+    };
+    JobObservation {
+        name: job.name_any(),
+        mode,
+        state,
+        node: pods.iter().rev().find_map(node_of),
+        attempts: pods.len() as i32,
+        started_at: status.start_time,
+        completed_at,
+        unplaced_since,
+        problem,
+    }
+}
+
+fn node_of(pod: &Pod) -> Option<String> {
+    pod.spec.as_ref()?.node_name.clone()
+}
+
+/// Exit code and termination message of the builder container, once it ended.
+fn builder_terminated(pod: &Pod) -> Option<(i32, String)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == BUILDER_CONTAINER)?;
+    let terminated = status.state.as_ref()?.terminated.as_ref()?;
+    Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
+}
+
+/// Why a pod does not run, or did not get to build: the first of a failed init container (the git
+/// clone), a container that cannot start (image pull, missing Secret or ConfigMap), not scheduled, or
+/// the pod's own failure reason when its builder never ran.
+pub fn pod_problem(pod: &Pod) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    let inits = status.init_container_statuses.iter().flatten();
+    for init in inits.clone() {
+        if let Some(t) = init.state.as_ref().and_then(|s| s.terminated.as_ref()).filter(|t| t.exit_code != 0) {
+            let said = t.message.as_deref().or(t.reason.as_deref()).unwrap_or_default().trim().to_string();
+            return Some(format!("init container {:?} failed with exit code {}: {said}", init.name, t.exit_code));
+        }
+    }
+    let waiting = |c: &ContainerStatus| {
+        let w = c.state.as_ref()?.waiting.as_ref()?;
+        let reason = w.reason.as_deref().filter(|r| !matches!(*r, "ContainerCreating" | "PodInitializing"))?;
+        Some(format!("container {:?}: {reason}: {}", c.name, w.message.as_deref().unwrap_or_default()))
+    };
+    if let Some(problem) = inits.chain(status.container_statuses.iter().flatten()).find_map(waiting) {
+        return Some(problem);
+    }
+    let unscheduled = status.conditions.iter().flatten().find(|c| c.type_ == "PodScheduled" && c.status == "False");
+    if let Some(c) = unscheduled {
+        let reason = c.reason.as_deref().unwrap_or("Unschedulable");
+        return Some(format!("the pod cannot be scheduled ({reason}): {}", c.message.as_deref().unwrap_or_default()));
+    }
+    if status.phase.as_deref() == Some("Failed") && builder_terminated(pod).is_none() {
+        let reason = status.reason.as_deref().unwrap_or("Failed");
+        return Some(format!("the pod failed ({reason}): {}", status.message.as_deref().unwrap_or_default()));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "blog-linux-amd64-0123456789", "labels": {MODE_LABEL: "native"},
+                         "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "status": {"startTime": "2026-01-01T00:00:01Z", "conditions": conditions},
+        }))
+        .unwrap()
+    }
+
+    fn pod(created: &str, node: Option<&str>, status: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("p-{created}"), "creationTimestamp": created},
+            "spec": {"nodeName": node, "containers": [{"name": BUILDER_CONTAINER}]},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn terminated(code: i32, message: &str) -> serde_json::Value {
+        json!({"phase": if code == 0 { "Succeeded" } else { "Failed" }, "containerStatuses": [{
+            "name": BUILDER_CONTAINER, "image": "", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": code, "message": message}}}]})
+    }
+
+    #[test]
+    fn a_complete_job_reports_the_digest_or_nothing_once_its_pods_are_gone() {
+        let complete = job(json!([{"type": "Complete", "status": "True"}]));
+        let done = pod("2026-01-01T00:00:02Z", Some("x86-1"), terminated(0, "sha256:abc\n"));
+        let seen = observe_job(&complete, vec![done], None);
+        assert_eq!(seen.state, JobState::Succeeded { message: Some("sha256:abc\n".into()) });
+        assert_eq!((seen.node.as_deref(), seen.attempts, seen.mode), (Some("x86-1"), 1, Some(BuildMode::Native)));
+        assert_eq!(observe_job(&complete, vec![], None).state, JobState::Succeeded { message: None });
+    }
+
+    #[test]
+    fn a_failed_job_says_what_the_builder_said_else_why_it_never_built() {
+        let failed = job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
+                                 "message": "Job has reached the specified backoff limit"}]));
+        let log = pod("2026-01-01T00:00:02Z", Some("x86-1"), terminated(1, "RUN false: exit status 1"));
+        let seen = observe_job(&failed, vec![log], None);
+        assert_eq!(seen.state, JobState::Failed { exit_code: Some(1), message: "RUN false: exit status 1".into() });
+
+        let no_volume = pod(
+            "2026-01-01T00:00:02Z",
+            Some("x86-1"),
+            json!({"phase": "Failed", "reason": "CreateContainerConfigError", "containerStatuses": [{
+                "name": BUILDER_CONTAINER, "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "CreateContainerConfigError",
+                                      "message": "configmap \"registry-ca\" not found"}}}]}),
+        );
+        let JobState::Failed { exit_code, message } = observe_job(&failed, vec![no_volume], None).state else {
+            panic!("not failed")
+        };
+        assert_eq!(exit_code, None);
+        assert!(message.contains("configmap \"registry-ca\" not found"), "{message}");
+        assert!(message.ends_with("(Job has reached the specified backoff limit)"), "{message}");
+
+        let clone = pod(
+            "2026-01-01T00:00:02Z",
+            Some("x86-1"),
+            json!({"phase": "Failed", "initContainerStatuses": [{
+                "name": "clone", "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"terminated": {"exitCode": 128, "message": "fatal: repository not found\n"}}}]}),
+        );
+        let JobState::Failed { message, .. } = observe_job(&failed, vec![clone], None).state else { panic!() };
+        assert!(message.starts_with("init container \"clone\" failed with exit code 128: fatal: repository"));
+    }
+
+    #[test]
+    fn a_job_without_a_pod_on_a_node_says_why_and_since_when() {
+        let running = job(json!([]));
+        let refused = "pods \"x\" is forbidden: violates PodSecurity \"baseline:latest\"";
+        let seen = observe_job(&running, vec![], Some(refused.into()));
+        assert_eq!(seen.state, JobState::Running);
+        assert!(seen.problem.as_deref().unwrap().contains("violates PodSecurity"), "{seen:?}");
+        assert_eq!(seen.unplaced_since, running.status.as_ref().unwrap().start_time);
+
+        let pending = pod(
+            "2026-01-01T00:00:05Z",
+            None,
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+                "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient memory."}]}),
+        );
+        let seen = observe_job(&running, vec![pending.clone()], None);
+        assert!(seen.problem.as_deref().unwrap().contains("4 Insufficient memory"), "{seen:?}");
+        assert_eq!(seen.unplaced_since, pending.metadata.creation_timestamp);
+
+        let pulling = pod(
+            "2026-01-01T00:00:05Z",
+            Some("pi-1"),
+            json!({"phase": "Pending", "containerStatuses": [{
+                "name": BUILDER_CONTAINER, "image": "", "imageID": "", "ready": false, "restartCount": 0,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no linux/arm/v7 image"}}}]}),
+        );
+        let seen = observe_job(&running, vec![pulling], None);
+        assert_eq!(seen.unplaced_since, None, "on a node: the pod's own deadline runs");
+        assert_eq!(seen.problem.as_deref(), Some("container \"build\": ImagePullBackOff: no linux/arm/v7 image"));
+    }
+}

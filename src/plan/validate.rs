@@ -1,0 +1,60 @@
+//! The spec checked once, into the values the later steps use: what the CRD's schema and CEL rules
+//! cannot fully say (an object stored before a rule existed, or written around admission) is found
+//! here, with the field and the fix in the message.
+
+use std::time::Duration;
+
+use crate::api::MultiArchBuildSpec;
+use crate::registry::Repository;
+
+/// A spec whose fields parse.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidBuild {
+    /// `spec.output.image`.
+    pub repository: Repository,
+    /// `spec.builder.timeout`, at least a second.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error("spec.output.image: {0}")]
+    Image(String),
+    #[error("spec.builder.timeout: {0}; use a positive duration such as 90s, 30m or 1h30m")]
+    Timeout(String),
+}
+
+pub fn validate(spec: &MultiArchBuildSpec) -> Result<ValidBuild, SpecError> {
+    let repository = spec.output.image.parse::<Repository>().map_err(|e| SpecError::Image(e.to_string()))?;
+    let timeout = match spec.builder.timeout.parse::<kube::core::Duration>() {
+        Ok(d) if !d.is_negative() => Duration::from(d).max(Duration::from_secs(1)),
+        Ok(_) => return Err(SpecError::Timeout("must not be negative".into())),
+        Err(e) => return Err(SpecError::Timeout(e.to_string())),
+    };
+    Ok(ValidBuild { repository, timeout })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::OutputSpec;
+
+    fn spec(image: &str, timeout: &str) -> MultiArchBuildSpec {
+        let mut spec = MultiArchBuildSpec {
+            output: OutputSpec { image: image.into(), ..Default::default() },
+            ..Default::default()
+        };
+        spec.builder.timeout = timeout.into();
+        spec
+    }
+
+    #[test]
+    fn fields_parse_once_and_errors_name_them() {
+        let valid = validate(&spec("registry.example.com/blog", "90s")).unwrap();
+        assert_eq!(valid.timeout, Duration::from_secs(90));
+        assert_eq!(valid.repository.to_string(), "registry.example.com/blog");
+        let e = validate(&spec("registry.example.com/blog", "soon")).unwrap_err();
+        assert!(e.to_string().starts_with("spec.builder.timeout: "), "{e}");
+        assert!(matches!(validate(&spec("Blog With Spaces", "90s")), Err(SpecError::Image(_))));
+    }
+}
