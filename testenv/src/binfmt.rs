@@ -14,17 +14,22 @@ const BINFMT: &str = "/proc/sys/fs/binfmt_misc";
 const HANDLERS: &[&str] = &["qemu-aarch64", "qemu-arm"];
 const FIX: &str = "install qemu-user-static and binfmt-support (hack/install-deps.sh), as root";
 
+/// Environments that start side by side (tests run in parallel) may both find it missing: whoever
+/// loses the race finds it done by the other.
 pub async fn ensure() -> Result<()> {
-    if !Path::new(BINFMT).join("register").exists() {
-        run(Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", BINFMT]))
-            .await
-            .with_context(|| format!("mounting binfmt_misc on {BINFMT} (needs root)"))?;
+    let register = Path::new(BINFMT).join("register");
+    if !register.exists() {
+        let mounted = run(Command::new("mount").args(["-t", "binfmt_misc", "binfmt_misc", BINFMT])).await;
+        if !register.exists() {
+            mounted.with_context(|| format!("mounting binfmt_misc on {BINFMT} (needs root)"))?;
+        }
     }
     for handler in HANDLERS {
         if check(handler).is_err() {
-            run(Command::new("update-binfmts").args(["--enable", handler]))
-                .await
-                .with_context(|| format!("enabling the {handler} binfmt handler; {FIX}"))?;
+            let enabled = run(Command::new("update-binfmts").args(["--enable", handler])).await;
+            if check(handler).is_err() {
+                enabled.with_context(|| format!("enabling the {handler} binfmt handler; {FIX}"))?;
+            }
         }
         check(handler).with_context(|| format!("binfmt handler {handler}; {FIX}"))?;
     }

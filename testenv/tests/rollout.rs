@@ -9,10 +9,9 @@ mod common;
 use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
-use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::Env;
 use common::blog::{NS, api, blog_build, is_ready, raw_index, start, wait_status};
-use common::wait;
+use common::{scrape_operator, wait};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -242,17 +241,6 @@ async fn running_pods(client: &Client, app: &str, count: usize) -> Result<BTreeM
         Ok(Some(by_node))
     })
     .await
-}
-
-/// The operator's `/metrics`, from its pod's address and its `metrics` port.
-async fn scrape_operator(client: &Client) -> Result<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let pod = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items.into_iter().next();
-    let ip = pod.and_then(|p| p.status?.pod_ip).context("the operator pod has no IP")?;
-    let response =
-        reqwest::Client::builder().no_proxy().build()?.get(format!("http://{ip}:8080/metrics")).send().await?;
-    ensure!(response.status().is_success(), "GET /metrics: {}", response.status());
-    Ok(response.text().await?)
 }
 
 /// What a user or CI runs: kstatus readiness through kubectl.

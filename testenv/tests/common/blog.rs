@@ -3,6 +3,7 @@
 
 use anyhow::{Context, Result};
 use archway::api::MultiArchBuild;
+use archway::plan::inputs::build_label;
 use archway_testenv::env::{Env, EnvOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -36,7 +37,17 @@ pub async fn apply_and_wait(client: &Client, build: &Value, phase: &str) -> Resu
 }
 
 pub async fn wait_status(client: &Client, name: &str, done: impl Fn(&Value) -> bool) -> Result<Value> {
-    let builds = api(client);
+    wait_status_in(client, NS, name, done).await
+}
+
+/// Waits until the status of build `name` in `namespace` describes its generation and satisfies `done`.
+pub async fn wait_status_in(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
+    let builds: Api<MultiArchBuild> = Api::namespaced(client.clone(), namespace);
     let found = wait(&format!("MultiArchBuild {name}"), || async {
         let build = builds.get(name).await?;
         let status = serde_json::to_value(&build.status)?;
@@ -54,7 +65,7 @@ pub async fn wait_status(client: &Client, name: &str, done: impl Fn(&Value) -> b
 }
 
 pub async fn jobs_of(client: &Client, build: &str) -> Result<Vec<Job>> {
-    let params = ListParams::default().labels(&format!("archway.dev/build={build}"));
+    let params = ListParams::default().labels(&format!("archway.dev/build={}", build_label(build)));
     Ok(Api::<Job>::namespaced(client.clone(), NS).list(&params).await?.items)
 }
 
@@ -88,6 +99,12 @@ pub async fn start(name: &str) -> Result<(Env, Client)> {
 
 /// The blog's context; the operator's install made the CRD and the registry's Secret and CA.
 async fn setup(client: &Client, env: &Env) -> Result<()> {
+    create_context(client, env, NS).await?;
+    super::wait_served(client).await
+}
+
+/// The blog's context ConfigMap `blog-context` in `namespace`.
+pub async fn create_context(client: &Client, env: &Env, namespace: &str) -> Result<()> {
     let base = env.base_image.clone().context("base image")?;
     let files = [
         ("Dockerfile", format!("FROM {base}\nCOPY index.html /srv/\nRUN uname -m > /srv/arch\n")),
@@ -103,6 +120,6 @@ async fn setup(client: &Client, env: &Env) -> Result<()> {
         data: Some(files.into_iter().map(|(k, v)| (k.to_string(), v)).collect()),
         ..Default::default()
     };
-    Api::<ConfigMap>::namespaced(client.clone(), NS).create(&PostParams::default(), &context).await?;
-    super::wait_served(client).await
+    Api::<ConfigMap>::namespaced(client.clone(), namespace).create(&PostParams::default(), &context).await?;
+    Ok(())
 }

@@ -7,10 +7,11 @@ pub mod blog;
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
+use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::Api;
-use kube::api::{ObjectMeta, PostParams};
+use kube::api::{ListParams, ObjectMeta, PostParams};
 use serde_json::Value;
 
 /// Waits until the apiserver serves MultiArchBuilds: discovery lags behind the CRD's Established
@@ -175,4 +176,15 @@ pub async fn manifest_digest(registry: &archway_testenv::registry::Registry, ref
 pub async fn manifest_digest_raw(registry: &archway_testenv::registry::Registry, reference: &str) -> Result<String> {
     let raw = archway_testenv::baseimage::inspect_raw(registry, reference).await?;
     Ok(archway::registry::digest_of(raw.as_bytes()))
+}
+
+/// The operator's `/metrics`, from its pod's address and its `metrics` port.
+pub async fn scrape_operator(client: &kube::Client) -> Result<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let pod = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items.into_iter().next();
+    let ip = pod.and_then(|p| p.status?.pod_ip).context("the operator pod has no IP")?;
+    let response =
+        reqwest::Client::builder().no_proxy().build()?.get(format!("http://{ip}:8080/metrics")).send().await?;
+    ensure!(response.status().is_success(), "GET /metrics: {}", response.status());
+    Ok(response.text().await?)
 }

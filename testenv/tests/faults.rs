@@ -1,0 +1,212 @@
+//! Cluster life, done to a build the way a cluster does it: completed pods deleted (drain, the pod
+//! garbage collector), finished Jobs deleted (their TTL), a node cordoned and uncordoned, a namespace
+//! whose Pod Security refuses build pods, a namespace without the registry CA, a name longer than a
+//! label value. Each case ends with the build converged, a reason a person can act on, no second Job
+//! for the same platform and inputs, and the published index digest unchanged when nothing changed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, ensure};
+use archway::plan::inputs::build_label;
+use archway_testenv::cluster_setup::{REGISTRY_CA_CONFIG_MAP, create_registry_objects};
+use archway_testenv::env::Env;
+use common::blog::{NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, start, wait_status_in};
+use common::{manifest_digest_raw, scrape_operator, wait};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_published_build_survives_drain_pod_gc_ttl_and_cordon() -> Result<()> {
+    let (env, client) = start("faults-life").await?;
+    let name = "blog-life";
+    let status = apply_and_wait(&client, &blog_build(&env, name, &["auto"], "Dockerfile"), "Ready").await?;
+    let image = status["image"].as_str().context("status.image")?.to_string();
+    let platforms = platform_names(&status);
+    ensure!(platforms == ["linux/amd64", "linux/arm/v7", "linux/arm64"], "{platforms:?}");
+    let tag = format!("{}/asksven/blog:new", env.registry.host);
+    let index = manifest_digest_raw(&env.registry, &tag).await?;
+    ensure!(image.ends_with(&index), "{image} is not what {tag} names ({index})");
+    let jobs = job_names(&jobs_of(&client, name).await?);
+    ensure!(jobs.len() == 3, "{jobs:?}");
+    let unchanged = Expect { name, image: &image, platforms: &platforms, tag: &tag, index: &index };
+
+    // Drain and the pod garbage collector delete completed pods: the Jobs stay, nothing is rebuilt.
+    let selector = ListParams::default().labels(&format!("archway.dev/build={name}"));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    pods.delete_collection(&DeleteParams::default(), &selector).await?;
+    wait("the build pods to go", || async { Ok(pods.list(&selector).await?.items.is_empty().then_some(())) }).await?;
+    poke_and_settle(&client).await?;
+    unchanged.check(&client, &env).await?;
+    ensure!(job_names(&jobs_of(&client, name).await?) == jobs, "the Jobs changed after their pods were deleted");
+
+    // The Jobs' TTL runs out (or someone deletes them): still built, no Job comes back.
+    let jobs_api: Api<Job> = Api::namespaced(client.clone(), NS);
+    jobs_api.delete_collection(&DeleteParams::background(), &selector).await?;
+    wait("the Jobs to go", || async { Ok(jobs_api.list(&selector).await?.items.is_empty().then_some(())) }).await?;
+    poke_and_settle(&client).await?;
+    unchanged.check(&client, &env).await?;
+    ensure!(jobs_of(&client, name).await?.is_empty(), "a Job was created for a built platform");
+
+    // The only arm64 node cordoned, then uncordoned: [auto] keeps arm64, the index stays the same.
+    let nodes: Api<Node> = Api::all(client.clone());
+    for unschedulable in [true, false] {
+        let patch = json!({"spec": {"unschedulable": unschedulable}});
+        nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(patch)).await?;
+        poke_and_settle(&client).await?;
+        unchanged.check(&client, &env).await?;
+    }
+    ensure!(jobs_of(&client, name).await?.is_empty(), "cordon made a Job");
+
+    // One event per transition: each platform was reported building once, built once.
+    let events = build_events(&client, NS, name).await?;
+    for reason in ["PlatformBuilding", "PlatformBuilt"] {
+        let count = events.iter().filter(|e| e.reason.as_deref() == Some(reason)).count();
+        ensure!(count == 3, "{count} {reason} events for 3 platforms: {:?}", notes(&events));
+    }
+    env.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_end_with_a_reason_and_any_valid_name_builds() -> Result<()> {
+    let (env, client) = start("faults-waits").await?;
+
+    // A name longer than a label value (63): built and published all the same.
+    let long = format!("blog-{}", "x".repeat(67));
+    ensure!(long.len() == 72);
+    let status = apply_and_wait(&client, &blog_build(&env, &long, &["linux/amd64"], "Dockerfile"), "Ready").await?;
+    ensure!(status["image"].as_str().is_some(), "{status}");
+    let jobs = jobs_of(&client, &long).await?;
+    ensure!(jobs.len() == 1, "{} Jobs", jobs.len());
+    let labels = jobs[0].metadata.labels.clone().unwrap_or_default();
+    ensure!(labels.get("archway.dev/build") == Some(&build_label(&long)), "{labels:?}");
+
+    // Pod Security `baseline` refuses the builder's capabilities: the Job never gets a pod. The build
+    // fails about when its timeout runs out, and says why.
+    let baseline = "psa-baseline";
+    build_namespace(&client, &env, baseline, &[("pod-security.kubernetes.io/enforce", "baseline")]).await?;
+    let mut refused = blog_build(&env, "blog-refused", &["linux/amd64"], "Dockerfile");
+    refused["metadata"]["namespace"] = json!(baseline);
+    refused["spec"]["builder"] = json!({"timeout": "30s"});
+    let started = Instant::now();
+    let status = apply_in(&client, baseline, &refused, "Failed").await?;
+    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("spec.builder.timeout (30s)") && message.contains("PodSecurity"), "{message}");
+    let took = started.elapsed();
+    ensure!(took < Duration::from_secs(30 + 45), "failed after {took:?}, the timeout is 30s");
+    let events = build_events(&client, baseline, "blog-refused").await?;
+    ensure!(
+        events.iter().any(|e| e.reason.as_deref() == Some("PlatformFailed")
+            && e.note.as_deref().is_some_and(|n| n.contains("PodSecurity"))),
+        "no PlatformFailed event naming Pod Security: {:?}",
+        notes(&events)
+    );
+
+    // The registry CA ConfigMap that build pods mount is missing: the build names it.
+    let no_ca = "no-registry-ca";
+    build_namespace(&client, &env, no_ca, &[]).await?;
+    Api::<ConfigMap>::namespaced(client.clone(), no_ca).delete(REGISTRY_CA_CONFIG_MAP, &Default::default()).await?;
+    let mut missing = blog_build(&env, "blog-no-ca", &["linux/amd64"], "Dockerfile");
+    missing["metadata"]["namespace"] = json!(no_ca);
+    missing["spec"]["builder"] = json!({"retries": 0});
+    let status = apply_in(&client, no_ca, &missing, "Failed").await?;
+    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains(&format!("configmap \"{REGISTRY_CA_CONFIG_MAP}\" not found")), "{message}");
+
+    env.shutdown().await;
+    Ok(())
+}
+
+/// What must not move while the cluster changes around a published build.
+struct Expect<'a> {
+    name: &'a str,
+    image: &'a str,
+    platforms: &'a [String],
+    tag: &'a str,
+    index: &'a str,
+}
+
+impl Expect<'_> {
+    async fn check(&self, client: &Client, env: &Env) -> Result<()> {
+        let build = api(client).get(self.name).await?;
+        let status = serde_json::to_value(&build.status)?;
+        ensure!(is_ready(&status), "no longer Ready: {status}");
+        ensure!(status["image"] == self.image, "status.image moved from {}: {status}", self.image);
+        ensure!(platform_names(&status) == self.platforms, "platforms changed: {status}");
+        let index = manifest_digest_raw(&env.registry, self.tag).await?;
+        ensure!(index == self.index, "{} was pushed again: {} -> {index}", self.tag, self.index);
+        Ok(())
+    }
+}
+
+/// Changes a label of every node (as a node agent would) and waits until the operator has reconciled
+/// since: its reconcile count grows, and a moment more for a reconcile that was under way.
+async fn poke_and_settle(client: &Client) -> Result<()> {
+    let before = reconciles(client).await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let stamp = format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
+    for node in nodes.list(&ListParams::default()).await? {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let patch = json!({"metadata": {"labels": {"faults.archway.dev/poked": stamp}}});
+        nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
+    }
+    wait("the operator to reconcile", || async { Ok((reconciles(client).await? > before).then_some(())) }).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    Ok(())
+}
+
+async fn reconciles(client: &Client) -> Result<f64> {
+    let metrics = scrape_operator(client).await?;
+    let line = metrics.lines().find(|l| l.starts_with("archway_reconciles_total ")).context("no reconcile count")?;
+    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+}
+
+/// A namespace with `labels`, the registry's push secret and CA, and the blog's context.
+async fn build_namespace(client: &Client, env: &Env, name: &str, labels: &[(&str, &str)]) -> Result<()> {
+    let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+    let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
+    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
+    create_registry_objects(client, &env.registry, name).await?;
+    create_context(client, env, name).await
+}
+
+async fn apply_in(client: &Client, namespace: &str, build: &Value, phase: &str) -> Result<Value> {
+    let name = build["metadata"]["name"].as_str().context("name")?;
+    let builds: Api<archway::api::MultiArchBuild> = Api::namespaced(client.clone(), namespace);
+    builds.patch(name, &PatchParams::apply("test"), &Patch::Apply(build)).await?;
+    wait_status_in(client, namespace, name, |s| s["phase"] == phase).await
+}
+
+async fn build_events(client: &Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?.items;
+    let about = |e: &Event| {
+        e.regarding
+            .as_ref()
+            .is_some_and(|r| r.kind.as_deref() == Some("MultiArchBuild") && r.name.as_deref() == Some(name))
+    };
+    Ok(events.into_iter().filter(about).collect())
+}
+
+fn notes(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{}: {}", e.reason.as_deref().unwrap_or(""), e.note.as_deref().unwrap_or("")))
+        .collect()
+}
+
+fn platform_names(status: &Value) -> Vec<String> {
+    let platforms = status["platforms"].as_array().cloned().unwrap_or_default();
+    platforms.iter().filter_map(|p| p["platform"].as_str().map(str::to_string)).collect()
+}
+
+fn job_names(jobs: &[Job]) -> Vec<String> {
+    let mut names: Vec<String> = jobs.iter().filter_map(|j| j.metadata.name.clone()).collect();
+    names.sort();
+    names
+}
