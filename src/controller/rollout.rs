@@ -61,6 +61,9 @@ pub async fn roll_out(
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
                     status.state = TargetState::Blocked;
                     status.message = Some(format!("cannot update {:?} {:?}: {}", target.kind, target.name, e.message));
+                    // Not moved to it: the next reconcile tries again rather than taking it as applied.
+                    status.image = None;
+                    status.updated_at = previous.as_ref().and_then(|p| p.updated_at.clone());
                 }
                 Err(e) => return Err(e.into()),
             }

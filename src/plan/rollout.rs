@@ -125,9 +125,29 @@ pub fn plan_target(input: &TargetInput) -> TargetPlan {
         tolerations: (!target.remove_arch_tolerations.is_empty()).then(|| tolerations.clone().unwrap_or_default()),
         restricted_to: restriction.clone(),
     };
-    let up_to_date = containers.iter().all(|c| image_of(pod, c) == Some(input.image))
+    let images_set = containers.iter().all(|c| image_of(pod, c) == Some(input.image));
+    let up_to_date = images_set
         && (!target.restrict_to_covered_architectures || (terms == current_terms && restriction.as_ref() == recorded))
         && (target.remove_arch_tolerations.is_empty() || tolerations == pod.tolerations);
+    // archway applied this image before (its status says so) and the workload says otherwise: something
+    // rewrote it after archway's change. Applying again would fight it on every reconcile.
+    let applied_before =
+        input.previous.is_some_and(|p| p.image.as_deref() == Some(input.image) && p.updated_at.is_some());
+    if !images_set && applied_before {
+        let live: Vec<String> =
+            containers.iter().map(|c| format!("{c}={}", image_of(pod, c).unwrap_or("(none)"))).collect();
+        let mut status = blocked(format!(
+            "archway set the image to {} and the workload now has {}: something rewrote it afterwards (a mutating \
+             admission policy, another controller, a client-side apply); archway does not apply it again. Exempt \
+             this workload from that rewrite, or let it keep the digest",
+            input.image,
+            live.join(", ")
+        ))
+        .status;
+        status.image = Some(input.image.to_string());
+        status.containers = containers;
+        return TargetPlan { apply: None, status };
+    }
     let status = TargetStatus { containers, image: Some(input.image.to_string()), restricted_to, ..base };
     if !up_to_date {
         let message = format!("rolling out {}{kept_note}", input.image);

@@ -151,6 +151,29 @@ fn a_covering_index_moves_only_the_containers_of_the_output_repository() {
 }
 
 #[test]
+fn a_workload_rewritten_after_archways_change_costs_one_patch_then_says_so() {
+    // A mutating policy turns the digest back into a tag (of the same repository, or of a mirror for a
+    // target that names its container) on every write.
+    let named = RolloutTarget { container: Some("web".into()), ..target() };
+    for (target, rewritten) in [(target(), format!("{REPO}:new")), (named, "mirror.example.com/blog:new".into())] {
+        let before = blog(&format!("{REPO}:new"), json!({}), true);
+        let first = plan(&target, Some(&before), &ALL, None);
+        assert!(first.apply.is_some());
+        let mutated = blog(&rewritten, json!({}), true);
+        let second = plan_on(&target, Some(&mutated), &ALL, Some(&first.status), &cluster(), 1300);
+        assert!(second.apply.is_none(), "applied again: {:?}", second.apply);
+        assert_eq!(second.status.state, TargetState::Blocked);
+        assert_eq!(second.status.updated_at, Some(time(1000)), "archway changed nothing since");
+        let message = second.status.message.as_deref().unwrap();
+        assert!(message.contains(&format!("web={rewritten}")) && message.contains("rewrote"), "{message}");
+        // Stable: the same status again, still no patch.
+        let third = plan_on(&target, Some(&mutated), &ALL, Some(&second.status), &cluster(), 1600);
+        assert!(third.apply.is_none());
+        assert_eq!(third.status, second.status);
+    }
+}
+
+#[test]
 fn an_index_that_misses_a_node_platform_blocks_and_names_it() {
     let before = blog(&format!("{REPO}:new"), json!({}), true);
     let plan = plan(&target(), Some(&before), &["linux/amd64", "linux/arm64"], None);
