@@ -99,8 +99,10 @@ pub struct Source {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct GitSource {
-    /// Clone URL, for example `https://github.com/asksven/blog.git`.
+    /// Clone URL, for example `https://github.com/asksven/blog.git`. Credentials go in `secretRef`,
+    /// never in the URL (it is copied into the image's annotations and shown by `kubectl get`).
     #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = rules::no_url_credentials("spec.source.git.url"))]
     pub url: String,
     /// Branch, tag or commit to build (default `main`).
     #[serde(default = "default_revision")]
@@ -360,6 +362,16 @@ mod rules {
         Rule::new("has(self.git) != has(self.configMap)").message(
             "spec.source must set exactly one of spec.source.git (a repository) or spec.source.configMap \
              (a ConfigMap whose keys are the context's files)",
+        )
+    }
+
+    /// `https://user:token@host/...` or `https://token@host/...`; `ssh://git@host` names a user only.
+    pub fn no_url_credentials(field: &str) -> Rule {
+        Rule::new("!self.matches('^[A-Za-z][A-Za-z0-9+.-]*://[^/@]*@') || self.matches('^ssh://[^/:@]*@')").message(
+            msg(format!(
+                "{field} must not carry credentials (user:password@ or a token before the host): put them in a \
+                 kubernetes.io/basic-auth Secret and name it in spec.source.git.secretRef"
+            )),
         )
     }
 

@@ -99,10 +99,22 @@ pub fn digest_of(bytes: &[u8]) -> String {
 
 /// Annotations for the index: the source and the revision built, where known.
 pub fn index_annotations(source: Option<&str>, revision: Option<&str>) -> BTreeMap<String, String> {
-    [(ANNOTATION_SOURCE, source), (ANNOTATION_REVISION, revision)]
+    let source = source.map(without_credentials);
+    [(ANNOTATION_SOURCE, source.as_deref()), (ANNOTATION_REVISION, revision)]
         .into_iter()
         .filter_map(|(key, value)| Some((key.to_string(), value.filter(|v| !v.is_empty())?.to_string())))
         .collect()
+}
+
+/// A URL without the `user:password@` (or token) part: an index is public to whoever can pull it.
+/// scp-like `git@host:path` names a user, not a secret, and stays.
+fn without_credentials(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) if scheme != "ssh" || rest[..at].contains(':') => format!("{scheme}://{}", &rest[at + 1..]),
+        _ => url.to_string(),
+    }
 }
 
 #[derive(Serialize)]
@@ -198,6 +210,17 @@ mod tests {
     use super::*;
     use oci_client::manifest::{IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
     use serde_json::{Value, json};
+
+    #[test]
+    fn the_source_annotation_never_carries_credentials() {
+        let source = |url: &str| index_annotations(Some(url), None)[ANNOTATION_SOURCE].clone();
+        assert_eq!(source("https://x-token:ghp_secret@github.com/a/b.git"), "https://github.com/a/b.git");
+        assert_eq!(source("https://ghp_secret@github.com/a/b.git"), "https://github.com/a/b.git");
+        assert_eq!(source("ssh://git@github.com/a/b.git"), "ssh://git@github.com/a/b.git");
+        assert_eq!(source("ssh://git:pw@github.com/a/b.git"), "ssh://github.com/a/b.git");
+        assert_eq!(source("git@github.com:a/b.git"), "git@github.com:a/b.git");
+        assert_eq!(source("https://example.com/a@b/c.git"), "https://example.com/a@b/c.git");
+    }
 
     fn p(s: &str) -> Platform {
         s.parse().unwrap()
