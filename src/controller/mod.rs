@@ -36,6 +36,7 @@ use events::{event, publish_event, record_transitions};
 use crate::api::{MultiArchBuild, MultiArchBuildStatus, TargetState, WorkloadKind};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
+use crate::plan::inputs::REBUILD_ANNOTATION;
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::status::{Publish, already_published, desired_status};
 use crate::plan::validate::{ValidBuild, validate};
@@ -190,6 +191,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         emulation: &emulation,
         jobs: &observed.jobs,
         context_fingerprint: observed.context_fingerprint.as_deref(),
+        rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
         records: old.map(|o| o.platforms.as_slice()).unwrap_or_default(),
         timeout: valid.timeout,
         now: &now,

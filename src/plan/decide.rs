@@ -68,6 +68,8 @@ pub struct Inputs<'a> {
     pub jobs: &'a [JobObservation],
     /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
     pub context_fingerprint: Option<&'a str>,
+    /// The build's rebuild annotation ([`super::inputs::REBUILD_ANNOTATION`]), if set.
+    pub rebuild_requested_at: Option<&'a str>,
     /// The platforms of the status last written: the record of what was built.
     pub records: &'a [PlatformStatus],
     /// `spec.builder.timeout`: also how long a Job may go without a pod on a node.
@@ -82,7 +84,10 @@ pub fn decide(input: &Inputs) -> Decision {
     let mut decision = Decision::default();
     let mut keep = Vec::new();
     for platform in input.platforms {
-        let inputs = BuildInputs::new(input.spec, platform, input.context_fingerprint);
+        let inputs = BuildInputs {
+            rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
+            ..BuildInputs::new(input.spec, platform, input.context_fingerprint)
+        };
         let hash = inputs.hash();
         let name = job_name(input.build_name, platform, &hash);
         let job = input.jobs.iter().find(|j| j.name == name);
@@ -286,12 +291,21 @@ mod tests {
         jobs: Vec<JobObservation>,
         records: Vec<PlatformStatus>,
         fingerprint: &'static str,
+        rebuild: Option<String>,
         now: Time,
     }
 
     impl World {
         fn new(spec: MultiArchBuildSpec) -> World {
-            World { spec, nodes: nodes(), jobs: vec![], records: vec![], fingerprint: "fp", now: time(1000) }
+            World {
+                spec,
+                nodes: nodes(),
+                jobs: vec![],
+                records: vec![],
+                fingerprint: "fp",
+                rebuild: None,
+                now: time(1000),
+            }
         }
 
         fn decide(&self) -> Decision {
@@ -304,6 +318,7 @@ mod tests {
                 emulation: &EmulationLabels::default(),
                 jobs: &self.jobs,
                 context_fingerprint: Some(self.fingerprint),
+                rebuild_requested_at: self.rebuild.as_deref(),
                 records: &self.records,
                 timeout: Duration::from_secs(30),
                 now: &self.now,
@@ -442,8 +457,15 @@ mod tests {
         // Recorded: the Job that still waits is deleted, the failure stands.
         world.records = failed.platforms.clone();
         let after = world.decide();
-        assert_eq!(after.delete, [name]);
+        assert_eq!(after.delete, std::slice::from_ref(&name));
         assert_eq!(after.platforms, failed.platforms);
+
+        // Once the cause is fixed, a rebuild request builds it again under a new Job.
+        world.jobs.clear();
+        world.rebuild = Some("2026-12-03T10:00:00Z".into());
+        let retried = world.decide();
+        assert_eq!(retried.create.len(), 1);
+        assert_ne!(retried.platforms[0].job.as_deref(), Some(name.as_str()));
     }
 
     #[test]

@@ -32,7 +32,14 @@ pub struct BuildInputs {
     pub insecure_registry: bool,
     /// The `<tag>-<arch>` tags this build pushes besides the digest (none unless `platformTags`).
     pub platform_tags: Vec<String>,
+    /// The value of [`REBUILD_ANNOTATION`]: a new value is new inputs, so every platform builds again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rebuild_requested_at: Option<String>,
 }
+
+/// Changing this annotation of a MultiArchBuild (any value; a timestamp by convention) builds every
+/// platform again with unchanged inputs: the way to retry a failed build once its cause is fixed.
+pub const REBUILD_ANNOTATION: &str = "archway.dev/rebuild-requested-at";
 
 impl BuildInputs {
     pub fn new(spec: &MultiArchBuildSpec, platform: &Platform, context_fingerprint: Option<&str>) -> BuildInputs {
@@ -47,6 +54,7 @@ impl BuildInputs {
             push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
             insecure_registry: spec.output.insecure_registry,
             platform_tags: platform_tags(&spec.output, platform),
+            rebuild_requested_at: None,
         }
     }
 
@@ -159,6 +167,12 @@ mod tests {
         assert_eq!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
         retagged.output.platform_tags = true;
         assert_ne!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
+        // A rebuild request is a new build of the same spec.
+        let requested = BuildInputs {
+            rebuild_requested_at: Some("2026-12-03T10:00:00Z".into()),
+            ..BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-1"))
+        };
+        assert_ne!(base, requested.hash());
     }
 
     #[test]
