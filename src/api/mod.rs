@@ -8,7 +8,8 @@ pub use spec::{
     Placement, RolloutSpec, RolloutTarget, Source, WorkloadKind,
 };
 pub use status::{
-    BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState, TargetStatus, condition,
+    BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus, TargetState,
+    TargetStatus, condition,
 };
 
 use kube::CustomResourceExt;

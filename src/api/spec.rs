@@ -104,9 +104,10 @@ pub struct GitSource {
     #[schemars(length(min = 1, max = 2048))]
     #[x_kube(validation = rules::no_url_credentials("spec.source.git.url"))]
     pub url: String,
-    /// Branch, tag or commit to build (default `main`).
+    /// Branch, tag or full 40-character commit to build (default `main`). A branch or tag is resolved
+    /// to one commit, recorded in `status.source`, which every platform builds.
     #[serde(default = "default_revision")]
-    #[schemars(length(min = 1, max = 256))]
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[^-]"))]
     pub revision: String,
     /// Directory inside the repository that is the build context (default `.`).
     #[serde(default = "default_context_dir")]
@@ -118,6 +119,12 @@ pub struct GitSource {
     /// (`kubernetes.io/basic-auth` or `kubernetes.io/ssh-auth`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalRef>,
+    /// How often to look whether `revision` moved to another commit, as a duration such as `10m`; a new
+    /// commit is built, published and rolled out. Unset: resolved once per change of the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = rules::positive_duration("spec.source.git.pollInterval"))]
+    pub poll_interval: Option<String>,
 }
 
 impl Default for GitSource {
@@ -127,6 +134,7 @@ impl Default for GitSource {
             revision: default_revision(),
             context_dir: default_context_dir(),
             secret_ref: None,
+            poll_interval: None,
         }
     }
 }

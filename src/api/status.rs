@@ -41,10 +41,39 @@ pub struct MultiArchBuildStatus {
     /// The pushed multi-arch image by digest, `<spec.output.image>@sha256:<index digest>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The commit a git source builds, and how it was found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<SourceStatus>,
     /// One entry per `spec.rollout.targets` workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["kind".into(), "name".into()]))]
     pub targets: Vec<TargetStatus>,
+}
+
+/// The revision of a git source, resolved to the commit that every platform builds.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceStatus {
+    /// `spec.source.git.revision` as resolved.
+    pub revision: String,
+    /// The commit every platform's build checks out, and the index's `org.opencontainers.image.revision`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// When the revision was resolved to `commit` (the start of the next `pollInterval`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_at: Option<Time>,
+    /// The `metadata.generation` it was resolved for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<i64>,
+    /// What was resolved: a hash of the URL, revision, generation and rebuild request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The Job that resolves it (or did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
+    /// Why it is not resolved, or why the last poll failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// The rollout of one workload to the published image.

@@ -15,6 +15,7 @@ fn full_spec() -> MultiArchBuildSpec {
                 revision: "v2".into(),
                 context_dir: "site".into(),
                 secret_ref: Some(LocalRef { name: "git-credentials".into() }),
+                poll_interval: Some("10m".into()),
             }),
             config_map: None,
         },
@@ -82,6 +83,15 @@ fn full_status() -> MultiArchBuildStatus {
             message: None,
         }],
         image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
+        source: Some(SourceStatus {
+            revision: "v2".into(),
+            commit: Some("ab".repeat(20)),
+            resolved_at: Some(time.clone()),
+            generation: Some(3),
+            key: Some("0123456789".into()),
+            job: Some("blog-resolve-0123456789".into()),
+            message: None,
+        }),
         targets: vec![TargetStatus {
             kind: WorkloadKind::Deployment,
             name: "blog".into(),

@@ -33,11 +33,12 @@ pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
 
-use crate::api::{MultiArchBuild, MultiArchBuildStatus, TargetState, WorkloadKind};
+use crate::api::{GitSource, MultiArchBuild, MultiArchBuildStatus, SourceStatus, TargetState, WorkloadKind};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
-use crate::plan::inputs::REBUILD_ANNOTATION;
-use crate::plan::job::{JobRequest, build_job};
+use crate::plan::git::{GitStep, ResolveObservation, ResolveRequest, git_step, resolve_job};
+use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
+use crate::plan::job::{BUILD_LABEL, JobRequest, build_job};
 use crate::plan::status::{Publish, already_published, desired_status};
 use crate::plan::validate::{ValidBuild, validate};
 use crate::platform::Platform;
@@ -169,20 +170,44 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let generation = build.metadata.generation.unwrap_or_default();
     let valid = match validate(&build.spec) {
         Ok(valid) => valid,
-        Err(e) => return fail_permanently(build, ctx, "InvalidSpec", &e.to_string()).await,
+        Err(e) => return fail_permanently(build, ctx, "InvalidSpec", &e.to_string(), None).await,
     };
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, build, &emulation).await;
     let observed = match observed {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message, None).await,
         other => other?,
     };
     let platforms = match requested_platforms(&build.spec, &observed.nodes) {
         Ok(platforms) => platforms,
-        Err(e) => return fail_permanently(build, ctx, "InvalidPlatform", &format!("spec.platforms: {e}")).await,
+        Err(e) => {
+            let message = format!("spec.platforms: {e}");
+            return fail_permanently(build, ctx, "InvalidPlatform", &message, None).await;
+        }
     };
     let old = build.status.as_ref();
     let now = now();
+    let rebuild_requested_at = build.annotations().get(REBUILD_ANNOTATION).map(String::as_str);
+    let git = build.spec.source.git.as_ref().map(|git| {
+        git_step(&ResolveObservation {
+            build_name: &name,
+            git,
+            poll_interval: valid.poll_interval,
+            generation,
+            rebuild_requested_at,
+            recorded: old.and_then(|o| o.source.as_ref()),
+            jobs: &observed.resolve_jobs,
+            now: &now,
+        })
+    });
+    if let (Some(step), Some(git)) = (&git, &build.spec.source.git) {
+        apply_resolve(build, ctx, step, git).await?;
+    }
+    let source = git.as_ref().map(|step| step.status.clone());
+    if let Some(message) = git.as_ref().and_then(|step| step.failed.as_deref()) {
+        return fail_permanently(build, ctx, "RevisionUnresolved", message, source).await;
+    }
+    let commit = git.as_ref().and_then(|step| step.commit.as_deref());
     let decision = decide(&decide::Inputs {
         build_name: &name,
         spec: &build.spec,
@@ -191,26 +216,33 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         emulation: &emulation,
         jobs: &observed.jobs,
         context_fingerprint: observed.context_fingerprint.as_deref(),
-        rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
+        rebuild_requested_at,
+        source: match (&git, commit) {
+            (None, _) => decide::SourceRevision::NotGit,
+            (Some(_), None) => decide::SourceRevision::Resolving,
+            (Some(_), Some(commit)) => decide::SourceRevision::Commit(commit),
+        },
         records: old.map(|o| o.platforms.as_slice()).unwrap_or_default(),
         timeout: valid.timeout,
         now: &now,
     });
     match apply_jobs(build, ctx, &decision, &valid).await {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message).await,
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message, source).await,
         other => other?,
     }
 
     let built = decision.built();
     let publish = match (already_published(old, generation, &decision), &built) {
         (Some(image), _) => Publish::Published { image },
-        (None, Some(built)) => match publish::publish(&ctx.client, build, &valid, built, &ctx.registry_ca).await {
-            Ok(publish) => publish,
-            Err(Error::Registry(e)) if !e.is_transient() => {
-                Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
+        (None, Some(built)) => {
+            match publish::publish(&ctx.client, build, &valid, built, commit, &ctx.registry_ca).await {
+                Ok(publish) => publish,
+                Err(Error::Registry(e)) if !e.is_transient() => {
+                    Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
+                }
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
-        },
+        }
         _ => Publish::NotYet,
     };
     let offered: Vec<Platform> = built.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
@@ -220,13 +252,14 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     };
     let targets = rollout::roll_out(&ctx.client, build, &valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
-    write_status(build, ctx, desired_status(generation, &decision, &publish, &targets, old, &now)).await?;
+    let status =
+        MultiArchBuildStatus { source, ..desired_status(generation, &decision, &publish, &targets, old, &now) };
+    write_status(build, ctx, status).await?;
     // Jobs, nodes and workloads wake the controller; a rollout is looked at often for its deadline, a
-    // Job without a pod when its wait runs out, and the long requeue is a safety net only.
-    let mut next = Duration::from_secs(if rolling { 20 } else { 300 });
-    if let Some(recheck) = decision.recheck_in {
-        next = next.min(recheck);
-    }
+    // Job without a pod when its wait runs out, a git source when its poll is due, and the long requeue
+    // is a safety net only.
+    let rechecks = [decision.recheck_in, git.and_then(|step| step.recheck_in)];
+    let next = rechecks.into_iter().flatten().fold(Duration::from_secs(if rolling { 20 } else { 300 }), Duration::min);
     Ok(Action::requeue(next))
 }
 
@@ -253,28 +286,62 @@ async fn apply_jobs(
             timeout_seconds,
         };
         let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
-        let job_name = job.metadata.name.clone().unwrap_or_default();
-        match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &job).await {
-            Ok(_) => info!(job = job_name, platform = %create.platform, "created build job"),
-            // Created by an earlier pass whose status write did not land (it is ours: keep it), being
-            // deleted (create it on a later pass), or someone else's: say so.
-            Err(kube::Error::Api(status)) if status.code == 409 => {
-                let existing = jobs.get_metadata_opt(&job_name).await?;
-                let ours = existing.as_ref().is_none_or(|j| j.owner_references().iter().any(|o| o.uid == owner.uid));
-                if !ours {
-                    return Err(Error::Invalid(format!(
-                        "a Job named {job_name:?} already exists in namespace {namespace:?} and belongs to something \
-                         else; delete it, or rename this MultiArchBuild"
-                    )));
-                }
-            }
-            Err(e) => return Err(e.into()),
+        if create_job(&jobs, &job, &owner.uid).await? {
+            info!(job = job.metadata.name.as_deref().unwrap_or_default(), platform = %create.platform, "created build job");
         }
     }
-    for stale in &decision.delete {
-        let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
-        match jobs.delete(stale, &params).await {
-            Ok(_) => info!(job = stale.as_str(), "deleted build job"),
+    delete_jobs(&jobs, &decision.delete).await
+}
+
+/// Creates the git source's resolve Job when one is due, deletes the ones done with.
+async fn apply_resolve(build: &MultiArchBuild, ctx: &Context, step: &GitStep, git: &GitSource) -> Result<(), Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    if let Some(name) = &step.create {
+        let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
+        let labels = [(BUILD_LABEL.to_string(), build_label(&build.name_any()))].into();
+        let job = resolve_job(&ResolveRequest {
+            name,
+            namespace: &namespace,
+            labels,
+            owner: owner.clone(),
+            git,
+            image: &ctx.config.git_image,
+            ttl_seconds: ctx.config.finished_job_ttl,
+        });
+        if create_job(&jobs, &job, &owner.uid).await? {
+            info!(job = name.as_str(), revision = git.revision, "resolving the git revision");
+        }
+    }
+    delete_jobs(&jobs, &step.delete).await
+}
+
+/// Creates a Job owned by `owner_uid`; `false` when it exists already (created by an earlier pass
+/// whose status write did not land, or still being deleted: a later pass creates it). A Job of that
+/// name that belongs to something else is an error that names it.
+async fn create_job(jobs: &Api<Job>, job: &Job, owner_uid: &str) -> Result<bool, Error> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = jobs.get_metadata_opt(&name).await?;
+            if existing.is_some_and(|j| j.owner_references().iter().all(|o| o.uid != owner_uid)) {
+                return Err(Error::Invalid(format!(
+                    "a Job named {name:?} already exists in this namespace and belongs to something else; delete \
+                     it, or rename this MultiArchBuild"
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_jobs(jobs: &Api<Job>, names: &[String]) -> Result<(), Error> {
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    for name in names {
+        match jobs.delete(name, &params).await {
+            Ok(_) => info!(job = name.as_str(), "deleted job"),
             Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(e) => return Err(e.into()),
         }
@@ -283,12 +350,21 @@ async fn apply_jobs(
 }
 
 /// A problem only a change can fix: say so in status and an event, and wait.
-async fn fail_permanently(build: &MultiArchBuild, ctx: &Context, reason: &str, message: &str) -> Result<Action, Error> {
+/// `source` replaces the git source's status when given; otherwise the one last written stays.
+async fn fail_permanently(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    reason: &str,
+    message: &str,
+    source: Option<SourceStatus>,
+) -> Result<Action, Error> {
     let generation = build.metadata.generation.unwrap_or_default();
     let publish = Publish::Failed { reason: reason.into(), message: message.into() };
     let old = build.status.as_ref();
     let targets = rollout::pending_targets(build);
-    write_status(build, ctx, desired_status(generation, &Decision::default(), &publish, &targets, old, &now())).await?;
+    let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());
+    let source = source.or_else(|| old.and_then(|o| o.source.clone()));
+    write_status(build, ctx, MultiArchBuildStatus { source, ..status }).await?;
     // The fix may be outside the resource (a ConfigMap created later): look again now and then.
     Ok(Action::requeue(Duration::from_secs(60)))
 }

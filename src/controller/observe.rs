@@ -12,8 +12,9 @@ use sha2::{Digest, Sha256};
 use super::error::Error;
 use crate::api::MultiArchBuild;
 use crate::plan::decide::JobObservation;
+use crate::plan::git;
 use crate::plan::inputs::build_label;
-use crate::plan::job::BUILD_LABEL;
+use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER};
 use crate::plan::job_status::observe_job;
 use crate::plan::placement::{EmulationLabels, NodeView};
 
@@ -23,7 +24,10 @@ pub struct Observed {
     pub nodes: Vec<NodeView>,
     /// The nodes as read, for the rollout's coverage check.
     pub node_objects: Vec<Node>,
+    /// The platforms' build Jobs.
     pub jobs: Vec<JobObservation>,
+    /// The Jobs that resolve a git revision.
+    pub resolve_jobs: Vec<JobObservation>,
     pub context_fingerprint: Option<String>,
 }
 
@@ -40,20 +44,25 @@ pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &Emulat
             pods_by_job.entry(job).or_default().push(pod);
         }
     }
-    let mut observed = Vec::new();
+    let (mut observed, mut resolve_jobs) = (Vec::new(), Vec::new());
     for job in jobs.into_iter().filter(|job| job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref())) {
         let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
         let create_failure = match pods.is_empty() {
             true => create_failure(client, &job).await?,
             false => None,
         };
-        observed.push(observe_job(&job, pods, create_failure));
+        if job.labels().get(git::ROLE_LABEL).map(String::as_str) == Some(git::RESOLVE_ROLE) {
+            resolve_jobs.push(observe_job(&job, pods, create_failure, git::RESOLVE_CONTAINER));
+        } else {
+            observed.push(observe_job(&job, pods, create_failure, BUILDER_CONTAINER));
+        }
     }
     require_push_secret(client, build, &namespace).await?;
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
         node_objects: nodes.items,
         jobs: observed,
+        resolve_jobs,
         context_fingerprint: context_fingerprint(client, build, &namespace).await?,
     })
 }

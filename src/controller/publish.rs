@@ -17,6 +17,7 @@ pub async fn publish(
     build: &MultiArchBuild,
     valid: &ValidBuild,
     built: &[(Platform, String)],
+    commit: Option<&str>,
     extra_ca_pem: &[Vec<u8>],
 ) -> Result<Publish, Error> {
     let output = &build.spec.output;
@@ -61,7 +62,7 @@ pub async fn publish(
         }
     }
     let git = build.spec.source.git.as_ref();
-    let annotations = index_annotations(git.map(|g| g.url.as_str()), git.map(|g| g.revision.as_str()));
+    let annotations = index_annotations(git.map(|g| g.url.as_str()), commit);
     let index = match assemble_index(&children, &annotations) {
         Ok(index) => index,
         Err(e) => return Ok(failed("InvalidIndex", e.to_string())),

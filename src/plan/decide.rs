@@ -58,6 +58,17 @@ pub fn requested_platforms(spec: &MultiArchBuildSpec, nodes: &[NodeView]) -> Res
     spec.platforms.iter().map(|p| parse_known(p)).collect()
 }
 
+/// What a git source builds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum SourceRevision<'a> {
+    /// A ConfigMap source.
+    NotGit,
+    /// The revision is being resolved: no platform can start yet.
+    Resolving,
+    /// The commit the revision resolved to.
+    Commit(&'a str),
+}
+
 /// Everything one decision reads.
 pub struct Inputs<'a> {
     pub build_name: &'a str,
@@ -70,6 +81,8 @@ pub struct Inputs<'a> {
     pub context_fingerprint: Option<&'a str>,
     /// The build's rebuild annotation ([`super::inputs::REBUILD_ANNOTATION`]), if set.
     pub rebuild_requested_at: Option<&'a str>,
+    /// For a git source, the commit every platform builds (see [`super::git`]).
+    pub source: SourceRevision<'a>,
     /// The platforms of the status last written: the record of what was built.
     pub records: &'a [PlatformStatus],
     /// `spec.builder.timeout`: also how long a Job may go without a pod on a node.
@@ -82,12 +95,27 @@ pub struct Inputs<'a> {
 /// what happens to nodes later never undoes a platform that is built or building.
 pub fn decide(input: &Inputs) -> Decision {
     let mut decision = Decision::default();
+    if input.source == SourceRevision::Resolving {
+        let message = "waiting for spec.source.git.revision to be resolved to a commit";
+        let pending = |p: &Platform| PlatformStatus {
+            platform: p.to_string(),
+            message: Some(message.into()),
+            ..Default::default()
+        };
+        decision.platforms = input.platforms.iter().map(pending).collect();
+        return decision;
+    }
     let mut keep = Vec::new();
     for platform in input.platforms {
-        let inputs = BuildInputs {
+        let mut inputs = BuildInputs {
             rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
             ..BuildInputs::new(input.spec, platform, input.context_fingerprint)
         };
+        if let (Some(git), SourceRevision::Commit(commit)) = (inputs.source.git.as_mut(), input.source) {
+            // The commit is the input, not the name that led to it; how often to look is no input.
+            git.revision = commit.to_string();
+            git.poll_interval = None;
+        }
         let hash = inputs.hash();
         let name = job_name(input.build_name, platform, &hash);
         let job = input.jobs.iter().find(|j| j.name == name);
@@ -319,6 +347,7 @@ mod tests {
                 jobs: &self.jobs,
                 context_fingerprint: Some(self.fingerprint),
                 rebuild_requested_at: self.rebuild.as_deref(),
+                source: SourceRevision::NotGit,
                 records: &self.records,
                 timeout: Duration::from_secs(30),
                 now: &self.now,

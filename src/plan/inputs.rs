@@ -96,6 +96,12 @@ pub fn job_name(build: &str, platform: &Platform, hash: &str) -> String {
     format!("{}{suffix}", shortened(build, MAX_JOB_NAME.saturating_sub(suffix.len())))
 }
 
+/// `<build>-resolve-<hash>`: the Job that resolves a git revision, shortened as [`job_name`] is.
+pub fn resolve_job_name(build: &str, hash: &str) -> String {
+    let suffix = format!("-resolve-{hash}");
+    format!("{}{suffix}", shortened(build, MAX_JOB_NAME.saturating_sub(suffix.len())))
+}
+
 /// The value of the `archway.dev/build` label for a build name: the name itself when it fits a label
 /// value (63 characters), else its beginning and a hash of all of it.
 pub fn build_label(build: &str) -> String {

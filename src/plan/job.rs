@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::builders::{Builder, build_arg};
+use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
 use crate::api::Source;
@@ -30,7 +31,6 @@ const CONTEXT_DIR: &str = "/workspace/context";
 const SOURCE_DIR: &str = "/workspace/source";
 const AUTH_DIR: &str = "/archway/auth";
 const CA_DIR: &str = "/archway/ca";
-const GIT_CREDENTIALS_DIR: &str = "/archway/git";
 
 pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.40";
 /// The version hack/build-buildkit.sh builds for the local environment, so both run one BuildKit.
@@ -69,26 +69,6 @@ impl Default for BuilderConfig {
 pub fn build_tag(platform: &Platform, hash: &str) -> String {
     format!("archway-{}-{hash}", platform.slug())
 }
-
-/// Clones `$1` at revision `$2` into `$3`. Credentials come from the `secretRef` Secret when one is
-/// mounted: `kubernetes.io/basic-auth` (username, password) through a credential helper that reads the
-/// files, or `kubernetes.io/ssh-auth` (ssh-privatekey, and known_hosts if the Secret has it; without
-/// it the host key is accepted on first use).
-const GIT_CLONE_SCRIPT: &str = r#"set -eu
-c=/archway/git
-if [ -f "$c/ssh-privatekey" ]; then
-  GIT_SSH_COMMAND="ssh -i $c/ssh-privatekey -o IdentitiesOnly=yes"
-  if [ -f "$c/known_hosts" ]; then
-    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o UserKnownHostsFile=$c/known_hosts"
-  else
-    GIT_SSH_COMMAND="$GIT_SSH_COMMAND -o StrictHostKeyChecking=accept-new"
-  fi
-  export GIT_SSH_COMMAND
-fi
-helper='!f() { test -f /archway/git/username && echo "username=$(cat /archway/git/username)"; test -f /archway/git/password && echo "password=$(cat /archway/git/password)"; true; }; f'
-git -c credential.helper="$helper" clone --quiet "$1" "$3"
-git -C "$3" checkout --quiet "$2"
-"#;
 
 /// Everything the Job of one platform depends on.
 pub struct JobRequest<'a> {
@@ -223,36 +203,10 @@ fn source(req: &JobRequest) -> (String, Option<Vec<Container>>, Vec<Volume>, Vec
         Source { git: Some(git), .. } => {
             let mut volumes =
                 vec![Volume { name: "source".into(), empty_dir: Some(Default::default()), ..Default::default() }];
-            let mut mounts = vec![mount("source", SOURCE_DIR, false)];
-            if let Some(secret) = &git.secret_ref {
-                volumes.push(Volume {
-                    name: "git-credentials".into(),
-                    // ssh refuses a private key that others may read.
-                    secret: Some(SecretVolumeSource {
-                        secret_name: Some(secret.name.clone()),
-                        default_mode: Some(0o400),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                });
-                mounts.push(mount("git-credentials", GIT_CREDENTIALS_DIR, true));
-            }
-            let clone = Container {
-                name: "clone".into(),
-                image: Some(req.config.git_image.clone()),
-                command: Some(vec!["sh".into()]),
-                args: Some(vec![
-                    "-c".into(),
-                    GIT_CLONE_SCRIPT.into(),
-                    "clone".into(),
-                    git.url.clone(),
-                    git.revision.clone(),
-                    SOURCE_DIR.into(),
-                ]),
-                volume_mounts: Some(mounts),
-                termination_message_policy: Some("FallbackToLogsOnError".into()),
-                ..Default::default()
-            };
+            volumes.extend(git::credentials_volume(git));
+            // The inputs' revision is the resolved commit (see `plan::git`).
+            let clone =
+                git::clone_container(git, &git.revision, &req.config.git_image, mount("source", SOURCE_DIR, false));
             let context = format!("{SOURCE_DIR}/{}", git.context_dir.trim_start_matches("./"));
             (context, Some(vec![clone]), volumes, vec![mount("source", SOURCE_DIR, true)])
         }
@@ -381,7 +335,7 @@ mod tests {
         let secret = credentials.secret.as_ref().unwrap();
         assert_eq!((secret.secret_name.as_deref(), secret.default_mode), (Some("git-token"), Some(0o400)));
         let mounts = clone.volume_mounts.as_ref().unwrap();
-        assert!(mounts.iter().any(|m| m.mount_path == GIT_CREDENTIALS_DIR && m.read_only == Some(true)));
+        assert!(mounts.iter().any(|m| m.mount_path == "/archway/git" && m.read_only == Some(true)));
         assert_eq!(env(container(&job), "ARCHWAY_CONTEXT"), "/workspace/source/site");
     }
 

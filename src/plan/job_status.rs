@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::job::{BUILDER_CONTAINER, MODE_LABEL};
+use super::job::MODE_LABEL;
 use crate::api::BuildMode;
 
 /// What the controller saw of one build Job it owns (and of that Job's pods).
@@ -42,7 +42,9 @@ pub enum JobState {
 
 /// Reads a Job, its pods (any order) and, for a Job that has no pod, the message of its latest
 /// `FailedCreate` event (Pod Security, quota: the Job controller reports those only as events).
-pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>) -> JobObservation {
+/// `container` is the one whose termination message is the Job's result.
+pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>, container: &str) -> JobObservation {
+    let builder_terminated = |pod: &Pod| terminated(pod, container);
     pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
     let status = job.status.clone().unwrap_or_default();
     let condition =
@@ -53,10 +55,10 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
         None => create_failure.map(|m| format!("the Job cannot create its pod: {m}")),
     };
     let (state, completed_at) = if let Some(complete) = condition("Complete") {
-        let message = pods.iter().rev().filter_map(builder_terminated).find(|t| t.0 == 0).map(|t| t.1);
+        let message = pods.iter().rev().filter_map(&builder_terminated).find(|t| t.0 == 0).map(|t| t.1);
         (JobState::Succeeded { message }, status.completion_time.clone().or(complete.last_transition_time))
     } else if let Some(failed) = condition("Failed") {
-        let last = pods.iter().rev().find_map(builder_terminated);
+        let last = pods.iter().rev().find_map(&builder_terminated);
         let exit_code = last.as_ref().map(|t| t.0);
         let job_says = failed.message.clone().unwrap_or_else(|| failed.reason.clone().unwrap_or_default());
         let message = match (last.map(|t| t.1).filter(|m| !m.trim().is_empty()), &problem) {
@@ -95,9 +97,9 @@ fn node_of(pod: &Pod) -> Option<String> {
     pod.spec.as_ref()?.node_name.clone()
 }
 
-/// Exit code and termination message of the builder container, once it ended.
-fn builder_terminated(pod: &Pod) -> Option<(i32, String)> {
-    let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == BUILDER_CONTAINER)?;
+/// Exit code and termination message of `container`, once it ended.
+fn terminated(pod: &Pod, container: &str) -> Option<(i32, String)> {
+    let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == container)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
     Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
 }
@@ -127,7 +129,9 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
         let reason = c.reason.as_deref().unwrap_or("Unschedulable");
         return Some(format!("the pod cannot be scheduled ({reason}): {}", c.message.as_deref().unwrap_or_default()));
     }
-    if status.phase.as_deref() == Some("Failed") && builder_terminated(pod).is_none() {
+    let main_ended =
+        status.container_statuses.iter().flatten().any(|c| c.state.as_ref().is_some_and(|s| s.terminated.is_some()));
+    if status.phase.as_deref() == Some("Failed") && !main_ended {
         let reason = status.reason.as_deref().unwrap_or("Failed");
         return Some(format!("the pod failed ({reason}): {}", status.message.as_deref().unwrap_or_default()));
     }
@@ -137,6 +141,7 @@ pub fn pod_problem(pod: &Pod) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::job::BUILDER_CONTAINER;
     use serde_json::json;
 
     fn job(conditions: serde_json::Value) -> Job {
@@ -167,10 +172,13 @@ mod tests {
     fn a_complete_job_reports_the_digest_or_nothing_once_its_pods_are_gone() {
         let complete = job(json!([{"type": "Complete", "status": "True"}]));
         let done = pod("2026-01-01T00:00:02Z", Some("x86-1"), terminated(0, "sha256:abc\n"));
-        let seen = observe_job(&complete, vec![done], None);
+        let seen = observe_job(&complete, vec![done], None, BUILDER_CONTAINER);
         assert_eq!(seen.state, JobState::Succeeded { message: Some("sha256:abc\n".into()) });
         assert_eq!((seen.node.as_deref(), seen.attempts, seen.mode), (Some("x86-1"), 1, Some(BuildMode::Native)));
-        assert_eq!(observe_job(&complete, vec![], None).state, JobState::Succeeded { message: None });
+        assert_eq!(
+            observe_job(&complete, vec![], None, BUILDER_CONTAINER).state,
+            JobState::Succeeded { message: None }
+        );
     }
 
     #[test]
@@ -178,7 +186,7 @@ mod tests {
         let failed = job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded",
                                  "message": "Job has reached the specified backoff limit"}]));
         let log = pod("2026-01-01T00:00:02Z", Some("x86-1"), terminated(1, "RUN false: exit status 1"));
-        let seen = observe_job(&failed, vec![log], None);
+        let seen = observe_job(&failed, vec![log], None, BUILDER_CONTAINER);
         assert_eq!(seen.state, JobState::Failed { exit_code: Some(1), message: "RUN false: exit status 1".into() });
 
         let no_volume = pod(
@@ -189,7 +197,9 @@ mod tests {
                 "state": {"waiting": {"reason": "CreateContainerConfigError",
                                       "message": "configmap \"registry-ca\" not found"}}}]}),
         );
-        let JobState::Failed { exit_code, message } = observe_job(&failed, vec![no_volume], None).state else {
+        let JobState::Failed { exit_code, message } =
+            observe_job(&failed, vec![no_volume], None, BUILDER_CONTAINER).state
+        else {
             panic!("not failed")
         };
         assert_eq!(exit_code, None);
@@ -203,7 +213,9 @@ mod tests {
                 "name": "clone", "image": "", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"terminated": {"exitCode": 128, "message": "fatal: repository not found\n"}}}]}),
         );
-        let JobState::Failed { message, .. } = observe_job(&failed, vec![clone], None).state else { panic!() };
+        let JobState::Failed { message, .. } = observe_job(&failed, vec![clone], None, BUILDER_CONTAINER).state else {
+            panic!()
+        };
         assert!(message.starts_with("init container \"clone\" failed with exit code 128: fatal: repository"));
     }
 
@@ -211,7 +223,7 @@ mod tests {
     fn a_job_without_a_pod_on_a_node_says_why_and_since_when() {
         let running = job(json!([]));
         let refused = "pods \"x\" is forbidden: violates PodSecurity \"baseline:latest\"";
-        let seen = observe_job(&running, vec![], Some(refused.into()));
+        let seen = observe_job(&running, vec![], Some(refused.into()), BUILDER_CONTAINER);
         assert_eq!(seen.state, JobState::Running);
         assert!(seen.problem.as_deref().unwrap().contains("violates PodSecurity"), "{seen:?}");
         assert_eq!(seen.unplaced_since, running.status.as_ref().unwrap().start_time);
@@ -222,7 +234,7 @@ mod tests {
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
                 "reason": "Unschedulable", "message": "0/4 nodes are available: 4 Insufficient memory."}]}),
         );
-        let seen = observe_job(&running, vec![pending.clone()], None);
+        let seen = observe_job(&running, vec![pending.clone()], None, BUILDER_CONTAINER);
         assert!(seen.problem.as_deref().unwrap().contains("4 Insufficient memory"), "{seen:?}");
         assert_eq!(seen.unplaced_since, pending.metadata.creation_timestamp);
 
@@ -233,7 +245,7 @@ mod tests {
                 "name": BUILDER_CONTAINER, "image": "", "imageID": "", "ready": false, "restartCount": 0,
                 "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no linux/arm/v7 image"}}}]}),
         );
-        let seen = observe_job(&running, vec![pulling], None);
+        let seen = observe_job(&running, vec![pulling], None, BUILDER_CONTAINER);
         assert_eq!(seen.unplaced_since, None, "on a node: the pod's own deadline runs");
         assert_eq!(seen.problem.as_deref(), Some("container \"build\": ImagePullBackOff: no linux/arm/v7 image"));
     }

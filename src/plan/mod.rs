@@ -5,6 +5,7 @@
 pub mod builders;
 pub mod coverage;
 pub mod decide;
+pub mod git;
 pub mod inputs;
 pub mod job;
 pub mod job_status;

@@ -102,6 +102,7 @@ pub fn desired_status(
         phase: Some(phase),
         platforms: decision.platforms.clone(),
         image,
+        source: None,
         targets: targets.to_vec(),
     }
 }

@@ -14,6 +14,8 @@ pub struct ValidBuild {
     pub repository: Repository,
     /// `spec.builder.timeout`, at least a second.
     pub timeout: Duration,
+    /// `spec.source.git.pollInterval`, at least a second.
+    pub poll_interval: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -22,16 +24,24 @@ pub enum SpecError {
     Image(String),
     #[error("spec.builder.timeout: {0}; use a positive duration such as 90s, 30m or 1h30m")]
     Timeout(String),
+    #[error("spec.source.git.pollInterval: {0}; use a positive duration such as 5m or 1h")]
+    PollInterval(String),
 }
 
 pub fn validate(spec: &MultiArchBuildSpec) -> Result<ValidBuild, SpecError> {
     let repository = spec.output.image.parse::<Repository>().map_err(|e| SpecError::Image(e.to_string()))?;
-    let timeout = match spec.builder.timeout.parse::<kube::core::Duration>() {
-        Ok(d) if !d.is_negative() => Duration::from(d).max(Duration::from_secs(1)),
-        Ok(_) => return Err(SpecError::Timeout("must not be negative".into())),
-        Err(e) => return Err(SpecError::Timeout(e.to_string())),
-    };
-    Ok(ValidBuild { repository, timeout })
+    let timeout = positive_duration(&spec.builder.timeout).map_err(SpecError::Timeout)?;
+    let poll = spec.source.git.as_ref().and_then(|g| g.poll_interval.as_deref());
+    let poll_interval = poll.map(positive_duration).transpose().map_err(SpecError::PollInterval)?;
+    Ok(ValidBuild { repository, timeout, poll_interval })
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match text.parse::<kube::core::Duration>() {
+        Ok(d) if !d.is_negative() => Ok(Duration::from(d).max(Duration::from_secs(1))),
+        Ok(_) => Err("must not be negative".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@ use anyhow::{Context, Result, ensure};
 use archway::plan::inputs::build_label;
 use archway_testenv::cluster_setup::{REGISTRY_CA_CONFIG_MAP, create_registry_objects};
 use archway_testenv::env::Env;
-use common::blog::{NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, start, wait_status_in};
-use common::{manifest_digest_raw, scrape_operator, wait};
+use common::blog::{
+    NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
+};
+use common::{ImageContents, manifest_digest_raw, scrape_operator, wait};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -121,6 +123,117 @@ async fn waits_end_with_a_reason_and_any_valid_name_builds() -> Result<()> {
 
     env.shutdown().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_branch_builds_one_commit_for_every_platform_and_polls_for_new_ones() -> Result<()> {
+    let (env, client) = start("faults-git").await?;
+    let repo = Repo::new(&env).await?;
+    let first = repo.commit("commit one").await?;
+
+    // arm64 waits for its only native node while amd64 builds; the branch moves in between.
+    let nodes: Api<Node> = Api::all(client.clone());
+    let cordon = |on: bool| json!({"spec": {"unschedulable": on}});
+    nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(cordon(true))).await?;
+    let mut build = blog_build(&env, "blog-branch", &["linux/amd64", "linux/arm64"], "Dockerfile");
+    build["spec"]["placement"] = json!("native");
+    build["spec"]["source"] = json!({"git": {"url": repo.url(), "revision": "main"}});
+    api(&client).patch("blog-branch", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let phase = |s: &Value, platform: &str| {
+        let platforms = s["platforms"].as_array().cloned().unwrap_or_default();
+        platforms.iter().find(|p| p["platform"] == platform).map(|p| p["phase"].clone()).unwrap_or_default()
+    };
+    let status = wait_status_in(&client, NS, "blog-branch", |s| {
+        phase(s, "linux/amd64") == "Succeeded" && phase(s, "linux/arm64") == "Waiting"
+    })
+    .await?;
+    ensure!(status["source"]["commit"] == first.as_str(), "{}", status["source"]);
+    let second = repo.commit("commit two").await?;
+    nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(cordon(false))).await?;
+    let status = wait_status_in(&client, NS, "blog-branch", is_ready).await?;
+    ensure!(status["source"]["commit"] == first.as_str(), "the recorded commit moved: {}", status["source"]);
+    let image = status["image"].as_str().context("image")?;
+    let index = raw_index(&env, image).await?;
+    ensure!(index["annotations"]["org.opencontainers.image.revision"] == first.as_str(), "{index}");
+    for child in index["manifests"].as_array().context("manifests")? {
+        let digest = child["digest"].as_str().context("digest")?;
+        let contents =
+            ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+        let page = contents.read_file("/srv/index.html").await?;
+        ensure!(page.contains("commit one"), "{}: {page:?}, not the recorded commit", child["platform"]);
+    }
+
+    // With pollInterval, a moved branch is built, published and recorded without an edit.
+    let mut polled = blog_build(&env, "blog-poll", &["linux/amd64"], "Dockerfile");
+    polled["spec"]["source"] = json!({"git": {"url": repo.url(), "revision": "main", "pollInterval": "5s"}});
+    let status = apply_and_wait(&client, &polled, "Ready").await?;
+    ensure!(status["source"]["commit"] == second.as_str(), "{}", status["source"]);
+    let third = repo.commit("commit three").await?;
+    let status =
+        wait_status_in(&client, NS, "blog-poll", |s| is_ready(s) && s["source"]["commit"] == third.as_str()).await?;
+    let digest = status["platforms"][0]["digest"].as_str().context("digest")?;
+    let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+    ensure!(contents.read_file("/srv/index.html").await?.contains("commit three"), "not rebuilt from the new commit");
+
+    // A revision that names nothing fails the build, naming it.
+    let mut unknown = blog_build(&env, "blog-no-branch", &["linux/amd64"], "Dockerfile");
+    unknown["spec"]["source"] = json!({"git": {"url": repo.url(), "revision": "no-such-branch"}});
+    let status = apply_and_wait(&client, &unknown, "Failed").await?;
+    let message = status["source"]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("no-such-branch"), "{}", status["source"]);
+    ensure!(
+        jobs_of(&client, "blog-no-branch").await?.iter().all(|j| j
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.get("archway.dev/role").is_some())),
+        "a build Job was created"
+    );
+
+    env.shutdown().await;
+    Ok(())
+}
+
+/// A git repository on this host whose branch `main` holds the blog's context.
+struct Repo {
+    dir: std::path::PathBuf,
+}
+
+impl Repo {
+    async fn new(env: &Env) -> Result<Repo> {
+        let dir = env.dir.join("git/branch");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let base = env.base_image.clone().context("base image")?;
+        std::fs::write(dir.join("Dockerfile"), format!("FROM {base}\nCOPY index.html /srv/\n"))?;
+        let repo = Repo { dir };
+        repo.git(&["init", "-q", "-b", "main"]).await?;
+        Ok(repo)
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    /// Commits an index.html that says `text`; returns the commit.
+    async fn commit(&self, text: &str) -> Result<String> {
+        std::fs::write(self.dir.join("index.html"), format!("<h1>{text}</h1>\n"))?;
+        self.git(&["add", "."]).await?;
+        self.git(&["commit", "-qm", text]).await?;
+        Ok(self.git(&["rev-parse", "HEAD"]).await?.trim().to_string())
+    }
+
+    async fn git(&self, args: &[&str]) -> Result<String> {
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .await?;
+        ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// What must not move while the cluster changes around a published build.

@@ -1,0 +1,191 @@
+//! Git sources: one commit per build. `spec.source.git.revision` (a branch or tag) is resolved to a
+//! commit once per generation, by a small Job that runs `git ls-remote` with the build's credentials
+//! (the operator never holds them); the commit is recorded in status, every platform's Job checks out
+//! exactly that commit, and the index names it. `pollInterval` resolves again on that interval, and a
+//! moved branch is then new build inputs.
+
+mod step;
+
+pub use step::{GitStep, ResolveObservation, git_step};
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::api::GitSource;
+
+/// Where the `secretRef` Secret is mounted, for both the clone and the resolve.
+const CREDENTIALS_DIR: &str = "/archway/git";
+const CREDENTIALS_VOLUME: &str = "git-credentials";
+/// The label that tells a resolve Job from a platform's build Job.
+pub const ROLE_LABEL: &str = "archway.dev/role";
+pub const RESOLVE_ROLE: &str = "resolve-revision";
+/// The container of a resolve Job; its termination message lists the refs.
+pub const RESOLVE_CONTAINER: &str = "resolve";
+/// A resolve lists refs: seconds, even over a slow link.
+const RESOLVE_DEADLINE_SECONDS: i64 = 300;
+
+const CLONE_SCRIPT: &str = concat!("set -eu\n", include_str!("credentials.sh"), include_str!("clone.sh"));
+const RESOLVE_SCRIPT: &str = concat!("set -eu\n", include_str!("credentials.sh"), include_str!("resolve.sh"));
+
+/// A full commit id: what a build checks out, and a revision that needs no resolving.
+pub fn is_commit(revision: &str) -> bool {
+    revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The commit `revision` names in `git ls-remote` output: a branch first, then a tag (the commit an
+/// annotated tag points to, by its peeled `^{}` line), or a full ref name or `HEAD` as written.
+pub fn commit_in(ls_remote: &str, revision: &str) -> Option<String> {
+    let refs: Vec<(&str, &str)> = ls_remote.lines().filter_map(|l| l.split_once('\t')).collect();
+    let find = |name: &str| refs.iter().find(|(_, r)| r.trim() == name).map(|(sha, _)| sha.trim().to_string());
+    let candidates = if revision == "HEAD" || revision.starts_with("refs/") {
+        vec![format!("{revision}^{{}}"), revision.to_string()]
+    } else {
+        vec![format!("refs/heads/{revision}"), format!("refs/tags/{revision}^{{}}"), format!("refs/tags/{revision}")]
+    };
+    candidates.iter().find_map(|c| find(c)).filter(|sha| is_commit(sha))
+}
+
+/// The volume of the `secretRef` Secret, if the source names one.
+pub fn credentials_volume(git: &GitSource) -> Option<Volume> {
+    let secret = git.secret_ref.as_ref()?;
+    Some(Volume {
+        name: CREDENTIALS_VOLUME.into(),
+        // ssh refuses a private key that others may read.
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret.name.clone()),
+            default_mode: Some(0o400),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// The init container of a build pod that clones `git.url` into `dir` and checks out `commit`.
+pub fn clone_container(git: &GitSource, commit: &str, image: &str, dir_mount: VolumeMount) -> Container {
+    let dir = dir_mount.mount_path.clone();
+    git_container("clone", image, CLONE_SCRIPT, vec![git.url.clone(), commit.to_string(), dir], git, vec![dir_mount])
+}
+
+fn git_container(
+    name: &str,
+    image: &str,
+    script: &str,
+    params: Vec<String>,
+    git: &GitSource,
+    mut mounts: Vec<VolumeMount>,
+) -> Container {
+    if git.secret_ref.is_some() {
+        mounts.push(VolumeMount {
+            name: CREDENTIALS_VOLUME.into(),
+            mount_path: CREDENTIALS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+    let mut args = vec!["-c".to_string(), script.to_string(), name.to_string()];
+    args.extend(params);
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        command: Some(vec!["sh".into()]),
+        args: Some(args),
+        volume_mounts: Some(mounts),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        ..Default::default()
+    }
+}
+
+/// What a resolve Job is made of.
+pub struct ResolveRequest<'a> {
+    pub name: &'a str,
+    pub namespace: &'a str,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub owner: OwnerReference,
+    pub git: &'a GitSource,
+    pub image: &'a str,
+    pub ttl_seconds: i32,
+}
+
+/// The Job that lists the refs of `git.url` matching its revision into its termination message.
+pub fn resolve_job(req: &ResolveRequest) -> Job {
+    let mut labels = req.labels.clone();
+    labels.insert(ROLE_LABEL.into(), RESOLVE_ROLE.into());
+    let params = vec![req.git.url.clone(), req.git.revision.clone()];
+    let container = git_container(RESOLVE_CONTAINER, req.image, RESOLVE_SCRIPT, params, req.git, vec![]);
+    Job {
+        metadata: ObjectMeta {
+            name: Some(req.name.to_string()),
+            namespace: Some(req.namespace.to_string()),
+            labels: Some(labels.clone()),
+            owner_references: Some(vec![req.owner.clone()]),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: Some(RESOLVE_DEADLINE_SECONDS),
+            ttl_seconds_after_finished: Some(req.ttl_seconds),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    containers: vec![container],
+                    volumes: credentials_volume(req.git).map(|v| vec![v]),
+                    automount_service_account_token: Some(false),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::LocalRef;
+
+    const MAIN: &str = "e96170b9f24304f431209b9305930710d7736b5e";
+    const TAG_OBJECT: &str = "a5bb7f355a98b8b8a0ee2a9f89a5c7f5206583cd";
+
+    #[test]
+    fn a_revision_resolves_to_a_branch_then_a_tags_commit() {
+        let refs = format!("{MAIN}\trefs/heads/main\n{TAG_OBJECT}\trefs/tags/v1\n{MAIN}\trefs/tags/v1^{{}}\n");
+        assert_eq!(commit_in(&refs, "main").as_deref(), Some(MAIN));
+        assert_eq!(commit_in(&refs, "v1").as_deref(), Some(MAIN), "the commit, not the tag object");
+        assert_eq!(commit_in(&format!("{MAIN}\tHEAD\n"), "HEAD").as_deref(), Some(MAIN));
+        assert_eq!(commit_in(&refs, "refs/heads/main").as_deref(), Some(MAIN));
+        assert_eq!(commit_in(&refs, "feature"), None);
+        assert_eq!(commit_in(&format!("{MAIN}\trefs/heads/feature/main\n"), "main"), None, "tail matches only");
+        assert!(is_commit(MAIN) && !is_commit("e96170b") && !is_commit(&MAIN.to_uppercase()));
+    }
+
+    #[test]
+    fn the_resolve_job_lists_refs_with_the_credentials_and_nothing_else() {
+        let git = GitSource {
+            url: "https://example.com/blog.git".into(),
+            revision: "main".into(),
+            secret_ref: Some(LocalRef { name: "git-token".into() }),
+            ..Default::default()
+        };
+        let job = resolve_job(&ResolveRequest {
+            name: "blog-resolve-0123456789",
+            namespace: "web",
+            labels: [("archway.dev/build".to_string(), "blog".to_string())].into(),
+            owner: OwnerReference::default(),
+            git: &git,
+            image: "alpine/git:2.47.2",
+            ttl_seconds: 60,
+        });
+        let spec = job.spec.unwrap();
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.automount_service_account_token, Some(false));
+        let c = &pod.containers[0];
+        let args = c.args.clone().unwrap();
+        assert!(args[1].contains("ls-remote") && args[1].contains("credential.helper"), "{}", args[1]);
+        assert_eq!(&args[2..], ["resolve", "https://example.com/blog.git", "main"]);
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CREDENTIALS_DIR);
+        assert_eq!(job.metadata.labels.unwrap()[ROLE_LABEL], RESOLVE_ROLE);
+    }
+}
