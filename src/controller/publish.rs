@@ -5,6 +5,7 @@ use kube::{Api, Client, ResourceExt};
 
 use super::error::Error;
 use crate::api::MultiArchBuild;
+use crate::plan::inputs::platform_tags;
 use crate::plan::status::Publish;
 use crate::plan::validate::ValidBuild;
 use crate::platform::Platform;
@@ -53,13 +54,14 @@ pub async fn publish(
         ..Default::default()
     };
     let registry = Registry::new(options, auth)?;
-    let mut children = Vec::new();
+    let (mut children, mut manifests) = (Vec::new(), Vec::new());
     for (platform, digest) in built {
         let child = registry.fetch_child(repository, digest).await?;
         match verify(platform, &child) {
             Ok(verified) => children.push(verified),
             Err(mismatch) => return Ok(failed("PlatformMismatch", mismatch.to_string())),
         }
+        manifests.push((platform, child.manifest));
     }
     let git = build.spec.source.git.as_ref();
     let annotations = index_annotations(git.map(|g| g.url.as_str()), commit);
@@ -73,6 +75,13 @@ pub async fn publish(
     let current = Api::<MultiArchBuild>::namespaced(client.clone(), &namespace).get_metadata(&build.name_any()).await?;
     if current.metadata.generation != build.metadata.generation {
         return Ok(Publish::NotYet);
+    }
+    // Each platform's tags name its image only once it is verified, as the index does.
+    for (platform, manifest) in &manifests {
+        let tags = platform_tags(output, platform);
+        if !tags.is_empty() {
+            registry.push_manifest(repository, &tags, &manifest.bytes, &manifest.media_type).await?;
+        }
     }
     let digest = registry.push_index(repository, &output.tags, &index).await?;
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })

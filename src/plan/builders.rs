@@ -13,9 +13,9 @@ const BUILDAH_STORAGE: &str = "/var/lib/containers";
 /// The rootless image's user.
 const BUILDKIT_UID: i64 = 1000;
 
-/// Builds into private storage, pushes the per-platform tags, then the build tag with its digest
-/// written to the termination log. Build args arrive as positional parameters, so no value is ever
-/// parsed by the shell.
+/// Builds into private storage and pushes the build tag (a push needs a name; the operator copies the
+/// verified image to `platformTags` itself), with its digest written to the termination log. Build
+/// args arrive as positional parameters, so no value is ever parsed by the shell.
 const BUILDAH_SCRIPT: &str = r#"set -eu
 s="--root /var/lib/containers/storage --runroot /var/lib/containers/run --storage-driver vfs"
 tls=""
@@ -24,15 +24,13 @@ tls=""
 [ "$ARCHWAY_INSECURE" = true ] && tls="$tls --tls-verify=false"
 buildah $s build $tls --platform "$ARCHWAY_PLATFORM" --isolation chroot \
   -f "$ARCHWAY_CONTEXT/$ARCHWAY_DOCKERFILE" "$@" -t archway-build "$ARCHWAY_CONTEXT"
-for tag in $ARCHWAY_PLATFORM_TAGS; do buildah $s push $tls archway-build "docker://$ARCHWAY_IMAGE:$tag"; done
 buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
 "#;
 
 /// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the output registry
 /// (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and trusting the
-/// registry CA for every registry (as buildah's `--cert-dir` does); pushes the build tag and the
-/// per-platform tags as one image, and writes the digest from the build's metadata to the termination
-/// log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never parsed by the shell.
+/// registry CA for every registry (as buildah's `--cert-dir` does); pushes by digest (no tag is left
+/// behind), and writes the digest from the build's metadata to the termination log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never parsed by the shell.
 /// Attestations stay off (buildctl adds none unless asked), so the push is one image, not an index.
 const BUILDKIT_SCRIPT: &str = r#"set -eu
 d=$(mktemp -d)
@@ -49,12 +47,11 @@ export BUILDKITD_FLAGS="${BUILDKITD_FLAGS:-} --root $ARCHWAY_BUILDKIT_ROOT --con
 export DOCKER_CONFIG=/archway/auth
 # Go's system roots: the default bundle file, plus every certificate in these directories.
 if [ -f /archway/ca/ca.crt ]; then export SSL_CERT_DIR="/archway/ca:${SSL_CERT_DIR:-/etc/ssl/certs}"; fi
-names="$ARCHWAY_IMAGE:$ARCHWAY_BUILD_TAG"
-for tag in $ARCHWAY_PLATFORM_TAGS; do names="$names,$ARCHWAY_IMAGE:$tag"; done
 buildctl-daemonless.sh build --frontend dockerfile.v0 \
   --local context="$ARCHWAY_CONTEXT" --local dockerfile="$ARCHWAY_CONTEXT" \
   --opt filename="$ARCHWAY_DOCKERFILE" --opt platform="$ARCHWAY_PLATFORM" "$@" \
-  --output "type=image,\"name=$names\",push=true,oci-mediatypes=true" --metadata-file "$d/metadata.json"
+  --output "type=image,name=$ARCHWAY_IMAGE,push-by-digest=true,push=true,oci-mediatypes=true" \
+  --metadata-file "$d/metadata.json"
 digest=$(sed -n 's/.*"containerimage\.digest": *"\(sha256:[0-9a-f]\{64\}\)".*/\1/p' "$d/metadata.json")
 if [ -z "$digest" ]; then
   echo "the build's metadata has no containerimage.digest:" >&2; cat "$d/metadata.json" >&2; exit 1
@@ -187,8 +184,6 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
             .env("ARCHWAY_REGISTRY", "127.0.0.1:5000")
             .env("ARCHWAY_INSECURE", insecure.to_string())
             .env("ARCHWAY_IMAGE", "127.0.0.1:5000/blog")
-            .env("ARCHWAY_BUILD_TAG", "archway-linux-arm64-0123")
-            .env("ARCHWAY_PLATFORM_TAGS", "new-arm64 v1-arm64")
             .env("ARCHWAY_PLATFORM", "linux/arm64")
             .env("ARCHWAY_CONTEXT", "/workspace/context")
             .env("ARCHWAY_DOCKERFILE", "Dockerfile")
@@ -213,8 +208,7 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         let argv: Vec<&str> = argv.lines().collect();
         assert!(argv.windows(2).any(|w| w == ["--opt", "build-arg:A=x y; $(false)"]), "{argv:?}");
         assert!(argv.windows(2).any(|w| w == ["--opt", "platform=linux/arm64"]), "{argv:?}");
-        let output = "type=image,\"name=127.0.0.1:5000/blog:archway-linux-arm64-0123,127.0.0.1:5000/blog:new-arm64,\
-                      127.0.0.1:5000/blog:v1-arm64\",push=true,oci-mediatypes=true";
+        let output = "type=image,name=127.0.0.1:5000/blog,push-by-digest=true,push=true,oci-mediatypes=true";
         assert!(argv.windows(2).any(|w| w == ["--output", output]), "{argv:?}");
         let flags = read("flags");
         let expected = format!("--oci-worker-no-process-sandbox --root {BUILDKIT_ROOT} --config ");

@@ -30,8 +30,6 @@ pub struct BuildInputs {
     pub image: String,
     pub push_secret: Option<String>,
     pub insecure_registry: bool,
-    /// The `<tag>-<arch>` tags this build pushes besides the digest (none unless `platformTags`).
-    pub platform_tags: Vec<String>,
     /// The value of [`REBUILD_ANNOTATION`]: a new value is new inputs, so every platform builds again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild_requested_at: Option<String>,
@@ -53,7 +51,6 @@ impl BuildInputs {
             image: spec.output.image.clone(),
             push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
             insecure_registry: spec.output.insecure_registry,
-            platform_tags: platform_tags(&spec.output, platform),
             rebuild_requested_at: None,
         }
     }
@@ -80,7 +77,8 @@ pub fn build_args(spec: &MultiArchBuildSpec, platform: &Platform) -> BTreeMap<St
     args
 }
 
-/// The per-platform tags pushed when `platformTags` is set: `<tag>-<arch><variant>` (`new-armv7`).
+/// The per-platform tags the operator pushes when `platformTags` is set: `<tag>-<arch><variant>`
+/// (`new-armv7`), each naming that platform's verified image.
 pub fn platform_tags(output: &OutputSpec, platform: &Platform) -> Vec<String> {
     if !output.platform_tags {
         return Vec::new();
@@ -167,12 +165,11 @@ mod tests {
         let mut other = spec();
         other.platform_build_args.insert("linux/arm64".into(), [("X".into(), "1".into())].into());
         assert_eq!(base, BuildInputs::new(&other, &p("linux/amd64"), Some("cm-1")).hash());
-        // Tags only move the index, unless each platform pushes its own tag.
+        // Tags, and platform tags, are pushed by the operator after the build: no input of it.
         let mut retagged = spec();
         retagged.output.tags = vec!["v2".into()];
-        assert_eq!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
         retagged.output.platform_tags = true;
-        assert_ne!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
+        assert_eq!(base, BuildInputs::new(&retagged, &p("linux/amd64"), Some("cm-1")).hash());
         // A rebuild request is a new build of the same spec.
         let requested = BuildInputs {
             rebuild_requested_at: Some("2026-12-03T10:00:00Z".into()),

@@ -15,7 +15,7 @@ use super::builders::{Builder, build_arg};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
-use crate::api::Source;
+use crate::api::{BuilderKind, Source};
 use crate::platform::Platform;
 use crate::registry::{ReferenceError, split_host};
 
@@ -65,7 +65,7 @@ impl Default for BuilderConfig {
     }
 }
 
-/// The tag a platform's build pushes to, so the push has a name; the index refers to it by digest.
+/// The tag a buildah build pushes to, so the push has a name; the index refers to it by digest.
 pub fn build_tag(platform: &Platform, hash: &str) -> String {
     format!("archway-{}-{hash}", platform.slug())
 }
@@ -126,11 +126,13 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         ("ARCHWAY_CONTEXT", context_dir),
         ("ARCHWAY_DOCKERFILE", req.inputs.dockerfile.clone()),
         ("ARCHWAY_IMAGE", req.inputs.image.clone()),
-        ("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)),
-        ("ARCHWAY_PLATFORM_TAGS", req.inputs.platform_tags.join(" ")),
         ("ARCHWAY_INSECURE", req.inputs.insecure_registry.to_string()),
         ("ARCHWAY_REGISTRY", registry),
     ];
+    if kind == BuilderKind::Buildah {
+        // buildah pushes to a name; BuildKit pushes by digest alone.
+        env.push(("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)));
+    }
     env.extend(builder.env);
     let mut args = vec!["-c".to_string(), builder.script.to_string(), "build".to_string()];
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(kind, k, v)));

@@ -217,6 +217,20 @@ impl Registry {
         tags: &[String],
         index: &[u8],
     ) -> Result<String, RegistryError> {
+        self.push_manifest(repository, tags, index, OCI_IMAGE_INDEX_MEDIA_TYPE).await
+    }
+
+    /// Pushes manifest bytes of `media_type` under each tag (a copy of a manifest that is in the
+    /// repository already, or an index of such) and returns their digest. A tag that already names
+    /// these bytes is left alone: a repeated publish, or a restart between a push and the status write,
+    /// pushes nothing.
+    pub async fn push_manifest(
+        &self,
+        repository: &Repository,
+        tags: &[String],
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
         let op = Operation::PushIndex;
         if tags.is_empty() {
             return Err(invalid(op, repository, "no tags to push".to_string()));
@@ -225,11 +239,9 @@ impl Registry {
             .iter()
             .map(|tag| repository.tag(tag).map_err(|e| invalid(op, format!("{repository}:{tag}"), e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let body = index.to_vec();
-        let digest = digest_of(index);
+        let body = bytes.to_vec();
+        let digest = digest_of(bytes);
         for reference in &references {
-            // Already there (a repeated publish, or a restart between push and status write): a push
-            // would change nothing but the registry's logs and the tag's history.
             if self.head_digest(reference).await.is_ok_and(|current| current == digest) {
                 continue;
             }
@@ -237,8 +249,8 @@ impl Registry {
                 let (reference, body) = (reference.clone(), body.clone());
                 async move {
                     client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
-                    let Ok(content_type) = OCI_IMAGE_INDEX_MEDIA_TYPE.parse() else {
-                        return Err(OciDistributionError::GenericError(Some("bad content type".to_string())));
+                    let Ok(content_type) = media_type.parse() else {
+                        return Err(OciDistributionError::GenericError(Some(format!("bad content type {media_type}"))));
                     };
                     client.push_manifest_raw(&reference, body, content_type).await
                 }
