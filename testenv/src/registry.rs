@@ -49,7 +49,8 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
     fs::write(&htpasswd, bcrypt_entry(&password).await?)?;
     let config = json!({
         "version": 0.1,
-        "log": {"level": "info", "accesslog": {"disabled": true}},
+        // The access log lets tests count what was pushed (logs/registry.log).
+        "log": {"level": "info", "accesslog": {"disabled": false}},
         "storage": {
             "filesystem": {"rootdirectory": dir.join("registry")},
             "delete": {"enabled": true},

@@ -5,16 +5,15 @@
 mod common;
 
 use anyhow::{Context, Result, ensure};
-use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, is_ready, jobs_of, raw_index, ready_condition, start, wait_status,
 };
-use common::{ImageContents, wait};
+use common::{ImageContents, kill_operator, wait};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Node, Pod, Secret};
-use kube::api::{DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use kube::{Api, Client};
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::Api;
+use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,21 +224,4 @@ async fn git_repo(env: &Env, dockerfile: &str) -> Result<std::path::PathBuf> {
     std::fs::write(repo.join("site/index.html"), "<h1>from git, later</h1>\n")?;
     ensure!(git(&["commit", "-qam", "later"]).status().await?.success(), "git commit");
     Ok(repo)
-}
-
-/// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process
-/// group at once); the Deployment then starts a new one. Waits until the new one runs.
-async fn kill_operator(client: &Client) -> Result<()> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let params = ListParams::default().labels(OPERATOR_SELECTOR);
-    let old: Vec<String> = pods.list(&params).await?.items.into_iter().filter_map(|p| p.metadata.name).collect();
-    ensure!(old.len() == 1, "expected one operator pod, found {old:?}");
-    pods.delete(&old[0], &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
-    wait("a new operator pod to run", || async {
-        let running = pods.list(&params).await?.items.into_iter().any(|p| {
-            p.metadata.name.as_ref() != Some(&old[0]) && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-        });
-        Ok(running.then_some(()))
-    })
-    .await
 }

@@ -15,7 +15,8 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
 };
-use common::{ImageContents, manifest_digest_raw, scrape_operator, wait};
+use common::{ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
@@ -192,6 +193,106 @@ async fn a_git_branch_builds_one_commit_for_every_platform_and_polls_for_new_one
 
     env.shutdown().await;
     Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_killed_again_and_again_publishes_one_index_and_patches_once() -> Result<()> {
+    let (env, client) = start("faults-kill").await?;
+    let repo = format!("{}/asksven/blog", env.registry.host);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
+    deployments.patch("site", &PatchParams::apply("gitops"), &Patch::Apply(site(&repo))).await?;
+    let generation = |d: Deployment| d.metadata.generation.unwrap_or_default();
+    let before = generation(deployments.get("site").await?);
+
+    // Four platforms and a rollout, with the operator SIGKILLed every few seconds until it is done:
+    // after Job creation, mid build, around the publish and the rollout, wherever the kill lands.
+    let mut build =
+        blog_build(&env, "blog-kill", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
+    build["spec"]["output"]["tags"] = json!(["kill"]);
+    build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "site"}]});
+    api(&client).patch("blog-kill", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let mut kills = 0;
+    while kills < 12 && !is_ready(&serde_json::to_value(&api(&client).get("blog-kill").await?.status)?) {
+        kill_operator(&client).await?;
+        kills += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let status = wait_status_in(&client, NS, "blog-kill", is_ready).await?;
+    ensure!(kills >= 4, "the build was done after {kills} kills: too few to prove anything");
+
+    let jobs = jobs_of(&client, "blog-kill").await?;
+    ensure!(jobs.len() == 4, "{} Jobs for 4 platforms: {:?}", jobs.len(), job_names(&jobs));
+    let pushes = manifest_puts(&env, "asksven/blog", "kill")?;
+    ensure!(pushes == 1, "the index was pushed to :kill {pushes} times over {kills} kills");
+    let image = status["image"].as_str().context("status.image")?;
+    let index = manifest_digest_raw(&env.registry, &format!("{repo}:kill")).await?;
+    ensure!(image.ends_with(&index), "{image} is not what :kill names");
+    let site = deployments.get("site").await?;
+    let web = site.spec.template.spec.as_ref().map(|p| p.containers[0].image.clone());
+    ensure!(web == Some(Some(image.to_string())), "the Deployment runs {web:?}");
+    ensure!(generation(site) == before + 1, "the Deployment was patched more than once over {kills} kills");
+    env.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_deleted_under_a_running_build_is_built_again_not_counted() -> Result<()> {
+    let (env, client) = start("faults-node").await?;
+    let name = "blog-node";
+    let mut build = blog_build(&env, name, &["linux/arm64"], "Dockerfile.slow");
+    build["spec"]["placement"] = json!("native");
+    api(&client).patch(name, &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let selector = ListParams::default().labels(&format!("archway.dev/build={name}"));
+    let running = wait("the arm64 build pod to run on jetson-1", || async {
+        let found = pods.list(&selector).await?.items.into_iter().find(|p| {
+            p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("jetson-1")
+                && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        });
+        Ok(found)
+    })
+    .await?;
+    // What a node's removal does: the Node object goes, and the pod garbage collector deletes its pods.
+    Api::<Node>::all(client.clone()).delete("jetson-1", &DeleteParams::default()).await?;
+    let pod_name = running.metadata.name.clone().context("pod name")?;
+    pods.delete(&pod_name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
+
+    // The node comes back (its agent registers it again): the platform is built there, by a new pod of
+    // the same Job; the killed pod counts for nothing.
+    let status = wait_status_in(&client, NS, name, is_ready).await?;
+    let platform = &status["platforms"][0];
+    ensure!(platform["phase"] == "Succeeded" && platform["node"] == "jetson-1", "{platform}");
+    let jobs = jobs_of(&client, name).await?;
+    ensure!(jobs.len() == 1, "{} Jobs for one platform", jobs.len());
+    let digest = platform["digest"].as_str().context("digest")?;
+    let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
+    ensure!(contents.read_file("/srv/slow").await.is_ok(), "not the slow build's image");
+    env.shutdown().await;
+    Ok(())
+}
+
+/// A Deployment of one replica that runs `<repo>:kill` until archway rolls it out.
+fn site(repo: &str) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "site", "namespace": NS},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "site"}},
+            "template": {
+                "metadata": {"labels": {"app": "site"}},
+                "spec": {"containers": [{"name": "web", "image": format!("{repo}:kill")}]},
+            },
+        },
+    })
+}
+
+/// How often the registry answered a PUT of `repository`'s manifest `tag`, from its access log.
+fn manifest_puts(env: &Env, repository: &str, tag: &str) -> Result<usize> {
+    let log = std::fs::read_to_string(env.dir.join("logs/registry.log"))?;
+    let request = format!("\"PUT /v2/{repository}/manifests/{tag} ");
+    Ok(log.lines().filter(|line| line.contains(&request)).count())
 }
 
 /// A git repository on this host whose branch `main` holds the blog's context.

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::Api;
-use kube::api::{ListParams, ObjectMeta, PostParams};
+use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::Value;
 
 /// Waits until the apiserver serves MultiArchBuilds: discovery lags behind the CRD's Established
@@ -187,4 +187,21 @@ pub async fn scrape_operator(client: &kube::Client) -> Result<String> {
         reqwest::Client::builder().no_proxy().build()?.get(format!("http://{ip}:8080/metrics")).send().await?;
     ensure!(response.status().is_success(), "GET /metrics: {}", response.status());
     Ok(response.text().await?)
+}
+
+/// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process
+/// group at once); the Deployment then starts a new one. Waits until the new one runs.
+pub async fn kill_operator(client: &kube::Client) -> Result<()> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let params = ListParams::default().labels(OPERATOR_SELECTOR);
+    let old: Vec<String> = pods.list(&params).await?.items.into_iter().filter_map(|p| p.metadata.name).collect();
+    ensure!(old.len() == 1, "expected one operator pod, found {old:?}");
+    pods.delete(&old[0], &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
+    wait("a new operator pod to run", || async {
+        let running = pods.list(&params).await?.items.into_iter().any(|p| {
+            p.metadata.name.as_ref() != Some(&old[0]) && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
+        });
+        Ok(running.then_some(()))
+    })
+    .await
 }
