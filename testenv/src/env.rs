@@ -129,6 +129,17 @@ impl Env {
         self.processes.pids()
     }
 
+    /// Freezes the environment's process `name` (`registry`, `kube-apiserver`, ...) with SIGSTOP: it
+    /// keeps its sockets, and answers nothing until [`Env::resume`]. An outage as clients see a hung
+    /// server or a network partition.
+    pub fn pause(&mut self, name: &str) -> Result<()> {
+        self.processes.signal(name, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    pub fn resume(&mut self, name: &str) -> Result<()> {
+        self.processes.signal(name, nix::sys::signal::Signal::SIGCONT)
+    }
+
     /// Like a drop, but waits for the hostlet's pods to be gone before the control plane stops.
     pub async fn shutdown(mut self) {
         if let Some(hostlet) = self.hostlet.take() {

@@ -97,6 +97,12 @@ impl Processes {
         }
     }
 
+    /// Sends `signal` to the process group of `name`: SIGSTOP and SIGCONT make a fault test's outage.
+    pub fn signal(&mut self, name: &str, signal: Signal) -> Result<()> {
+        let pid = i32::try_from(self.get_mut(name)?.child.id())?;
+        killpg(Pid::from_raw(pid), signal).with_context(|| format!("sending {signal} to {name}"))
+    }
+
     /// The pids of the running processes (tests check that they are gone after a drop).
     pub fn pids(&self) -> Vec<u32> {
         self.children.iter().map(|p| p.child.id()).collect()

@@ -271,6 +271,48 @@ async fn a_node_deleted_under_a_running_build_is_built_again_not_counted() -> Re
     Ok(())
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else() -> Result<()> {
+    let (mut env, client) = start("faults-outage").await?;
+
+    // The registry hangs (frozen, as in a partition) when the builds are done, while the operator
+    // verifies and publishes; then it answers again.
+    let mut build = blog_build(&env, "blog-registry", &["linux/amd64", "linux/arm64"], "Dockerfile");
+    build["spec"]["output"]["tags"] = json!(["outage"]);
+    api(&client).patch("blog-registry", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    wait("both build Jobs to complete", || async {
+        let jobs = jobs_of(&client, "blog-registry").await?;
+        let complete = |j: &Job| {
+            let conditions = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True")
+        };
+        Ok((jobs.len() == 2 && jobs.iter().all(complete)).then_some(()))
+    })
+    .await?;
+    env.pause("registry")?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    env.resume("registry")?;
+    let status = wait_status_in(&client, NS, "blog-registry", is_ready).await?;
+    let pushes = manifest_puts(&env, "asksven/blog", "outage")?;
+    ensure!(pushes == 1, "the index was pushed to :outage {pushes} times");
+    let image = status["image"].as_str().context("status.image")?;
+    let tag = format!("{}/asksven/blog:outage", env.registry.host);
+    ensure!(image.ends_with(&manifest_digest_raw(&env.registry, &tag).await?), "{image} is not what {tag} names");
+
+    // The apiserver hangs mid build: watches break, the hostlet cannot report; then it answers again.
+    let slow = blog_build(&env, "blog-apiserver", &["linux/amd64"], "Dockerfile.slow");
+    api(&client).patch("blog-apiserver", &PatchParams::apply("test"), &Patch::Apply(&slow)).await?;
+    wait("the build Job", || async { Ok((!jobs_of(&client, "blog-apiserver").await?.is_empty()).then_some(())) })
+        .await?;
+    env.pause("kube-apiserver")?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    env.resume("kube-apiserver")?;
+    let status = wait_status_in(&client, NS, "blog-apiserver", is_ready).await?;
+    ensure!(jobs_of(&client, "blog-apiserver").await?.len() == 1, "more than one Job: {status}");
+    env.shutdown().await;
+    Ok(())
+}
+
 /// A Deployment of one replica that runs `<repo>:kill` until archway rolls it out.
 fn site(repo: &str) -> Value {
     json!({
