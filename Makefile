@@ -40,6 +40,7 @@ demo: dev-up
 
 bench: dev-up
 	@hack/bench.sh "$(DEV_DIR)"
+	@hack/bench-idle.sh "$(DEV_DIR)"
 
 lint:
 	$(CARGO) fmt --all --check

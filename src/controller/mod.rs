@@ -39,6 +39,7 @@ use crate::plan::decide::{self, Decision, decide, requested_platforms};
 use crate::plan::git::{GitStep, ResolveObservation, ResolveRequest, git_step, resolve_job};
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::{BUILD_LABEL, JobRequest, build_job};
+use crate::plan::placement::NodeFingerprints;
 use crate::plan::status::{Publish, already_published, desired_status};
 use crate::plan::validate::{ValidBuild, validate};
 use crate::platform::Platform;
@@ -84,9 +85,12 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         failures: Mutex::new(HashMap::new()),
     });
     let builds = Api::<Guarded>::all(client.clone());
-    // Node changes (a node Ready, cordoned, added) can unblock or move any build: re-plan them all.
-    let node_changes =
-        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).touched_objects().map(|_| ());
+    // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
+    // can unblock or move any build: re-plan them all. A heartbeat changes none of that: it wakes nothing.
+    let mut seen = NodeFingerprints::default();
+    let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
     let controller = Controller::new(builds, watcher::Config::default());
     let store = controller.store();
     // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.

@@ -1,7 +1,7 @@
 //! Where one platform's build runs: on a node that runs its code natively, or under qemu on a node
 //! labelled as able to emulate it. Pure: nodes in, a decision out.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
 
@@ -63,6 +63,47 @@ impl NodeView {
             platform: platform::node_platform(node).ok(),
             usable: ready && !cordoned,
             emulates,
+        }
+    }
+}
+
+/// A hash of what placement and rollout coverage read of a node: its labels (architecture, variant,
+/// emulation, hostname), taints, cordon and Ready status. Heartbeats and resource figures change the
+/// Node object every few seconds without changing this, so they need not wake any build.
+pub fn placement_fingerprint(node: &Node) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    node.metadata.name.hash(&mut hasher);
+    node.metadata.labels.hash(&mut hasher);
+    let spec = node.spec.as_ref();
+    spec.and_then(|s| s.unschedulable).hash(&mut hasher);
+    for taint in spec.and_then(|s| s.taints.as_ref()).into_iter().flatten() {
+        (&taint.key, &taint.value, &taint.effect).hash(&mut hasher);
+    }
+    let conditions = node.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.into_iter().flatten().find(|c| c.type_ == "Ready").map(|c| &c.status).hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The fingerprint (see [`placement_fingerprint`]) of each node seen, to pass on only the node events
+/// that change what placement or coverage reads: an added, changed or deleted node, not a heartbeat.
+#[derive(Default)]
+pub struct NodeFingerprints(HashMap<String, u64>);
+
+impl NodeFingerprints {
+    pub fn changed(&mut self, event: &kube::runtime::watcher::Event<Node>) -> bool {
+        match event {
+            kube::runtime::watcher::Event::Apply(node) | kube::runtime::watcher::Event::InitApply(node) => {
+                let fingerprint = placement_fingerprint(node);
+                self.0.insert(node.metadata.name.clone().unwrap_or_default(), fingerprint) != Some(fingerprint)
+            }
+            kube::runtime::watcher::Event::Delete(node) => {
+                self.0.remove(&node.metadata.name.clone().unwrap_or_default());
+                true
+            }
+            // A relist ends with InitDone: after a break in the watch, look at every build once.
+            kube::runtime::watcher::Event::InitDone => true,
+            kube::runtime::watcher::Event::Init => false,
         }
     }
 }
@@ -277,6 +318,32 @@ mod tests {
         assert_eq!(view.emulates, ["arm64".to_string()].into());
         let placed = place(&p("linux/arm64"), Placement::Emulated, &[view], &labels).unwrap();
         assert_eq!(placed.node_terms[0].match_expressions.as_ref().unwrap()[0].key, "qemu.example.com/arm64");
+    }
+
+    #[test]
+    fn a_heartbeat_leaves_the_placement_fingerprint_alone_and_a_cordon_does_not() {
+        let node = |heartbeat: &str, unschedulable: bool, ready: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "jetson-1", "labels": {"kubernetes.io/arch": "arm64"}, "resourceVersion": heartbeat},
+                "spec": {"unschedulable": unschedulable},
+                "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}],
+                           "allocatable": {"cpu": heartbeat}},
+            }))
+            .unwrap()
+        };
+        let before = placement_fingerprint(&node("2026-01-01T00:00:00Z", false, "True"));
+        assert_eq!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", false, "True")));
+        assert_ne!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", true, "True")));
+        assert_ne!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", false, "Unknown")));
+
+        use kube::runtime::watcher::Event;
+        let mut seen = NodeFingerprints::default();
+        let at = |second: u8| format!("2026-01-01T00:00:{second:02}Z");
+        assert!(seen.changed(&Event::InitApply(node(&at(1), false, "True"))), "a new node");
+        assert!(!seen.changed(&Event::Apply(node(&at(2), false, "True"))), "a heartbeat");
+        assert!(seen.changed(&Event::Apply(node(&at(3), true, "True"))), "a cordon");
+        assert!(seen.changed(&Event::Delete(node(&at(4), true, "True"))), "a deletion");
+        assert!(seen.changed(&Event::Apply(node(&at(5), true, "True"))), "back again");
     }
 
     #[test]
