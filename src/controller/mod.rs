@@ -3,6 +3,7 @@
 //! image out to the targets; write status by server-side apply (only when it changed), with an event
 //! for each transition.
 
+mod caches;
 pub mod config;
 mod error;
 mod events;
@@ -24,11 +25,12 @@ use kube::api::{DeleteParams, PartialObjectMeta, Patch, PatchParams, PostParams,
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
+use caches::Caches;
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
@@ -38,7 +40,7 @@ use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
 use crate::plan::git::{GitStep, ResolveObservation, ResolveRequest, git_step, resolve_job};
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
-use crate::plan::job::{BUILD_LABEL, JobRequest, build_job};
+use crate::plan::job::{BUILD_LABEL, JobRequest, MANAGED_BY, build_job};
 use crate::plan::placement::NodeFingerprints;
 use crate::plan::status::{Publish, already_published, desired_status};
 use crate::plan::validate::{ValidBuild, validate};
@@ -55,6 +57,7 @@ pub struct Context {
     /// same reason into one series and keeps the first note, and each of ours is a distinct transition.
     reporter: Reporter,
     config: OperatorConfig,
+    caches: Caches,
     registry_ca: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
     /// The status last written per build (by uid). Entries of deleted builds stay (a few kB each) until
@@ -75,22 +78,26 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
+    // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
+    // can unblock or move any build: re-plan them all. A heartbeat changes none of that: it wakes nothing.
+    // The same watch keeps the node cache.
+    let (nodes, node_writer) = reflector::store();
+    let mut seen = NodeFingerprints::default();
+    let node_changes =
+        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
+            .default_backoff()
+            .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
     let ctx = Arc::new(Context {
         metrics,
         reporter,
         client: client.clone(),
+        caches: Caches::start(&client, nodes),
         config,
         registry_ca,
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
     let builds = Api::<Guarded>::all(client.clone());
-    // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
-    // can unblock or move any build: re-plan them all. A heartbeat changes none of that: it wakes nothing.
-    let mut seen = NodeFingerprints::default();
-    let node_changes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
     let controller = Controller::new(builds, watcher::Config::default());
     let store = controller.store();
     // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.
@@ -177,7 +184,10 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         Err(e) => return fail_permanently(build, ctx, "InvalidSpec", &e.to_string(), None).await,
     };
     let emulation = ctx.config.emulation_labels();
-    let observed = observe::observe(&ctx.client, build, &emulation).await;
+    if ctx.caches.ready().await.is_err() {
+        return Err(Error::Invalid("the operator's watch caches stopped; restart it".into()));
+    }
+    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await;
     let observed = match observed {
         Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message, None).await,
         other => other?,
@@ -303,7 +313,11 @@ async fn apply_resolve(build: &MultiArchBuild, ctx: &Context, step: &GitStep, gi
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     if let Some(name) = &step.create {
         let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
-        let labels = [(BUILD_LABEL.to_string(), build_label(&build.name_any()))].into();
+        let labels = [
+            (BUILD_LABEL.to_string(), build_label(&build.name_any())),
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ]
+        .into();
         let job = resolve_job(&ResolveRequest {
             name,
             namespace: &namespace,

@@ -4,11 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
+use super::caches::Caches;
 use super::error::Error;
 use crate::api::MultiArchBuild;
 use crate::plan::decide::JobObservation;
@@ -31,40 +32,58 @@ pub struct Observed {
     pub context_fingerprint: Option<String>,
 }
 
-pub async fn observe(client: &Client, build: &MultiArchBuild, emulation: &EmulationLabels) -> Result<Observed, Error> {
+/// What one reconcile of `build` reads: everything from the watch caches, except a ConfigMap context
+/// whose content changed (read once per change) and the events of a running Job that has no pod.
+pub async fn observe(
+    client: &Client,
+    caches: &Caches,
+    build: &MultiArchBuild,
+    emulation: &EmulationLabels,
+) -> Result<Observed, Error> {
     let namespace = build.namespace().unwrap_or_default();
-    let selector = ListParams::default().labels(&format!("{BUILD_LABEL}={}", build_label(&build.name_any())));
-    let nodes = Api::<Node>::all(client.clone()).list(&ListParams::default()).await?;
-    let jobs = Api::<Job>::namespaced(client.clone(), &namespace).list(&selector).await?;
-    let pods = Api::<Pod>::namespaced(client.clone(), &namespace).list(&selector).await?;
+    let label = build_label(&build.name_any());
+    let ours = |labels: &BTreeMap<String, String>, ns: Option<&String>| {
+        ns == Some(&namespace) && labels.get(BUILD_LABEL) == Some(&label)
+    };
+    let nodes: Vec<Node> = caches.nodes.state().iter().map(|n| Node::clone(n)).collect();
     let owner = build.uid();
     let mut pods_by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
-    for pod in pods {
+    for pod in caches.pods.state().iter().filter(|p| ours(p.labels(), p.metadata.namespace.as_ref())) {
         if let Some(job) = pod.labels().get(JOB_NAME_LABEL).cloned() {
-            pods_by_job.entry(job).or_default().push(pod);
+            pods_by_job.entry(job).or_default().push(Pod::clone(pod));
         }
     }
+    let jobs = caches.jobs.state();
+    let owned = jobs.iter().filter(|job| {
+        ours(job.labels(), job.metadata.namespace.as_ref())
+            && job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref())
+    });
     let (mut observed, mut resolve_jobs) = (Vec::new(), Vec::new());
-    for job in jobs.into_iter().filter(|job| job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref())) {
+    for job in owned {
         let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
-        let create_failure = match pods.is_empty() {
-            true => create_failure(client, &job).await?,
+        let create_failure = match pods.is_empty() && !has_ended(job) {
+            true => create_failure(client, job).await?,
             false => None,
         };
         if job.labels().get(git::ROLE_LABEL).map(String::as_str) == Some(git::RESOLVE_ROLE) {
-            resolve_jobs.push(observe_job(&job, pods, create_failure, git::RESOLVE_CONTAINER));
+            resolve_jobs.push(observe_job(job, pods, create_failure, git::RESOLVE_CONTAINER));
         } else {
-            observed.push(observe_job(&job, pods, create_failure, BUILDER_CONTAINER));
+            observed.push(observe_job(job, pods, create_failure, BUILDER_CONTAINER));
         }
     }
-    require_push_secret(client, build, &namespace).await?;
+    require_push_secret(caches, build, &namespace)?;
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
-        node_objects: nodes.items,
+        node_objects: nodes,
         jobs: observed,
         resolve_jobs,
-        context_fingerprint: context_fingerprint(client, build, &namespace).await?,
+        context_fingerprint: context_fingerprint(client, caches, build, &namespace).await?,
     })
+}
+
+fn has_ended(job: &Job) -> bool {
+    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.into_iter().flatten().any(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
 }
 
 /// The message of the newest `FailedCreate` event of a Job: the Job controller says only there why
@@ -84,31 +103,40 @@ async fn create_failure(client: &Client, job: &Job) -> Result<Option<String>, Er
 }
 
 /// Build pods mount the push secret: without it they would hang, so say so before creating them.
-async fn require_push_secret(client: &Client, build: &MultiArchBuild, namespace: &str) -> Result<(), Error> {
+fn require_push_secret(caches: &Caches, build: &MultiArchBuild, namespace: &str) -> Result<(), Error> {
     let Some(secret) = &build.spec.output.push_secret else { return Ok(()) };
-    match Api::<Secret>::namespaced(client.clone(), namespace).get_metadata_opt(&secret.name).await? {
-        Some(_) => Ok(()),
-        None => Err(Error::Invalid(format!(
-            "spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}; create it with \
-             `kubectl create secret docker-registry {} ...`",
-            secret.name, secret.name
-        ))),
+    if caches.secret_exists(namespace, &secret.name) {
+        return Ok(());
     }
+    Err(Error::Invalid(format!(
+        "spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}; create it with \
+         `kubectl create secret docker-registry {} ...`",
+        secret.name, secret.name
+    )))
 }
 
-/// A hash of a ConfigMap context's content: editing the ConfigMap is a changed build input.
+/// A hash of a ConfigMap context's content: editing the ConfigMap is a changed build input. Read from
+/// the apiserver only when the ConfigMap changed since it was last hashed.
 async fn context_fingerprint(
     client: &Client,
+    caches: &Caches,
     build: &MultiArchBuild,
     namespace: &str,
 ) -> Result<Option<String>, Error> {
     let Some(source) = &build.spec.source.config_map else { return Ok(None) };
-    let config_map = Api::<ConfigMap>::namespaced(client.clone(), namespace).get_opt(&source.name).await?.ok_or_else(|| {
+    let missing = || {
         Error::Invalid(format!(
-            "spec.source.configMap: ConfigMap {:?} not found in namespace {namespace:?}; create it with the build context's files",
+            "spec.source.configMap: ConfigMap {:?} not found in namespace {namespace:?}; create it with the build \
+             context's files",
             source.name
         ))
-    })?;
+    };
+    let version = caches.config_map_version(namespace, &source.name).ok_or_else(missing)?;
+    if let Some(kept) = caches.fingerprint(namespace, &source.name, &version) {
+        return Ok(Some(kept));
+    }
+    let config_map =
+        Api::<ConfigMap>::namespaced(client.clone(), namespace).get_opt(&source.name).await?.ok_or_else(missing)?;
     let mut hasher = Sha256::new();
     for (key, value) in config_map.data.iter().flatten() {
         hasher.update(format!("{}:{key}\0", key.len()));
@@ -118,5 +146,8 @@ async fn context_fingerprint(
         hasher.update(format!("{}:{key}\0", key.len()));
         hasher.update(&value.0);
     }
-    Ok(Some(hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()))
+    let fingerprint: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let read_version = config_map.metadata.resource_version.unwrap_or(version);
+    caches.keep_fingerprint(namespace, &source.name, read_version, fingerprint.clone());
+    Ok(Some(fingerprint))
 }

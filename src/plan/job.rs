@@ -25,7 +25,8 @@ pub const INPUTS_LABEL: &str = "archway.dev/inputs";
 pub const MODE_LABEL: &str = "archway.dev/mode";
 /// The container that builds; its termination message carries the pushed digest.
 pub const BUILDER_CONTAINER: &str = "build";
-const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "archway");
+/// On every Job archway creates and its pods: what the operator's watches select.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "archway");
 
 const CONTEXT_DIR: &str = "/workspace/context";
 const SOURCE_DIR: &str = "/workspace/source";
