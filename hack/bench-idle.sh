@@ -45,6 +45,5 @@ for i in 1 2 3 4 5; do kubectl label node x86-1 "archway.dev/bench-poke=$i" --ov
 sleep 10
 echo "5 label changes on one node: $(requests_since "$before") requests"
 kubectl label node x86-1 archway.dev/bench-poke- >/dev/null
-pid=$(pgrep -f 'archway operator' | head -n 1 || true)
-echo "operator peak RSS (VmHWM): $( [ -n "$pid" ] && awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status" || echo n/a)"
+echo "operator peak RSS (VmHWM): $(hack/lib/operator-rss.sh)"
 kubectl delete mab -l "archway.dev/bench=$run" --wait=false >/dev/null

@@ -18,8 +18,7 @@ sed -e "s#registry.example.com#$ARCHWAY_REGISTRY#g" -e "s/^  name: blog$/  name:
     -e "s/^  buildArgs:$/  buildArgs:\n    BENCH_RUN: \"$name\"/" examples/blog/multiarchbuild.yaml | kubectl apply -f - >/dev/null
 kubectl wait --for=condition=Ready "mab/$name" --timeout=900s >/dev/null
 end=$(date +%s.%N)
-pid=$(pgrep -f 'archway operator' | head -n 1 || true)
-rss=$( [ -n "$pid" ] && awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status" || echo "n/a (operator process not found)")
+rss=$(hack/lib/operator-rss.sh)
 kubectl get mab "$name" -o json | python3 -c '
 import json, sys
 from datetime import datetime

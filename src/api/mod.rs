@@ -1,8 +1,10 @@
 //! The `MultiArchBuild` API (`archway.dev/v1alpha1`): its spec, its status and the generated CRD.
 
+mod reason;
 mod spec;
 mod status;
 
+pub use reason::Reason;
 pub use spec::{
     AUTO_PLATFORM, BuilderKind, BuilderSpec, GitSource, LocalRef, MultiArchBuild, MultiArchBuildSpec, OutputSpec,
     Placement, RolloutSpec, RolloutTarget, Source, WorkloadKind,

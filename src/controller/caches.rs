@@ -2,11 +2,14 @@
 //! pods (by archway's `managed-by` label), and the metadata of Secrets and ConfigMaps. A reconcile of
 //! a build where nothing changed then makes no API request. A ConfigMap context's content is read
 //! once per change of the ConfigMap (its resourceVersion), and its fingerprint kept.
+//!
+//! The caches are filled by watches of their own, so one may lag behind the event that woke a
+//! reconcile by a moment: a build whose Jobs run is looked at again soon (see the controller).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::PartialObjectMeta;
@@ -27,33 +30,30 @@ pub struct Caches {
 }
 
 impl Caches {
-    /// Starts the watches; the node watch is the caller's, as it also wakes builds.
+    /// Starts the watches that fill the caches, for the operator's lifetime; the node watch is the
+    /// caller's, as it also wakes builds.
     pub fn start(client: &Client, nodes: Store<Node>) -> Caches {
         let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+        let all = watcher::Config::default;
         Caches {
             nodes,
             jobs: reflect(watcher(Api::all(client.clone()), managed.clone())),
             pods: reflect(watcher(Api::all(client.clone()), managed)),
             // Metadata only: a Secret's data is read when it is used (to publish), never kept.
-            secrets: reflect(watcher(
-                Api::<PartialObjectMeta<Secret>>::all(client.clone()),
-                watcher::Config::default(),
-            )),
-            config_maps: reflect(watcher(
-                Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()),
-                watcher::Config::default(),
-            )),
+            secrets: reflect(watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all())),
+            config_maps: reflect(watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), all())),
             fingerprints: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Waits until every watch has listed once (at once, after the first time).
-    pub async fn ready(&self) -> Result<(), reflector::store::WriterDropped> {
-        self.nodes.wait_until_ready().await?;
-        self.jobs.wait_until_ready().await?;
-        self.pods.wait_until_ready().await?;
-        self.secrets.wait_until_ready().await?;
-        self.config_maps.wait_until_ready().await
+    /// Whether every watch has listed once.
+    pub fn is_ready(&self) -> bool {
+        let listed = |ready: Option<Result<(), reflector::store::WriterDropped>>| matches!(ready, Some(Ok(())));
+        listed(self.nodes.wait_until_ready().now_or_never())
+            && listed(self.jobs.wait_until_ready().now_or_never())
+            && listed(self.pods.wait_until_ready().now_or_never())
+            && listed(self.secrets.wait_until_ready().now_or_never())
+            && listed(self.config_maps.wait_until_ready().now_or_never())
     }
 
     pub fn secret_exists(&self, namespace: &str, name: &str) -> bool {

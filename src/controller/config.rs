@@ -36,12 +36,34 @@ pub struct OperatorConfig {
     /// such as `1h` or `10m`. What it built is kept in the MultiArchBuild's status.
     #[arg(long, env = "ARCHWAY_FINISHED_JOB_TTL", default_value = "1h", value_parser = parse_ttl)]
     pub finished_job_ttl: i32,
+    /// Run more than one replica: only the holder of the Lease `archway-operator` in
+    /// `--leader-election-namespace` reconciles; the others wait to take over.
+    #[arg(long, env = "ARCHWAY_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the leader-election Lease (the operator's own; deploy/ sets it from the pod).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "archway-system")]
+    pub leader_election_namespace: String,
+    /// How long a Lease lasts without renewal: how long a crashed leader's replica waits before it leads.
+    #[arg(long, env = "ARCHWAY_LEADER_ELECTION_LEASE", default_value = "15s", value_parser = parse_ttl)]
+    pub leader_election_lease: i32,
+    /// How many builds are reconciled at once (0: no limit).
+    #[arg(long, env = "ARCHWAY_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
     /// Address of the `/metrics` (Prometheus) and `/healthz` endpoint.
     #[arg(long, env = "ARCHWAY_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     pub metrics_addr: std::net::SocketAddr,
 }
 
 impl OperatorConfig {
+    /// The election this replica takes part in, with `--leader-elect`.
+    pub fn election(&self) -> Option<super::leader::Election> {
+        self.leader_elect.then(|| super::leader::Election {
+            namespace: self.leader_election_namespace.clone(),
+            identity: std::env::var("HOSTNAME").unwrap_or_else(|_| format!("archway-{}", std::process::id())),
+            lease_duration: std::time::Duration::from_secs(u64::try_from(self.leader_election_lease).unwrap_or(15)),
+        })
+    }
+
     pub fn emulation_labels(&self) -> EmulationLabels {
         EmulationLabels { prefix: self.emulation_label_prefix.clone() }
     }

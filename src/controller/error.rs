@@ -12,6 +12,9 @@ pub enum Error {
     /// The spec, or an object it names, is wrong; retrying cannot help.
     #[error("{0}")]
     Invalid(String),
+    /// Leader election failed or the Lease was lost: the process stops (and restarts as a follower).
+    #[error("leader election: {0}")]
+    Leader(String),
 }
 
 impl Error {
@@ -20,7 +23,7 @@ impl Error {
             Error::Kube(kube::Error::Api(status)) => status.code == 429 || status.code >= 500 || status.code == 409,
             Error::Kube(_) => true,
             Error::Registry(e) => e.is_transient(),
-            Error::Invalid(_) => false,
+            Error::Invalid(_) | Error::Leader(_) => false,
         }
     }
 
@@ -30,6 +33,7 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Registry(_) => "registry",
             Error::Invalid(_) => "invalid",
+            Error::Leader(_) => "leader",
         }
     }
 }

@@ -8,8 +8,8 @@ use tracing::warn;
 
 use super::Context;
 use crate::api::{
-    AUTO_PLATFORM, BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, TargetState,
-    condition,
+    AUTO_PLATFORM, BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason,
+    TargetState, condition,
 };
 use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
 
@@ -49,7 +49,7 @@ pub(super) async fn record_transitions(
             "no longer in spec.platforms"
         };
         let note = format!("{}: {why}; the next index leaves it out", dropped.platform);
-        events.push(event(EventType::Normal, "PlatformDropped", "Build", None, note));
+        events.push(event(EventType::Normal, Reason::PlatformDropped, "Build", None, note));
     }
     for target in &new.targets {
         let before = old.and_then(|o| o.targets.iter().find(|t| t.kind == target.kind && t.name == target.name));
@@ -58,10 +58,10 @@ pub(super) async fn record_transitions(
         }
         let (type_, reason, result) = match target.state {
             TargetState::Pending => continue,
-            TargetState::Progressing => (EventType::Normal, "RollingOut", None),
-            TargetState::RolledOut => (EventType::Normal, "RolledOut", Some("rolled_out")),
-            TargetState::Blocked => (EventType::Warning, "RolloutBlocked", Some("blocked")),
-            TargetState::Stalled => (EventType::Warning, "RolloutStalled", Some("stalled")),
+            TargetState::Progressing => (EventType::Normal, Reason::RollingOut, None),
+            TargetState::RolledOut => (EventType::Normal, Reason::RolledOut, Some("rolled_out")),
+            TargetState::Blocked => (EventType::Warning, Reason::RolloutBlocked, Some("blocked")),
+            TargetState::Stalled => (EventType::Warning, Reason::RolloutStalled, Some("stalled")),
         };
         if let Some(result) = result {
             ctx.metrics.rollouts.get_or_create(&RolloutLabels { result: result.into() }).inc();
@@ -81,7 +81,7 @@ pub(super) async fn record_transitions(
         let message = ready.map(|c| c.message.clone()).unwrap_or_default();
         let type_ = if new.phase == Some(BuildPhase::Failed) { EventType::Warning } else { EventType::Normal };
         let note = format!("{:?}: {message}", new.phase.unwrap_or_default());
-        events.push(event(type_, "PhaseChanged", "Reconcile", None, note));
+        events.push(event(type_, Reason::PhaseChanged, "Reconcile", None, note));
     }
     let reference = build.object_ref(&());
     for event in events {
@@ -89,12 +89,12 @@ pub(super) async fn record_transitions(
     }
 }
 
-fn platform_event(phase: PlatformPhase) -> (EventType, &'static str) {
+fn platform_event(phase: PlatformPhase) -> (EventType, Reason) {
     match phase {
-        PlatformPhase::Failed => (EventType::Warning, "PlatformFailed"),
-        PlatformPhase::Waiting => (EventType::Warning, "WaitingForNode"),
-        PlatformPhase::Succeeded => (EventType::Normal, "PlatformBuilt"),
-        PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, "PlatformBuilding"),
+        PlatformPhase::Failed => (EventType::Warning, Reason::PlatformFailed),
+        PlatformPhase::Waiting => (EventType::Warning, Reason::WaitingForNode),
+        PlatformPhase::Succeeded => (EventType::Normal, Reason::PlatformBuilt),
+        PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, Reason::PlatformBuilding),
     }
 }
 
@@ -118,13 +118,13 @@ fn count_build(metrics: &Metrics, platform: &PlatformStatus) {
 /// note at 1 kB.
 pub(super) fn event(
     type_: EventType,
-    reason: &str,
+    reason: Reason,
     action: &str,
     secondary: Option<ObjectReference>,
     note: String,
 ) -> Event {
     let note: String = note.chars().take(1000).collect();
-    Event { type_, reason: reason.into(), note: Some(note), action: action.into(), secondary }
+    Event { type_, reason: reason.as_str().into(), note: Some(note), action: action.into(), secondary }
 }
 
 pub(super) async fn publish_event(ctx: &Context, reference: &ObjectReference, event: Event) {

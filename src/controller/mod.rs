@@ -7,6 +7,7 @@ mod caches;
 pub mod config;
 mod error;
 mod events;
+mod leader;
 mod observe;
 mod publish;
 mod rollout;
@@ -34,8 +35,11 @@ use caches::Caches;
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
+pub use leader::LEASE_NAME;
 
-use crate::api::{GitSource, MultiArchBuild, MultiArchBuildStatus, SourceStatus, TargetState, WorkloadKind};
+use crate::api::{
+    GitSource, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState, WorkloadKind,
+};
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
 use crate::plan::git::{GitStep, ResolveObservation, ResolveRequest, git_step, resolve_job};
@@ -67,7 +71,8 @@ pub struct Context {
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
 }
 
-/// Runs the controller until a shutdown signal.
+/// Runs the controller until a shutdown signal; with `--leader-elect`, only while this replica leads.
+/// Metrics and `/healthz` are served either way.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     let registry_ca = match &config.registry_ca_file {
         Some(path) => vec![
@@ -75,9 +80,27 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         ],
         None => Vec::new(),
     };
-    let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
+    match config.election() {
+        Some(election) => {
+            let work = reconcile_until_shutdown(client.clone(), config, registry_ca, metrics);
+            leader::while_leading(client, &election, work).await
+        }
+        None => {
+            reconcile_until_shutdown(client, config, registry_ca, metrics).await;
+            Ok(())
+        }
+    }
+}
+
+async fn reconcile_until_shutdown(
+    client: Client,
+    config: OperatorConfig,
+    registry_ca: Vec<Vec<u8>>,
+    metrics: Arc<Metrics>,
+) {
+    let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
     // can unblock or move any build: re-plan them all. A heartbeat changes none of that: it wakes nothing.
     // The same watch keeps the node cache.
@@ -87,18 +110,21 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
         reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
             .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
+    let caches = Caches::start(&client, nodes);
     let ctx = Arc::new(Context {
         metrics,
         reporter,
         client: client.clone(),
-        caches: Caches::start(&client, nodes),
+        caches,
         config,
         registry_ca,
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
     let builds = Api::<Guarded>::all(client.clone());
-    let controller = Controller::new(builds, watcher::Config::default());
+    let concurrency = ctx.config.concurrency;
+    let controller = Controller::new(builds, watcher::Config::default())
+        .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
     // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.
     let targeting = |kind: WorkloadKind| {
@@ -126,7 +152,6 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
             }
         })
         .await;
-    Ok(())
 }
 
 /// The builds that roll out to the workload of this kind and name.
@@ -155,7 +180,7 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         Err(invalid) => {
             // Stored before a schema change, or written around admission: say so, wait for an edit.
             let note = format!("cannot read this MultiArchBuild: {}", invalid.error);
-            let event = event(EventType::Warning, "InvalidObject", "Reconcile", None, note);
+            let event = event(EventType::Warning, Reason::InvalidObject, "Reconcile", None, note);
             publish_event(&ctx, &guarded.object_ref(&()), event).await;
             return Ok(Action::await_change());
         }
@@ -181,22 +206,22 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let generation = build.metadata.generation.unwrap_or_default();
     let valid = match validate(&build.spec) {
         Ok(valid) => valid,
-        Err(e) => return fail_permanently(build, ctx, "InvalidSpec", &e.to_string(), None).await,
+        Err(e) => return fail_permanently(build, ctx, Reason::InvalidSpec, &e.to_string(), None).await,
     };
     let emulation = ctx.config.emulation_labels();
-    if ctx.caches.ready().await.is_err() {
-        return Err(Error::Invalid("the operator's watch caches stopped; restart it".into()));
+    if !ctx.caches.is_ready() {
+        return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await;
     let observed = match observed {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message, None).await,
+        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, Reason::InvalidSpec, &message, None).await,
         other => other?,
     };
     let platforms = match requested_platforms(&build.spec, &observed.nodes) {
         Ok(platforms) => platforms,
         Err(e) => {
             let message = format!("spec.platforms: {e}");
-            return fail_permanently(build, ctx, "InvalidPlatform", &message, None).await;
+            return fail_permanently(build, ctx, Reason::InvalidPlatform, &message, None).await;
         }
     };
     let old = build.status.as_ref();
@@ -219,7 +244,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     }
     let source = git.as_ref().map(|step| step.status.clone());
     if let Some(message) = git.as_ref().and_then(|step| step.failed.as_deref()) {
-        return fail_permanently(build, ctx, "RevisionUnresolved", message, source).await;
+        return fail_permanently(build, ctx, Reason::RevisionUnresolved, message, source).await;
     }
     let commit = git.as_ref().and_then(|step| step.commit.as_deref());
     let decision = decide(&decide::Inputs {
@@ -241,7 +266,9 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         now: &now,
     });
     match apply_jobs(build, ctx, &decision, &valid).await {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, "InvalidSpec", &message, source).await,
+        Err(Error::Invalid(message)) => {
+            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source).await;
+        }
         other => other?,
     }
 
@@ -252,7 +279,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
             match publish::publish(&ctx.client, build, &valid, built, commit, &ctx.registry_ca).await {
                 Ok(publish) => publish,
                 Err(Error::Registry(e)) if !e.is_transient() => {
-                    Publish::Failed { reason: "RegistryError".into(), message: e.to_string() }
+                    Publish::Failed { reason: Reason::RegistryError, message: e.to_string() }
                 }
                 Err(e) => return Err(e),
             }
@@ -266,6 +293,11 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     };
     let targets = rollout::roll_out(&ctx.client, build, &valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
+    // The Job and pod caches may lag a moment behind the event that woke this reconcile: while
+    // platforms build, look again soon (it costs no API request).
+    let building =
+        decision.platforms.iter().any(|p| matches!(p.phase, PlatformPhase::Pending | PlatformPhase::Building))
+            || git.as_ref().is_some_and(|step| step.commit.is_none());
     let status =
         MultiArchBuildStatus { source, ..desired_status(generation, &decision, &publish, &targets, old, &now) };
     write_status(build, ctx, status).await?;
@@ -273,7 +305,14 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     // Job without a pod when its wait runs out, a git source when its poll is due, and the long requeue
     // is a safety net only.
     let rechecks = [decision.recheck_in, git.and_then(|step| step.recheck_in)];
-    let next = rechecks.into_iter().flatten().fold(Duration::from_secs(if rolling { 20 } else { 300 }), Duration::min);
+    let base = Duration::from_secs(if building {
+        5
+    } else if rolling {
+        20
+    } else {
+        300
+    });
+    let next = rechecks.into_iter().flatten().fold(base, Duration::min);
     Ok(Action::requeue(next))
 }
 
@@ -372,12 +411,12 @@ async fn delete_jobs(jobs: &Api<Job>, names: &[String]) -> Result<(), Error> {
 async fn fail_permanently(
     build: &MultiArchBuild,
     ctx: &Context,
-    reason: &str,
+    reason: Reason,
     message: &str,
     source: Option<SourceStatus>,
 ) -> Result<Action, Error> {
     let generation = build.metadata.generation.unwrap_or_default();
-    let publish = Publish::Failed { reason: reason.into(), message: message.into() };
+    let publish = Publish::Failed { reason, message: message.into() };
     let old = build.status.as_ref();
     let targets = rollout::pending_targets(build);
     let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -71,7 +71,7 @@ pub async fn observe(
             observed.push(observe_job(job, pods, create_failure, BUILDER_CONTAINER));
         }
     }
-    require_push_secret(caches, build, &namespace)?;
+    require_push_secret(client, caches, build, &namespace).await?;
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
         node_objects: nodes,
@@ -102,10 +102,18 @@ async fn create_failure(client: &Client, job: &Job) -> Result<Option<String>, Er
     Ok(newest.and_then(|e| e.message))
 }
 
-/// Build pods mount the push secret: without it they would hang, so say so before creating them.
-fn require_push_secret(caches: &Caches, build: &MultiArchBuild, namespace: &str) -> Result<(), Error> {
+/// Build pods mount the push secret: without it they would hang, so say so before creating them. A
+/// Secret the cache does not have (yet) is looked up, so a Secret created a moment ago counts.
+async fn require_push_secret(
+    client: &Client,
+    caches: &Caches,
+    build: &MultiArchBuild,
+    namespace: &str,
+) -> Result<(), Error> {
     let Some(secret) = &build.spec.output.push_secret else { return Ok(()) };
-    if caches.secret_exists(namespace, &secret.name) {
+    if caches.secret_exists(namespace, &secret.name)
+        || Api::<Secret>::namespaced(client.clone(), namespace).get_metadata_opt(&secret.name).await?.is_some()
+    {
         return Ok(());
     }
     Err(Error::Invalid(format!(
@@ -131,8 +139,9 @@ async fn context_fingerprint(
             source.name
         ))
     };
-    let version = caches.config_map_version(namespace, &source.name).ok_or_else(missing)?;
-    if let Some(kept) = caches.fingerprint(namespace, &source.name, &version) {
+    // Not cached (yet): read below, as when it changed.
+    let version = caches.config_map_version(namespace, &source.name);
+    if let Some(kept) = version.as_deref().and_then(|v| caches.fingerprint(namespace, &source.name, v)) {
         return Ok(Some(kept));
     }
     let config_map =
@@ -147,7 +156,8 @@ async fn context_fingerprint(
         hasher.update(&value.0);
     }
     let fingerprint: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
-    let read_version = config_map.metadata.resource_version.unwrap_or(version);
-    caches.keep_fingerprint(namespace, &source.name, read_version, fingerprint.clone());
+    if let Some(read_version) = config_map.metadata.resource_version {
+        caches.keep_fingerprint(namespace, &source.name, read_version, fingerprint.clone());
+    }
     Ok(Some(fingerprint))
 }

@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
 use super::error::Error;
-use crate::api::MultiArchBuild;
+use crate::api::{MultiArchBuild, Reason};
 use crate::plan::inputs::platform_tags;
 use crate::plan::status::Publish;
 use crate::plan::validate::ValidBuild;
@@ -28,14 +28,14 @@ pub async fn publish(
             let namespace = build.namespace().unwrap_or_default();
             let Some(found) = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret.name).await? else {
                 return Ok(failed(
-                    "PushSecretMissing",
+                    Reason::PushSecretMissing,
                     format!("spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}", secret.name),
                 ));
             };
             let bytes = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone());
             let Some(bytes) = bytes else {
                 return Ok(failed(
-                    "PushSecretInvalid",
+                    Reason::PushSecretInvalid,
                     format!("spec.output.pushSecret: Secret {:?} has no .dockerconfigjson key", secret.name),
                 ));
             };
@@ -43,7 +43,7 @@ pub async fn publish(
             // Secret may hold only the credentials of the base image's registry).
             match lookup(&format!("{namespace}/{}", secret.name), &bytes, repository.registry()) {
                 Ok(auth) => auth.unwrap_or(oci_client::secrets::RegistryAuth::Anonymous),
-                Err(e) => return Ok(failed("PushSecretInvalid", format!("spec.output.pushSecret: {e}"))),
+                Err(e) => return Ok(failed(Reason::PushSecretInvalid, format!("spec.output.pushSecret: {e}"))),
             }
         }
         None => oci_client::secrets::RegistryAuth::Anonymous,
@@ -59,7 +59,7 @@ pub async fn publish(
         let child = registry.fetch_child(repository, digest).await?;
         match verify(platform, &child) {
             Ok(verified) => children.push(verified),
-            Err(mismatch) => return Ok(failed("PlatformMismatch", mismatch.to_string())),
+            Err(mismatch) => return Ok(failed(Reason::PlatformMismatch, mismatch.to_string())),
         }
         manifests.push((platform, child.manifest));
     }
@@ -67,7 +67,7 @@ pub async fn publish(
     let annotations = index_annotations(git.map(|g| g.url.as_str()), commit);
     let index = match assemble_index(&children, &annotations) {
         Ok(index) => index,
-        Err(e) => return Ok(failed("InvalidIndex", e.to_string())),
+        Err(e) => return Ok(failed(Reason::InvalidIndex, e.to_string())),
     };
     // The spec may have changed while the children were verified: never publish an older generation's
     // index over a newer one's; the newer generation's reconcile publishes instead.
@@ -87,6 +87,6 @@ pub async fn publish(
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
 }
 
-fn failed(reason: &str, message: String) -> Publish {
-    Publish::Failed { reason: reason.to_string(), message }
+fn failed(reason: Reason, message: String) -> Publish {
+    Publish::Failed { reason, message }
 }

@@ -5,7 +5,7 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::Decision;
-use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, TargetState, TargetStatus, condition};
+use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, Reason, TargetState, TargetStatus, condition};
 
 /// Where publishing the index stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -15,7 +15,7 @@ pub enum Publish {
     /// The index is pushed: `repo@sha256:...`.
     Published { image: String },
     /// Verification or the push failed for a reason a change must fix.
-    Failed { reason: String, message: String },
+    Failed { reason: Reason, message: String },
 }
 
 /// Whether the current status already records the index for exactly these children, so nothing needs
@@ -50,39 +50,45 @@ pub fn desired_status(
     let (phase, building, published) = match (publish, failed.is_empty()) {
         (_, false) => {
             let message = failed.join("; ");
-            (BuildPhase::Failed, cond(false, "BuildFailed", &message), cond(false, "BuildFailed", &message))
+            (BuildPhase::Failed, cond(false, Reason::BuildFailed, &message), cond(false, Reason::BuildFailed, &message))
         }
-        (Publish::Published { image }, true) => {
-            (BuildPhase::Ready, cond(false, "Built", "every platform is built"), cond(true, "Published", image))
-        }
+        (Publish::Published { image }, true) => (
+            BuildPhase::Ready,
+            cond(false, Reason::Built, "every platform is built"),
+            cond(true, Reason::Published, image),
+        ),
         (Publish::Failed { reason, message }, true) => {
-            (BuildPhase::Failed, cond(false, "Built", "every platform is built"), cond(false, reason, message))
+            (BuildPhase::Failed, cond(false, Reason::Built, "every platform is built"), cond(false, *reason, message))
         }
         (Publish::NotYet, true) if built => (
             BuildPhase::Publishing,
-            cond(false, "Built", "every platform is built"),
-            cond(false, "Publishing", "verifying the platform images and pushing the index"),
+            cond(false, Reason::Built, "every platform is built"),
+            cond(false, Reason::Publishing, "verifying the platform images and pushing the index"),
         ),
         (Publish::NotYet, true) if !waiting.is_empty() => {
             let message = waiting.join("; ");
-            (BuildPhase::Building, cond(true, "WaitingForNode", &message), cond(false, "Building", &message))
+            (
+                BuildPhase::Building,
+                cond(true, Reason::WaitingForNode, &message),
+                cond(false, Reason::Building, &message),
+            )
         }
         (Publish::NotYet, true) => {
             let count = decision.platforms.len();
             let message = format!("building {count} platform(s)");
-            (BuildPhase::Building, cond(true, "Building", &message), cond(false, "Building", &message))
+            (BuildPhase::Building, cond(true, Reason::Building, &message), cond(false, Reason::Building, &message))
         }
     };
-    let mut ready = (published.0, published.1.clone(), published.2.clone());
+    let mut ready = published.clone();
     let mut phase = phase;
     let rolled_out = (!targets.is_empty()).then(|| rollout_condition(targets));
     if let (Some((status, reason, message)), BuildPhase::Ready) = (&rolled_out, phase) {
-        phase = match reason.as_str() {
+        phase = match reason {
             _ if *status => BuildPhase::Ready,
-            "RolloutBlocked" | "RolloutStalled" => BuildPhase::Failed,
+            Reason::RolloutBlocked | Reason::RolloutStalled => BuildPhase::Failed,
             _ => BuildPhase::RollingOut,
         };
-        ready = (*status, reason.clone(), message.clone());
+        ready = (*status, *reason, message.clone());
     }
     let image = match publish {
         Publish::Published { image } => Some(image.clone()),
@@ -93,7 +99,7 @@ pub fn desired_status(
         .into_iter()
         .chain(rolled_out.map(|c| (condition::ROLLED_OUT, c)))
         .map(|(type_, (status, reason, message))| {
-            condition_at(previous, type_, status, &reason, &message, generation, now)
+            condition_at(previous, type_, status, reason, &message, generation, now)
         })
         .collect();
     MultiArchBuildStatus {
@@ -109,7 +115,7 @@ pub fn desired_status(
 
 /// The `RolledOut` condition: true when every target runs the image; otherwise the worst state first
 /// (blocked or stalled targets need a person), naming each target that is not there yet.
-fn rollout_condition(targets: &[TargetStatus]) -> (bool, String, String) {
+fn rollout_condition(targets: &[TargetStatus]) -> (bool, Reason, String) {
     let describe = |states: &[TargetState]| -> Vec<String> {
         targets
             .iter()
@@ -118,22 +124,22 @@ fn rollout_condition(targets: &[TargetStatus]) -> (bool, String, String) {
             .collect()
     };
     let worst = [
-        (TargetState::Blocked, "RolloutBlocked"),
-        (TargetState::Stalled, "RolloutStalled"),
-        (TargetState::Pending, "Pending"),
-        (TargetState::Progressing, "Progressing"),
+        (TargetState::Blocked, Reason::RolloutBlocked),
+        (TargetState::Stalled, Reason::RolloutStalled),
+        (TargetState::Pending, Reason::Pending),
+        (TargetState::Progressing, Reason::Progressing),
     ];
     for (state, reason) in worst {
         let found = describe(&[state]);
         if !found.is_empty() {
-            return (false, reason.to_string(), found.join("; "));
+            return (false, reason, found.join("; "));
         }
     }
-    (true, "RolledOut".into(), format!("{} workload(s) run the published image", targets.len()))
+    (true, Reason::RolledOut, format!("{} workload(s) run the published image", targets.len()))
 }
 
-fn cond(status: bool, reason: &str, message: &str) -> (bool, String, String) {
-    (status, reason.to_string(), message.to_string())
+fn cond(status: bool, reason: Reason, message: &str) -> (bool, Reason, String) {
+    (status, reason, message.to_string())
 }
 
 /// A condition that keeps the previous `lastTransitionTime` while its status stays the same.
@@ -141,7 +147,7 @@ fn condition_at(
     previous: &[Condition],
     type_: &str,
     status: bool,
-    reason: &str,
+    reason: Reason,
     message: &str,
     generation: i64,
     now: &Time,

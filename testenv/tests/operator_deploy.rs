@@ -6,15 +6,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use archway_testenv::cluster_setup::{
-    OPERATOR_NAMESPACE, REGISTRY_CA_CONFIG_MAP, REGISTRY_NAMESPACES, REGISTRY_SECRET,
+    OPERATOR_NAMESPACE, OPERATOR_SELECTOR, REGISTRY_CA_CONFIG_MAP, REGISTRY_NAMESPACES, REGISTRY_SECRET,
 };
 use archway_testenv::env::{Env, EnvOptions};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec, SubjectAccessReviewStatus,
 };
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, PostParams};
 
 mod common;
 
@@ -77,7 +78,9 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         // Leader election: its own namespace only.
         ("update", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
         ("create", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
+        ("patch", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
         ("update", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
+        ("patch", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
         // What it must not do.
         ("create", "archway.dev", "multiarchbuilds", "", "web", false),
         ("update", "archway.dev", "multiarchbuilds", "", "web", false),
@@ -113,6 +116,24 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         "the archway ServiceAccount's permissions differ from deploy/base/rbac.yaml:\n{}",
         wrong.join("\n")
     );
+
+    // Two replicas run; the Lease names one of them, which reconciles; the other waits.
+    let pods = Api::<Pod>::namespaced(env.client(), OPERATOR_NAMESPACE);
+    let leases = Api::<Lease>::namespaced(env.client(), OPERATOR_NAMESPACE);
+    common::wait("two operator pods, one of them leading", || async {
+        let running: Vec<String> = pods
+            .list(&ListParams::default().labels(OPERATOR_SELECTOR))
+            .await?
+            .items
+            .into_iter()
+            .filter(|p| common::phase(p) == "Running")
+            .filter_map(|p| p.metadata.name)
+            .collect();
+        let lease = leases.get_opt(archway::controller::LEASE_NAME).await?;
+        let holder = lease.and_then(|l| l.spec?.holder_identity).unwrap_or_default();
+        Ok((running.len() == 2 && running.contains(&holder)).then_some(()))
+    })
+    .await?;
 
     // The plain installation (no dev overlay) is valid for the apiserver as well.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("repository")?;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
@@ -189,18 +190,21 @@ pub async fn scrape_operator(client: &kube::Client) -> Result<String> {
     Ok(response.text().await?)
 }
 
-/// SIGKILL for the operator: its pod deleted with no grace period (the hostlet kills the process
-/// group at once); the Deployment then starts a new one. Waits until the new one runs.
+/// SIGKILL for the operator: the pod that holds the leader Lease deleted with no grace period (the
+/// hostlet kills its process group at once). The other replica leads once the Lease runs out, and the
+/// Deployment starts a new follower. Waits until another pod leads and runs.
 pub async fn kill_operator(client: &kube::Client) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let params = ListParams::default().labels(OPERATOR_SELECTOR);
-    let old: Vec<String> = pods.list(&params).await?.items.into_iter().filter_map(|p| p.metadata.name).collect();
-    ensure!(old.len() == 1, "expected one operator pod, found {old:?}");
-    pods.delete(&old[0], &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
-    wait("a new operator pod to run", || async {
-        let running = pods.list(&params).await?.items.into_iter().any(|p| {
-            p.metadata.name.as_ref() != Some(&old[0]) && p.status.and_then(|s| s.phase).as_deref() == Some("Running")
-        });
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let holder = || async {
+        let lease = leases.get_opt(archway::controller::LEASE_NAME).await?;
+        Ok::<_, anyhow::Error>(lease.and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty()))
+    };
+    let leader = wait("an operator to lead", || async { holder().await }).await?;
+    pods.delete(&leader, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await?;
+    wait("another operator pod to lead", || async {
+        let Some(next) = holder().await?.filter(|h| *h != leader) else { return Ok(None) };
+        let running = pods.get_opt(&next).await?.and_then(|p| p.status?.phase).as_deref() == Some("Running");
         Ok(running.then_some(()))
     })
     .await
