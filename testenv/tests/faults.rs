@@ -15,7 +15,7 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
 };
-use common::{ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait};
+use common::{ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait, wait_answering};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
@@ -306,6 +306,7 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     env.pause("kube-apiserver")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     env.resume("kube-apiserver")?;
+    wait_answering(&client).await?;
     let status = wait_status_in(&client, NS, "blog-apiserver", is_ready).await?;
     ensure!(jobs_of(&client, "blog-apiserver").await?.len() == 1, "more than one Job: {status}");
     env.shutdown().await;

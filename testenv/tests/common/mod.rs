@@ -8,7 +8,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, OPERATOR_SELECTOR};
+use archway_testenv::cluster_setup::OPERATOR_NAMESPACE;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ContainerStateTerminated, Pod};
 use kube::Api;
@@ -77,6 +77,15 @@ pub fn terminated<'a>(pod: &'a Pod, container: &str) -> Result<&'a ContainerStat
     let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).context("container statuses")?;
     let status = statuses.iter().find(|c| c.name == container).context("container status")?;
     status.state.as_ref().and_then(|s| s.terminated.as_ref()).with_context(|| format!("{status:?} not terminated"))
+}
+
+/// Waits until the apiserver answers again (after an outage a test made), whatever errors meanwhile.
+pub async fn wait_answering(client: &kube::Client) -> Result<()> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    wait("the apiserver to answer", || async {
+        Ok(namespaces.list(&ListParams::default().limit(1)).await.ok().map(|_| ()))
+    })
+    .await
 }
 
 /// Polls `probe` until it yields a value, for at most [`TIMEOUT`]; a probe error ends the wait.
@@ -179,11 +188,13 @@ pub async fn manifest_digest_raw(registry: &archway_testenv::registry::Registry,
     Ok(archway::registry::digest_of(raw.as_bytes()))
 }
 
-/// The operator's `/metrics`, from its pod's address and its `metrics` port.
+/// The leading operator's `/metrics` (the pod that holds the Lease), from its address and `metrics` port.
 pub async fn scrape_operator(client: &kube::Client) -> Result<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let pod = pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items.into_iter().next();
-    let ip = pod.and_then(|p| p.status?.pod_ip).context("the operator pod has no IP")?;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let lease = leases.get_opt(archway::controller::LEASE_NAME).await?;
+    let leader = lease.and_then(|l| l.spec?.holder_identity).context("no operator holds the Lease")?;
+    let pod = Api::<Pod>::namespaced(client.clone(), OPERATOR_NAMESPACE).get(&leader).await?;
+    let ip = pod.status.and_then(|s| s.pod_ip).context("the leading operator pod has no IP")?;
     let response =
         reqwest::Client::builder().no_proxy().build()?.get(format!("http://{ip}:8080/metrics")).send().await?;
     ensure!(response.status().is_success(), "GET /metrics: {}", response.status());
