@@ -1,0 +1,110 @@
+//! The Jobs a reconcile creates and deletes: one build Job per platform, and a git source's resolve
+//! Job. A name that exists already is ours (an earlier pass) or someone else's (an error that says so).
+
+use k8s_openapi::api::batch::v1::Job;
+use kube::api::{DeleteParams, PostParams, PropagationPolicy};
+use kube::{Api, Resource, ResourceExt};
+use tracing::info;
+
+use super::{Context, Error, FIELD_MANAGER};
+use crate::api::{GitSource, MultiArchBuild};
+use crate::plan::decide::Decision;
+use crate::plan::git::{GitStep, ResolveRequest, resolve_job};
+use crate::plan::inputs::build_label;
+use crate::plan::job::{BUILD_LABEL, JobRequest, MANAGED_BY, build_job};
+use crate::plan::validate::ValidBuild;
+
+pub(super) async fn apply_jobs(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    decision: &Decision,
+    valid: &ValidBuild,
+) -> Result<(), Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
+    let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
+    let builder = ctx.config.builder();
+    for create in &decision.create {
+        let request = JobRequest {
+            build_name: &build.name_any(),
+            namespace: &namespace,
+            owner: owner.clone(),
+            platform: &create.platform,
+            inputs: &create.inputs,
+            placed: &create.placed,
+            config: &builder,
+            timeout_seconds,
+        };
+        let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
+        if create_job(&jobs, &job, &owner.uid).await? {
+            info!(job = job.metadata.name.as_deref().unwrap_or_default(), platform = %create.platform, "created build job");
+        }
+    }
+    delete_jobs(&jobs, &decision.delete).await
+}
+
+/// Creates the git source's resolve Job when one is due, deletes the ones done with.
+pub(super) async fn apply_resolve(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    step: &GitStep,
+    git: &GitSource,
+) -> Result<(), Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    if let Some(name) = &step.create {
+        let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
+        let labels = [
+            (BUILD_LABEL.to_string(), build_label(&build.name_any())),
+            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ]
+        .into();
+        let job = resolve_job(&ResolveRequest {
+            name,
+            namespace: &namespace,
+            labels,
+            owner: owner.clone(),
+            git,
+            image: &ctx.config.git_image,
+            ttl_seconds: ctx.config.finished_job_ttl,
+        });
+        if create_job(&jobs, &job, &owner.uid).await? {
+            info!(job = name.as_str(), revision = git.revision, "resolving the git revision");
+        }
+    }
+    delete_jobs(&jobs, &step.delete).await
+}
+
+/// Creates a Job owned by `owner_uid`; `false` when it exists already (created by an earlier pass
+/// whose status write did not land, or still being deleted: a later pass creates it). A Job of that
+/// name that belongs to something else is an error that names it.
+async fn create_job(jobs: &Api<Job>, job: &Job, owner_uid: &str) -> Result<bool, Error> {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    match jobs.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, job).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 409 => {
+            let existing = jobs.get_metadata_opt(&name).await?;
+            if existing.is_some_and(|j| j.owner_references().iter().all(|o| o.uid != owner_uid)) {
+                return Err(Error::Invalid(format!(
+                    "a Job named {name:?} already exists in this namespace and belongs to something else; delete \
+                     it, or rename this MultiArchBuild"
+                )));
+            }
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn delete_jobs(jobs: &Api<Job>, names: &[String]) -> Result<(), Error> {
+    let params = DeleteParams { propagation_policy: Some(PropagationPolicy::Background), ..Default::default() };
+    for name in names {
+        match jobs.delete(name, &params).await {
+            Ok(_) => info!(job = name.as_str(), "deleted job"),
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
