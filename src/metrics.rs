@@ -16,6 +16,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
@@ -52,6 +53,8 @@ pub struct Metrics {
     pub platform_builds: Family<BuildLabels, Counter>,
     pub platform_build_seconds: HistogramFamily<BuildLabels>,
     pub rollouts: Family<RolloutLabels, Counter>,
+    /// 1 while this replica reconciles (holds the Lease, or runs without leader election), else 0.
+    pub leading: Gauge,
 }
 
 impl Default for Metrics {
@@ -68,6 +71,7 @@ impl Default for Metrics {
                 Histogram::new([5.0, 20.0, 60.0, 180.0, 600.0, 1800.0, 5120.0])
             }),
             rollouts: Family::default(),
+            leading: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register("reconciles", "Reconciles of MultiArchBuilds", metrics.reconciles.clone());
@@ -88,6 +92,11 @@ impl Default for Metrics {
             metrics.platform_build_seconds.clone(),
         );
         registry.register("rollouts", "Rollout targets that reached an end state", metrics.rollouts.clone());
+        registry.register(
+            "leading",
+            "1 while this replica reconciles; 0 while it waits for the leader Lease",
+            metrics.leading.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 }

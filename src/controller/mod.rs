@@ -14,7 +14,7 @@ mod publish;
 mod rollout;
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,11 +64,25 @@ pub struct Context {
     caches: Caches,
     registry_ca: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
-    /// The status last written per build (by uid). Entries of deleted builds stay (a few kB each) until
-    /// the operator restarts.
+    /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes.
     written: Mutex<HashMap<String, MultiArchBuildStatus>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+}
+
+impl Context {
+    /// Drops what is kept of builds that are no longer in `builds`.
+    fn forget_deleted(&self, builds: &Store<Guarded>) {
+        let live = builds.state();
+        let uids: HashSet<String> = live.iter().filter_map(|b| b.meta().uid.clone()).collect();
+        let refs: HashSet<ObjectRef<Guarded>> = live.iter().map(|b| ObjectRef::from_obj(b.as_ref())).collect();
+        if let Ok(mut written) = self.written.lock() {
+            written.retain(|uid, _| uids.contains(uid));
+        }
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|build, _| refs.contains(build));
+        }
+    }
 }
 
 /// Runs the controller until a shutdown signal; with `--leader-elect`, only while this replica leads.
@@ -82,13 +96,17 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
-    match config.election() {
-        Some(election) => {
-            let work = reconcile_until_shutdown(client.clone(), config, registry_ca, metrics);
-            leader::while_leading(client, &election, work).await
-        }
+    let (election, lease_client) = (config.election(), client.clone());
+    let leading = metrics.leading.clone();
+    let work = async move {
+        leading.set(1);
+        reconcile_until_shutdown(client.clone(), config, registry_ca, metrics).await;
+        leading.set(0);
+    };
+    match election {
+        Some(election) => leader::while_leading(lease_client, &election, work).await,
         None => {
-            reconcile_until_shutdown(client, config, registry_ca, metrics).await;
+            work.await;
             Ok(())
         }
     }
@@ -126,6 +144,14 @@ async fn reconcile_until_shutdown(
     let controller = Controller::new(builds, watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
     let store = controller.store();
+    // What is kept per build (the status last written, the failure count) goes once the build does.
+    let (pruning, builds_now) = (ctx.clone(), store.clone());
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(300)).await;
+            pruning.forget_deleted(&builds_now);
+        }
+    });
     // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.
     let targeting = |kind: WorkloadKind| {
         let store = store.clone();

@@ -120,7 +120,7 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
     // Two replicas run; the Lease names one of them, which reconciles; the other waits.
     let pods = Api::<Pod>::namespaced(env.client(), OPERATOR_NAMESPACE);
     let leases = Api::<Lease>::namespaced(env.client(), OPERATOR_NAMESPACE);
-    common::wait("two operator pods, one of them leading", || async {
+    let leader = common::wait("two operator pods, one of them leading", || async {
         let running: Vec<String> = pods
             .list(&ListParams::default().labels(OPERATOR_SELECTOR))
             .await?
@@ -131,9 +131,18 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
             .collect();
         let lease = leases.get_opt(archway::controller::LEASE_NAME).await?;
         let holder = lease.and_then(|l| l.spec?.holder_identity).unwrap_or_default();
-        Ok((running.len() == 2 && running.contains(&holder)).then_some(()))
+        Ok((running.len() == 2 && running.contains(&holder)).then_some(holder))
     })
     .await?;
+    // Each says in its metrics whether it leads.
+    for pod in pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let ip = pod.status.and_then(|s| s.pod_ip).context("operator pod IP")?;
+        let http = reqwest::Client::builder().no_proxy().build()?;
+        let metrics = http.get(format!("http://{ip}:8080/metrics")).send().await?.text().await?;
+        let want = format!("archway_leading {}", u8::from(name == leader));
+        assert!(metrics.lines().any(|l| l == want), "{name}: no {want:?} in its metrics:\n{metrics}");
+    }
 
     // The plain installation (no dev overlay) is valid for the apiserver as well.
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("repository")?;
