@@ -60,8 +60,7 @@ impl BuildInputs {
         // Serialising a struct of BTreeMaps is deterministic; a failure here would be a bug in
         // our own types, and hashing the Debug form keeps the name stable all the same.
         let bytes = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
-        let digest = digest_of(&bytes);
-        digest["sha256:".len()..][..HASH_LEN].to_string()
+        short_hash(&bytes, HASH_LEN)
     }
 }
 
@@ -85,6 +84,11 @@ pub fn platform_tags(output: &OutputSpec, platform: &Platform) -> Vec<String> {
     }
     let arch = format!("{}{}", platform.architecture, platform.variant.as_deref().unwrap_or(""));
     output.tags.iter().map(|tag| format!("{tag}-{arch}")).collect()
+}
+
+/// The first `len` hex digits (at most 64) of the sha256 of `bytes`: names derived from content.
+pub fn short_hash(bytes: &[u8], len: usize) -> String {
+    digest_of(bytes)["sha256:".len()..].chars().take(len).collect()
 }
 
 /// `<build>-<platform slug>-<hash>`. When the whole would pass 63 characters, the build name is cut
@@ -111,7 +115,7 @@ fn shortened(name: &str, room: usize) -> String {
     if name.len() <= room {
         return name.to_string();
     }
-    let hash = &digest_of(name.as_bytes())["sha256:".len()..][..6];
+    let hash = short_hash(name.as_bytes(), 6);
     let prefix: String = name.chars().take(room.saturating_sub(hash.len() + 1)).collect();
     format!("{}-{hash}", prefix.trim_end_matches(['-', '.']))
 }

@@ -217,7 +217,7 @@ impl Registry {
         tags: &[String],
         index: &[u8],
     ) -> Result<String, RegistryError> {
-        self.push_manifest(repository, tags, index, OCI_IMAGE_INDEX_MEDIA_TYPE).await
+        self.push_to_tags(Operation::PushIndex, repository, tags, index, OCI_IMAGE_INDEX_MEDIA_TYPE).await
     }
 
     /// Pushes manifest bytes of `media_type` under each tag (a copy of a manifest that is in the
@@ -231,7 +231,17 @@ impl Registry {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<String, RegistryError> {
-        let op = Operation::PushIndex;
+        self.push_to_tags(Operation::PushManifest, repository, tags, bytes, media_type).await
+    }
+
+    async fn push_to_tags(
+        &self,
+        op: Operation,
+        repository: &Repository,
+        tags: &[String],
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<String, RegistryError> {
         if tags.is_empty() {
             return Err(invalid(op, repository, "no tags to push".to_string()));
         }

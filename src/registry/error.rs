@@ -68,6 +68,8 @@ pub enum Operation {
     GetManifest,
     GetConfig,
     PushIndex,
+    /// A copy of a verified image's manifest to a platform tag.
+    PushManifest,
 }
 
 impl fmt::Display for Operation {
@@ -78,6 +80,7 @@ impl fmt::Display for Operation {
             Operation::GetManifest => "reading the manifest of",
             Operation::GetConfig => "reading the image config of",
             Operation::PushIndex => "pushing the image index to",
+            Operation::PushManifest => "pushing the image manifest to",
         })
     }
 }

@@ -6,9 +6,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{commit_in, is_commit};
 use crate::api::{GitSource, SourceStatus};
-use crate::plan::inputs::resolve_job_name;
+use crate::plan::inputs::{resolve_job_name, short_hash};
 use crate::plan::job_status::{JobObservation, JobState};
-use crate::registry::digest_of;
 
 /// Everything the step reads.
 pub struct ResolveObservation<'a> {
@@ -50,7 +49,7 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     // A commit resolved for this generation (and rebuild request) still stands, unless a poll is due.
     let key =
         format!("{}\n{}\n{}\n{}", git.url, git.revision, input.generation, input.rebuild_requested_at.unwrap_or(""));
-    let key_hash = digest_of(key.as_bytes())["sha256:".len()..][..10].to_string();
+    let key_hash = short_hash(key.as_bytes(), 10);
     let current = input.recorded.filter(|r| {
         r.revision == git.revision && r.generation == Some(input.generation) && r.key.as_deref() == Some(&key_hash)
     });
@@ -81,7 +80,7 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     }
     let round = poll.as_ref().map(|(.., round)| round.as_str()).unwrap_or_default();
     let name =
-        resolve_job_name(input.build_name, &digest_of(format!("{key}\n{round}").as_bytes())["sha256:".len()..][..10]);
+        resolve_job_name(input.build_name, &short_hash(format!("{key}\n{round}").as_bytes(), 10));
     let previous_commit = standing.as_ref().map(|(c, _)| c.clone());
     let stale: Vec<String> = input.jobs.iter().filter(|j| j.name != name).map(|j| j.name.clone()).collect();
     // While a poll runs, the commit and the time it was resolved stay as they were (the time names the round).
