@@ -82,6 +82,13 @@ pub struct MultiArchBuildSpec {
     pub rollout: Option<RolloutSpec>,
 }
 
+impl MultiArchBuildSpec {
+    /// `platforms: [auto]`: what the cluster's nodes run.
+    pub fn is_auto(&self) -> bool {
+        self.platforms.iter().any(|p| p == AUTO_PLATFORM)
+    }
+}
+
 /// Where the build context comes from: exactly one of `git` or `configMap`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]

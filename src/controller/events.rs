@@ -8,8 +8,7 @@ use tracing::warn;
 
 use super::Context;
 use crate::api::{
-    AUTO_PLATFORM, BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason,
-    TargetState, condition,
+    BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason, TargetState, condition,
 };
 use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
 
@@ -43,7 +42,7 @@ pub(super) async fn record_transitions(
     }
     let requested = |p: &&PlatformStatus| new.platforms.iter().all(|n| n.platform != p.platform);
     for dropped in old.iter().flat_map(|o| o.platforms.iter().filter(requested)) {
-        let why = if build.spec.platforms.iter().any(|p| p == AUTO_PLATFORM) {
+        let why = if build.spec.is_auto() {
             "the last node of this platform left the cluster (platforms: [auto])"
         } else {
             "no longer in spec.platforms"

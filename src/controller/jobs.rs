@@ -10,8 +10,7 @@ use super::{Context, Error, FIELD_MANAGER};
 use crate::api::{GitSource, MultiArchBuild};
 use crate::plan::decide::Decision;
 use crate::plan::git::{GitStep, ResolveRequest, resolve_job};
-use crate::plan::inputs::build_label;
-use crate::plan::job::{BUILD_LABEL, JobRequest, MANAGED_BY, build_job};
+use crate::plan::job::{JobRequest, build_job};
 use crate::plan::validate::ValidBuild;
 
 pub(super) async fn apply_jobs(
@@ -55,15 +54,10 @@ pub(super) async fn apply_resolve(
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     if let Some(name) = &step.create {
         let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
-        let labels = [
-            (BUILD_LABEL.to_string(), build_label(&build.name_any())),
-            (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ]
-        .into();
         let job = resolve_job(&ResolveRequest {
             name,
             namespace: &namespace,
-            labels,
+            build_name: &build.name_any(),
             owner: owner.clone(),
             git,
             image: &ctx.config.git_image,

@@ -16,7 +16,7 @@ use crate::plan::decide::JobObservation;
 use crate::plan::git;
 use crate::plan::inputs::build_label;
 use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER};
-use crate::plan::job_status::observe_job;
+use crate::plan::job_status::{has_ended, observe_job};
 use crate::plan::placement::{EmulationLabels, NodeView};
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
@@ -79,11 +79,6 @@ pub async fn observe(
         resolve_jobs,
         context_fingerprint: context_fingerprint(client, caches, build, &namespace).await?,
     })
-}
-
-fn has_ended(job: &Job) -> bool {
-    let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
-    conditions.into_iter().flatten().any(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
 }
 
 /// The message of the newest `FailedCreate` event of a Job: the Job controller says only there why

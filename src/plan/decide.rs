@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
 use super::placement::{EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
-use crate::api::{AUTO_PLATFORM, MultiArchBuildSpec, PlatformPhase, PlatformStatus};
+use crate::api::{MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
 
@@ -52,7 +52,7 @@ impl Decision {
 /// The platforms a spec asks for, normalised; `[auto]` means what the cluster's nodes run, cordoned
 /// or NotReady ones included: a node that is drained for maintenance still belongs to the cluster.
 pub fn requested_platforms(spec: &MultiArchBuildSpec, nodes: &[NodeView]) -> Result<Vec<Platform>, PlatformError> {
-    if spec.platforms.iter().any(|p| p == AUTO_PLATFORM) {
+    if spec.is_auto() {
         return Ok(cluster_platforms(nodes));
     }
     spec.platforms.iter().map(|p| parse_known(p)).collect()

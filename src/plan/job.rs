@@ -96,9 +96,8 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     let builder = Builder::new(kind, req.inputs.builder.image.as_deref(), req.config);
     let hash = req.inputs.hash();
     let name = job_name(req.build_name, req.platform, &hash);
-    let labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        (BUILD_LABEL.to_string(), build_label(req.build_name)),
+    let mut labels = build_labels(req.build_name);
+    labels.extend([
         (PLATFORM_LABEL.to_string(), req.platform.slug()),
         (INPUTS_LABEL.to_string(), hash.clone()),
         (MODE_LABEL.to_string(), format!("{:?}", req.placed.mode).to_lowercase()),
@@ -189,6 +188,15 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         }),
         status: None,
     })
+}
+
+/// The labels of every Job archway creates for a build (and of its pods): what the operator's
+/// watches select (`managed-by`) and what tells whose Job it is.
+pub fn build_labels(build_name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        (BUILD_LABEL.to_string(), build_label(build_name)),
+    ])
 }
 
 /// The Job's own deadline: every attempt's timeout and the Job controller's back-off between them

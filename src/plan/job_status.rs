@@ -2,7 +2,7 @@
 //! reported, and, while it waits or after it failed, why, in words a person can act on (the pod
 //! refused at creation, unschedulable, an image that cannot be pulled, a missing volume, a failed clone).
 
-use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::batch::v1::{Job, JobCondition};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
@@ -47,8 +47,7 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
     let builder_terminated = |pod: &Pod| terminated(pod, container);
     pods.sort_by_key(|p| p.metadata.creation_timestamp.clone());
     let status = job.status.clone().unwrap_or_default();
-    let condition =
-        |type_: &str| status.conditions.iter().flatten().find(|c| c.type_ == type_ && c.status == "True").cloned();
+    let condition = |type_: &str| true_condition(job, type_).cloned();
     let newest = pods.last();
     let problem = match newest {
         Some(pod) => pod_problem(pod),
@@ -91,6 +90,16 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
         unplaced_since,
         problem,
     }
+}
+
+/// Whether the Job is Complete or Failed: its pods are done, for good.
+pub fn has_ended(job: &Job) -> bool {
+    true_condition(job, "Complete").is_some() || true_condition(job, "Failed").is_some()
+}
+
+fn true_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
+    let conditions = job.status.as_ref()?.conditions.as_ref()?;
+    conditions.iter().find(|c| c.type_ == type_ && c.status == "True")
 }
 
 fn node_of(pod: &Pod) -> Option<String> {

@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecretVolu
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::api::GitSource;
+use crate::plan::job::build_labels;
 
 /// Where the `secretRef` Secret is mounted, for both the clone and the resolve.
 const CREDENTIALS_DIR: &str = "/archway/git";
@@ -100,7 +101,8 @@ fn git_container(
 pub struct ResolveRequest<'a> {
     pub name: &'a str,
     pub namespace: &'a str,
-    pub labels: std::collections::BTreeMap<String, String>,
+    /// The MultiArchBuild's name (for the Job's labels).
+    pub build_name: &'a str,
     pub owner: OwnerReference,
     pub git: &'a GitSource,
     pub image: &'a str,
@@ -109,7 +111,7 @@ pub struct ResolveRequest<'a> {
 
 /// The Job that lists the refs of `git.url` matching its revision into its termination message.
 pub fn resolve_job(req: &ResolveRequest) -> Job {
-    let mut labels = req.labels.clone();
+    let mut labels = build_labels(req.build_name);
     labels.insert(ROLE_LABEL.into(), RESOLVE_ROLE.into());
     let params = vec![req.git.url.clone(), req.git.revision.clone()];
     let container = git_container(RESOLVE_CONTAINER, req.image, RESOLVE_SCRIPT, params, req.git, vec![]);
@@ -172,7 +174,7 @@ mod tests {
         let job = resolve_job(&ResolveRequest {
             name: "blog-resolve-0123456789",
             namespace: "web",
-            labels: [("archway.dev/build".to_string(), "blog".to_string())].into(),
+            build_name: "blog",
             owner: OwnerReference::default(),
             git: &git,
             image: "alpine/git:2.47.2",
@@ -186,6 +188,8 @@ mod tests {
         assert!(args[1].contains("ls-remote") && args[1].contains("credential.helper"), "{}", args[1]);
         assert_eq!(&args[2..], ["resolve", "https://example.com/blog.git", "main"]);
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CREDENTIALS_DIR);
-        assert_eq!(job.metadata.labels.unwrap()[ROLE_LABEL], RESOLVE_ROLE);
+        let labels = job.metadata.labels.unwrap();
+        assert_eq!((labels[ROLE_LABEL].as_str(), labels["archway.dev/build"].as_str()), (RESOLVE_ROLE, "blog"));
+        assert_eq!(labels["app.kubernetes.io/managed-by"], "archway", "the operator's Job cache selects it");
     }
 }

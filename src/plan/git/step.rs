@@ -79,8 +79,7 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
         };
     }
     let round = poll.as_ref().map(|(.., round)| round.as_str()).unwrap_or_default();
-    let name =
-        resolve_job_name(input.build_name, &short_hash(format!("{key}\n{round}").as_bytes(), 10));
+    let name = resolve_job_name(input.build_name, &short_hash(format!("{key}\n{round}").as_bytes(), 10));
     let previous_commit = standing.as_ref().map(|(c, _)| c.clone());
     let stale: Vec<String> = input.jobs.iter().filter(|j| j.name != name).map(|j| j.name.clone()).collect();
     // While a poll runs, the commit and the time it was resolved stay as they were (the time names the round).
