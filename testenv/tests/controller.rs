@@ -9,7 +9,7 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, is_ready, jobs_of, raw_index, ready_condition, start, wait_status,
 };
-use common::{ImageContents, kill_operator, wait};
+use common::{GitRepo, ImageContents, kill_operator, wait};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::Api;
@@ -111,7 +111,7 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     };
     Api::<Secret>::namespaced(client.clone(), NS).create(&PostParams::default(), &credentials).await?;
     from_git["spec"]["source"] = json!({"git": {
-        "url": format!("file://{}", repo.display()), "revision": "v1", "contextDir": "site",
+        "url": repo.url(), "revision": "v1", "contextDir": "site",
         "secretRef": {"name": "git-credentials"},
     }});
     let status = apply_and_wait(&client, &from_git, "Ready").await?;
@@ -207,21 +207,13 @@ fn base_dockerfile(env: &Env) -> Result<String> {
 }
 
 /// A git repository on this host whose tag v1 holds the context in `site/`; `main` has moved on since.
-async fn git_repo(env: &Env, dockerfile: &str) -> Result<std::path::PathBuf> {
-    let repo = env.dir.join("git/blog");
-    let _ = std::fs::remove_dir_all(&repo);
-    std::fs::create_dir_all(repo.join("site"))?;
-    std::fs::write(repo.join("site/Dockerfile"), dockerfile)?;
-    std::fs::write(repo.join("site/index.html"), "<h1>from git v1</h1>\n")?;
-    let git = |args: &[&str]| {
-        let mut cmd = tokio::process::Command::new("git");
-        cmd.arg("-C").arg(&repo).args(["-c", "user.name=test", "-c", "user.email=test@example.com"]).args(args);
-        cmd
-    };
-    for step in [&["init", "-q", "-b", "main"][..], &["add", "."], &["commit", "-qm", "v1"], &["tag", "v1"]] {
-        ensure!(git(step).status().await?.success(), "git {step:?}");
-    }
-    std::fs::write(repo.join("site/index.html"), "<h1>from git, later</h1>\n")?;
-    ensure!(git(&["commit", "-qam", "later"]).status().await?.success(), "git commit");
+async fn git_repo(env: &Env, dockerfile: &str) -> Result<GitRepo> {
+    let repo = GitRepo::init(env.dir.join("git/blog")).await?;
+    repo.write("site/Dockerfile", dockerfile)?;
+    repo.write("site/index.html", "<h1>from git v1</h1>\n")?;
+    repo.commit("v1").await?;
+    repo.git(&["tag", "v1"]).await?;
+    repo.write("site/index.html", "<h1>from git, later</h1>\n")?;
+    repo.commit("later").await?;
     Ok(repo)
 }

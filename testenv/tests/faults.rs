@@ -15,7 +15,7 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
 };
-use common::{ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait, wait_answering};
+use common::{GitRepo, ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait, wait_answering};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
@@ -338,44 +338,24 @@ fn manifest_puts(env: &Env, repository: &str, tag: &str) -> Result<usize> {
 }
 
 /// A git repository on this host whose branch `main` holds the blog's context.
-struct Repo {
-    dir: std::path::PathBuf,
-}
+struct Repo(GitRepo);
 
 impl Repo {
     async fn new(env: &Env) -> Result<Repo> {
-        let dir = env.dir.join("git/branch");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
+        let repo = GitRepo::init(env.dir.join("git/branch")).await?;
         let base = env.base_image.clone().context("base image")?;
-        std::fs::write(dir.join("Dockerfile"), format!("FROM {base}\nCOPY index.html /srv/\n"))?;
-        let repo = Repo { dir };
-        repo.git(&["init", "-q", "-b", "main"]).await?;
-        Ok(repo)
+        repo.write("Dockerfile", &format!("FROM {base}\nCOPY index.html /srv/\n"))?;
+        Ok(Repo(repo))
     }
 
     fn url(&self) -> String {
-        format!("file://{}", self.dir.display())
+        self.0.url()
     }
 
     /// Commits an index.html that says `text`; returns the commit.
     async fn commit(&self, text: &str) -> Result<String> {
-        std::fs::write(self.dir.join("index.html"), format!("<h1>{text}</h1>\n"))?;
-        self.git(&["add", "."]).await?;
-        self.git(&["commit", "-qm", text]).await?;
-        Ok(self.git(&["rev-parse", "HEAD"]).await?.trim().to_string())
-    }
-
-    async fn git(&self, args: &[&str]) -> Result<String> {
-        let out = tokio::process::Command::new("git")
-            .arg("-C")
-            .arg(&self.dir)
-            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
-            .args(args)
-            .output()
-            .await?;
-        ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        self.0.write("index.html", &format!("<h1>{text}</h1>\n"))?;
+        self.0.commit(text).await
     }
 }
 

@@ -220,3 +220,51 @@ pub async fn kill_operator(client: &kube::Client) -> Result<()> {
     })
     .await
 }
+
+/// A git repository on this host, for builds whose source is `file://` it.
+pub struct GitRepo {
+    pub dir: std::path::PathBuf,
+}
+
+impl GitRepo {
+    /// An empty repository on branch `main` at `dir` (whatever was there is removed).
+    pub async fn init(dir: std::path::PathBuf) -> Result<GitRepo> {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let repo = GitRepo { dir };
+        repo.git(&["init", "-q", "-b", "main"]).await?;
+        Ok(repo)
+    }
+
+    pub fn url(&self) -> String {
+        format!("file://{}", self.dir.display())
+    }
+
+    /// Writes `path` (relative to the repository) with `content`, making its directories.
+    pub fn write(&self, path: &str, content: &str) -> Result<()> {
+        let file = self.dir.join(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        Ok(std::fs::write(file, content)?)
+    }
+
+    /// Commits every change; returns the commit.
+    pub async fn commit(&self, message: &str) -> Result<String> {
+        self.git(&["add", "."]).await?;
+        self.git(&["commit", "-qm", message]).await?;
+        Ok(self.git(&["rev-parse", "HEAD"]).await?.trim().to_string())
+    }
+
+    pub async fn git(&self, args: &[&str]) -> Result<String> {
+        let out = tokio::process::Command::new("git")
+            .arg("-C")
+            .arg(&self.dir)
+            .args(["-c", "user.name=test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .output()
+            .await?;
+        ensure!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+}
