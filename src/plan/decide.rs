@@ -154,7 +154,6 @@ pub fn decide(input: &Inputs) -> Decision {
                         platform: platform.to_string(),
                         mode: Some(placed.mode),
                         job: Some(name.clone()),
-                        inputs: Some(hash.clone()),
                         phase: PlatformPhase::Pending,
                         ..Default::default()
                     };
@@ -165,6 +164,7 @@ pub fn decide(input: &Inputs) -> Decision {
                 Err(why) => waiting(platform, &why),
             },
         };
+        // Every entry records the inputs it is about: the record a later pass compares with.
         decision.platforms.push(PlatformStatus { inputs: Some(hash), ..status });
     }
     let stale = input.jobs.iter().filter(|j| !keep.contains(&j.name) && !decision.delete.contains(&j.name));
@@ -239,6 +239,7 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
         mode: job.mode,
         node: job.node.clone(),
         job: Some(job.name.clone()),
+        // Set by `decide` for every entry.
         inputs: None,
         phase,
         digest,
