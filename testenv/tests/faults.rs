@@ -103,13 +103,12 @@ async fn waits_end_with_a_reason_and_any_valid_name_builds() -> Result<()> {
     ensure!(message.contains("spec.builder.timeout (30s)") && message.contains("PodSecurity"), "{message}");
     let took = started.elapsed();
     ensure!(took < Duration::from_secs(30 + 45), "failed after {took:?}, the timeout is 30s");
-    let events = build_events(&client, baseline, "blog-refused").await?;
-    ensure!(
-        events.iter().any(|e| e.reason.as_deref() == Some("PlatformFailed")
-            && e.note.as_deref().is_some_and(|n| n.contains("PodSecurity"))),
-        "no PlatformFailed event naming Pod Security: {:?}",
-        notes(&events)
-    );
+    // Events are recorded after the status they describe is written.
+    let names_psa = |e: &Event| {
+        e.reason.as_deref() == Some("PlatformFailed") && e.note.as_deref().is_some_and(|n| n.contains("PodSecurity"))
+    };
+    let events = wait_events(&client, baseline, "blog-refused", |events| events.iter().any(names_psa)).await;
+    ensure!(events.iter().any(names_psa), "no PlatformFailed event naming Pod Security: {:?}", notes(&events));
 
     // The registry CA ConfigMap that build pods mount is missing: the build names it.
     let no_ca = "no-registry-ca";
@@ -427,6 +426,19 @@ async fn build_events(client: &Client, namespace: &str, name: &str) -> Result<Ve
             .is_some_and(|r| r.kind.as_deref() == Some("MultiArchBuild") && r.name.as_deref() == Some(name))
     };
     Ok(events.into_iter().filter(about).collect())
+}
+
+/// The build's events once `done` holds of them, or as they are after 20 s.
+async fn wait_events(client: &Client, namespace: &str, name: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events = build_events(client, namespace, name).await.unwrap_or(events);
+        if done(&events) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    events
 }
 
 fn notes(events: &[Event]) -> Vec<String> {
