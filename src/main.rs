@@ -25,7 +25,7 @@ enum Command {
 #[derive(Debug, thiserror::Error)]
 enum Error {
     #[error("cannot render the CRD: {0}")]
-    Crd(#[from] serde_yaml::Error),
+    Crd(#[from] serde_saphyr::SerializeError),
     #[error("cannot write to stdout: {0}")]
     Stdout(#[from] std::io::Error),
     #[error("cannot start the async runtime: {0}")]

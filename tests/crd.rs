@@ -191,7 +191,7 @@ fn join(path: &str, name: &str) -> String {
 }
 
 fn yaml_object(path: &Path) -> Value {
-    serde_yaml::from_str(&read(path)).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
+    serde_saphyr::from_str(&read(path)).unwrap_or_else(|e| panic!("{} is not YAML: {e}", path.display()))
 }
 
 #[test]

@@ -27,10 +27,18 @@ use super::status::MultiArchBuildStatus;
     status = "MultiArchBuildStatus",
     derive = "PartialEq",
     doc = "A multi-architecture image build: sources and platforms in, one verified image index out.",
-    printcolumn(name = "Platforms", type_ = "string", json_path = ".spec.platforms"),
-    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Ready", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].status"#),
+    printcolumn(name = "Reason", type_ = "string", json_path = r#".status.conditions[?(@.type=="Ready")].reason"#),
+    printcolumn(name = "Platforms", type_ = "string", json_path = ".status.platformSummary"),
     printcolumn(name = "Image", type_ = "string", json_path = ".status.image"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase", priority = 1),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].message"#,
+        priority = 1
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct MultiArchBuildSpec {

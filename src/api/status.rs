@@ -1,5 +1,6 @@
 //! The observed state of a `MultiArchBuild`, written by the operator only (status subresource).
-//! Follows kstatus conventions: `observedGeneration` and a `Ready` condition.
+//! Follows kstatus conventions: `observedGeneration` and the `Ready`, `Reconciling` and `Stalled`
+//! conditions, so Flux, Helm 4, kpt and Argo CD (with `deploy/argocd`) tell busy from failed.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
@@ -18,6 +19,12 @@ pub mod condition {
     pub const PUBLISHED: &str = "Published";
     /// Every rollout target runs the image's digest.
     pub const ROLLED_OUT: &str = "RolledOut";
+    /// kstatus: the operator is working towards Ready (building, publishing or rolling out); the reason
+    /// names the step.
+    pub const RECONCILING: &str = "Reconciling";
+    /// kstatus: the build cannot go on without a change (an invalid spec, a failed build, a blocked
+    /// rollout); the reason and message say what to change.
+    pub const STALLED: &str = "Stalled";
 }
 
 /// The observed state of a `MultiArchBuild`.
@@ -27,13 +34,16 @@ pub struct MultiArchBuildStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Building, Published and RolledOut.
+    /// Ready, Reconciling, Stalled, Building, Published and RolledOut.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
     /// Summary of the build: Pending, Building, Publishing, Ready or Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<BuildPhase>,
+    /// The platforms of `platforms` in short (`amd64,arm64,arm/v7`; `linux/` left out), for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_summary: Option<String>,
     /// One entry per platform being built.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["platform".into()]))]

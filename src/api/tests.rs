@@ -69,6 +69,7 @@ fn full_status() -> MultiArchBuildStatus {
             observed_generation: Some(3),
         }],
         phase: Some(BuildPhase::Ready),
+        platform_summary: Some("arm/v7".into()),
         platforms: vec![PlatformStatus {
             platform: "linux/arm/v7".into(),
             mode: Some(BuildMode::Native),
@@ -109,8 +110,8 @@ fn full_status() -> MultiArchBuildStatus {
 fn full_resource_round_trips_through_yaml() {
     let mut build = MultiArchBuild::new("blog", full_spec());
     build.status = Some(full_status());
-    let yaml = serde_yaml::to_string(&build).expect("serializes");
-    let back: MultiArchBuild = serde_yaml::from_str(&yaml).expect("deserializes");
+    let yaml = serde_saphyr::to_string(&build).expect("serializes");
+    let back: MultiArchBuild = serde_saphyr::from_str(&yaml).expect("deserializes");
     assert_eq!(back, build);
 }
 
@@ -139,7 +140,7 @@ fn fields_are_camel_case_and_enums_as_users_write_them() {
 
 #[test]
 fn omitted_fields_take_their_defaults() {
-    let spec: MultiArchBuildSpec = serde_yaml::from_str(
+    let spec: MultiArchBuildSpec = serde_saphyr::from_str(
         "source: {git: {url: https://example.com/app.git}}\n\
          platforms: [auto]\n\
          output: {image: registry.example.com/app}\n",
@@ -161,14 +162,14 @@ fn omitted_fields_take_their_defaults() {
 
 #[test]
 fn defaults_of_nested_structs_match_serde() {
-    let target: RolloutTarget = serde_yaml::from_str("{kind: DaemonSet, name: agent}").expect("deserializes");
+    let target: RolloutTarget = serde_saphyr::from_str("{kind: DaemonSet, name: agent}").expect("deserializes");
     assert!(!target.restrict_to_covered_architectures && target.remove_arch_tolerations.is_empty());
     assert_eq!(target.container, None);
-    let builder: BuilderSpec = serde_yaml::from_str("{}").expect("deserializes");
+    let builder: BuilderSpec = serde_saphyr::from_str("{}").expect("deserializes");
     assert_eq!(builder, BuilderSpec::default());
-    let output: OutputSpec = serde_yaml::from_str("{image: r.example.com/x}").expect("deserializes");
+    let output: OutputSpec = serde_saphyr::from_str("{image: r.example.com/x}").expect("deserializes");
     assert_eq!(output, OutputSpec { image: "r.example.com/x".into(), ..OutputSpec::default() });
-    let status: PlatformStatus = serde_yaml::from_str("{platform: linux/amd64}").expect("deserializes");
+    let status: PlatformStatus = serde_saphyr::from_str("{platform: linux/amd64}").expect("deserializes");
     assert_eq!((status.phase, status.attempts), (PlatformPhase::Pending, 0));
 }
 

@@ -94,23 +94,49 @@ pub fn desired_status(
         Publish::Published { image } => Some(image.clone()),
         _ => None,
     };
+    let (reconciling, stalled) = kstatus_conditions(phase, &ready, &building);
     let previous = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
-    let conditions = [(condition::READY, ready), (condition::BUILDING, building), (condition::PUBLISHED, published)]
-        .into_iter()
-        .chain(rolled_out.map(|c| (condition::ROLLED_OUT, c)))
-        .map(|(type_, (status, reason, message))| {
-            condition_at(previous, type_, status, reason, &message, generation, now)
-        })
-        .collect();
+    let conditions = [
+        (condition::READY, ready),
+        (condition::RECONCILING, reconciling),
+        (condition::STALLED, stalled),
+        (condition::BUILDING, building),
+        (condition::PUBLISHED, published),
+    ]
+    .into_iter()
+    .chain(rolled_out.map(|c| (condition::ROLLED_OUT, c)))
+    .map(|(type_, (status, reason, message))| condition_at(previous, type_, status, reason, &message, generation, now))
+    .collect();
     MultiArchBuildStatus {
         observed_generation: Some(generation),
         conditions,
         phase: Some(phase),
+        platform_summary: platform_summary(decision),
         platforms: decision.platforms.clone(),
         image,
         source: None,
         targets: targets.to_vec(),
     }
+}
+
+fn platform_summary(decision: &Decision) -> Option<String> {
+    let short = decision.platforms.iter().map(|p| p.platform.strip_prefix("linux/").unwrap_or(&p.platform));
+    Some(short.collect::<Vec<_>>().join(",")).filter(|s| !s.is_empty())
+}
+
+/// `Reconciling` and `Stalled`, the two conditions kstatus reads besides `observedGeneration`: true while
+/// the build moves towards Ready (the reason names the step), and true when it cannot move without a
+/// change (the reason and message are Ready's). Both are always present, false when they do not hold.
+fn kstatus_conditions(
+    phase: BuildPhase,
+    ready: &(bool, Reason, String),
+    building: &(bool, Reason, String),
+) -> ((bool, Reason, String), (bool, Reason, String)) {
+    // While building, the Building condition names the step more exactly (waiting for a node or not).
+    let (_, reason, message) = if phase == BuildPhase::Building { building } else { ready };
+    let reconciling = !matches!(phase, BuildPhase::Ready | BuildPhase::Failed);
+    let stalled = phase == BuildPhase::Failed;
+    (cond(reconciling, *reason, message), cond(stalled, *reason, message))
 }
 
 /// The `RolledOut` condition: true when every target runs the image; otherwise the worst state first
@@ -198,6 +224,7 @@ mod tests {
         assert_eq!(first.phase, Some(BuildPhase::Building));
         assert_eq!(condition(&first, "Building").status, "True");
         assert_eq!(condition(&first, "Ready").status, "False");
+        assert_eq!(first.platform_summary.as_deref(), Some("amd64"));
 
         // Recomputed later with nothing changed: equal, so the controller writes nothing.
         let again = desired_status(1, &building, &Publish::NotYet, &[], Some(&first), &time(200));
@@ -272,6 +299,35 @@ mod tests {
         // Without targets there is no RolledOut condition at all.
         let plain = desired_status(1, &built, &published, &[], None, &time(1));
         assert!(plain.conditions.iter().all(|c| c.type_ != "RolledOut"));
+    }
+
+    /// kstatus reads Reconciling and Stalled: busy and failed must never look alike.
+    #[test]
+    fn reconciling_while_moving_stalled_when_only_a_change_helps() {
+        let kstatus = |s: &MultiArchBuildStatus| {
+            let c = |t| condition(s, t);
+            (c("Reconciling").status.clone(), c("Stalled").status.clone(), c("Reconciling").reason.clone())
+        };
+        let mut waiting = platform("linux/arm64", PlatformPhase::Waiting, None);
+        waiting.message = Some("no node".into());
+        let status = desired_status(1, &decision(vec![waiting]), &Publish::NotYet, &[], None, &time(1));
+        assert_eq!(kstatus(&status), ("True".into(), "False".into(), "WaitingForNode".into()));
+
+        let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
+        let publishing = desired_status(1, &built, &Publish::NotYet, &[], None, &time(1));
+        assert_eq!(kstatus(&publishing), ("True".into(), "False".into(), "Publishing".into()));
+
+        let refused = Publish::Failed { reason: Reason::RegistryError, message: "denied".into() };
+        let failed = desired_status(1, &built, &refused, &[], Some(&publishing), &time(2));
+        assert_eq!(kstatus(&failed), ("False".into(), "True".into(), "RegistryError".into()));
+        assert_eq!(condition(&failed, "Stalled").message, "denied");
+        assert_eq!(condition(&failed, "Stalled").last_transition_time, time(2));
+
+        let published = Publish::Published { image: "r@sha256:i".into() };
+        let ready = desired_status(1, &built, &published, &[], Some(&failed), &time(3));
+        assert_eq!(kstatus(&ready), ("False".into(), "False".into(), "Published".into()));
+        assert_eq!(condition(&ready, "Stalled").last_transition_time, time(3));
+        assert_eq!(condition(&ready, "Reconciling").last_transition_time, time(2), "False since the failure");
     }
 
     #[test]

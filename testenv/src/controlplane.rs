@@ -175,7 +175,7 @@ fn write_kubeconfig(path: &Path, server: &str, pki: &Pki) -> Result<()> {
         "contexts": [{"name": "archway", "context": {"cluster": "archway", "user": "admin"}}],
         "current-context": "archway",
     });
-    std::fs::write(path, serde_yaml::to_string(&config)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, serde_saphyr::to_string(&config)?).with_context(|| format!("writing {}", path.display()))
 }
 
 /// A client for a kubeconfig file, the way a test or the operator would build one.

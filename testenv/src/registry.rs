@@ -107,7 +107,7 @@ async fn serve(
     url: &str,
     ready: &[u16],
 ) -> Result<()> {
-    fs::write(config_file, serde_yaml::to_string(config)?)?;
+    fs::write(config_file, serde_saphyr::to_string(config)?)?;
     let mut cmd = Command::new("docker-registry");
     cmd.arg("serve").arg(config_file);
     procs.spawn(name, cmd)?;

@@ -66,7 +66,7 @@ async fn crd_admits_valid_and_rejects_invalid_resources() -> Result<()> {
 }
 
 async fn install_crd(client: &Client) -> Result<()> {
-    let crd: CustomResourceDefinition = serde_yaml::from_str(&std::fs::read_to_string(repo_path(CRD_PATH))?)?;
+    let crd: CustomResourceDefinition = serde_saphyr::from_str(&std::fs::read_to_string(repo_path(CRD_PATH))?)?;
     let name = crd.metadata.name.clone().context("CRD without a name")?;
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     crds.create(&PostParams::default(), &crd).await.context("the apiserver rejected the generated CRD")?;
@@ -94,5 +94,5 @@ fn yaml_files(dir: &str) -> Result<Vec<PathBuf>> {
 
 fn read_build(path: &Path) -> Result<DynamicObject> {
     let text = std::fs::read_to_string(path)?;
-    serde_yaml::from_str(&text).with_context(|| format!("{} is not a Kubernetes object", path.display()))
+    serde_saphyr::from_str(&text).with_context(|| format!("{} is not a Kubernetes object", path.display()))
 }
