@@ -22,16 +22,14 @@ pub struct OperatorConfig {
     /// A toleration every build pod gets, as KEY[=VALUE]:EFFECT (repeatable), for tainted build nodes.
     #[arg(long = "build-toleration", value_parser = parse_toleration)]
     pub build_tolerations: Vec<Toleration>,
-    /// PEM file of a CA the operator trusts for registries (besides the system's).
+    /// PEM file of a CA trusted for registries besides the system's: by the operator, and by every build
+    /// pod, which gets it from the operator (no namespace needs an object for it).
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_FILE")]
     pub registry_ca_file: Option<PathBuf>,
     /// Prefix of the node labels that mark emulation: a node labelled `<prefix><arch>=true` (for example
     /// `emulate.archway.dev/arm64=true`) runs that architecture's code under qemu.
     #[arg(long, env = "ARCHWAY_EMULATION_LABEL_PREFIX", default_value = EMULATION_LABEL_PREFIX)]
     pub emulation_label_prefix: String,
-    /// Name of a ConfigMap, in each build's namespace, whose `ca.crt` build pods trust for the registry.
-    #[arg(long, env = "ARCHWAY_REGISTRY_CA_CONFIG_MAP")]
-    pub registry_ca_config_map: Option<String>,
     /// How long a finished build Job (and its pods) stays before the cluster deletes it, as a duration
     /// such as `1h` or `10m`. What it built is kept in the MultiArchBuild's status.
     #[arg(long, env = "ARCHWAY_FINISHED_JOB_TTL", default_value = "1h", value_parser = parse_ttl)]
@@ -68,13 +66,14 @@ impl OperatorConfig {
         EmulationLabels { prefix: self.emulation_label_prefix.clone() }
     }
 
-    pub fn builder(&self) -> BuilderConfig {
+    /// What build Jobs are made with; `registry_ca` is the PEM read from `--registry-ca-file`.
+    pub fn builder(&self, registry_ca: Option<String>) -> BuilderConfig {
         BuilderConfig {
             buildah_image: self.buildah_image.clone(),
             buildkit_image: self.buildkit_image.clone(),
             git_image: self.git_image.clone(),
             tolerations: self.build_tolerations.clone(),
-            registry_ca_config_map: self.registry_ca_config_map.clone(),
+            registry_ca,
             finished_job_ttl_seconds: self.finished_job_ttl,
         }
     }

@@ -23,7 +23,7 @@ pub(super) async fn apply_jobs(
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
     let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
-    let builder = ctx.config.builder();
+    let builder = &ctx.builder;
     for create in &decision.create {
         let request = JobRequest {
             build_name: &build.name_any(),
@@ -32,7 +32,7 @@ pub(super) async fn apply_jobs(
             platform: &create.platform,
             inputs: &create.inputs,
             placed: &create.placed,
-            config: &builder,
+            config: builder,
             timeout_seconds,
         };
         let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;

@@ -45,6 +45,7 @@ use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
 use crate::plan::git::{ResolveObservation, git_step};
 use crate::plan::inputs::REBUILD_ANNOTATION;
+use crate::plan::job::BuilderConfig;
 use crate::plan::placement::NodeFingerprints;
 use crate::plan::status::{Publish, already_published, desired_status};
 use crate::plan::validate::validate;
@@ -61,7 +62,10 @@ pub struct Context {
     /// same reason into one series and keeps the first note, and each of ours is a distinct transition.
     reporter: Reporter,
     config: OperatorConfig,
+    /// What build Jobs are made with (the flags' builder images, tolerations, registry CA).
+    builder: BuilderConfig,
     caches: Caches,
+    /// The registry CA the operator itself trusts, as PEM (`--registry-ca-file`).
     registry_ca: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
     /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes.
@@ -89,10 +93,11 @@ impl Context {
 /// Metrics and `/healthz` are served either way.
 pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     let registry_ca = match &config.registry_ca_file {
-        Some(path) => vec![
-            std::fs::read(path).map_err(|e| Error::Invalid(format!("--registry-ca-file {}: {e}", path.display())))?,
-        ],
-        None => Vec::new(),
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Error::Invalid(format!("--registry-ca-file {}: {e}", path.display())))?,
+        ),
+        None => None,
     };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
@@ -115,7 +120,7 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
 async fn reconcile_until_shutdown(
     client: Client,
     config: OperatorConfig,
-    registry_ca: Vec<Vec<u8>>,
+    registry_ca: Option<String>,
     metrics: Arc<Metrics>,
 ) {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
@@ -134,8 +139,9 @@ async fn reconcile_until_shutdown(
         reporter,
         client: client.clone(),
         caches,
+        builder: config.builder(registry_ca.clone()),
         config,
-        registry_ca,
+        registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });

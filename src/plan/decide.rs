@@ -259,7 +259,7 @@ fn hint(log: &str) -> Option<&'static str> {
         ),
         (
             "certificate signed by unknown authority",
-            "the registry's certificate is not trusted: give the operator its CA (--registry-ca-config-map) or \
+            "the registry's certificate is not trusted: give the operator its CA (--registry-ca-file) or \
              set spec.output.insecureRegistry: true",
         ),
         ("authentication required", "the registry refused the credentials: check the Secret of spec.output.pushSecret"),

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMapVolumeSource, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, PodSpec,
-    PodTemplateSpec, SecretVolumeSource, Toleration, Volume, VolumeMount,
+    Affinity, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar, KeyToPath,
+    NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretVolumeSource, Toleration, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -32,6 +33,8 @@ const CONTEXT_DIR: &str = "/workspace/context";
 const SOURCE_DIR: &str = "/workspace/source";
 const AUTH_DIR: &str = "/archway/auth";
 const CA_DIR: &str = "/archway/ca";
+/// The build pod's annotation that holds the registry CA, mounted as `CA_DIR/ca.crt`.
+pub const REGISTRY_CA_ANNOTATION: &str = "archway.dev/registry-ca";
 
 pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.40";
 /// The version hack/build-buildkit.sh builds for the local environment, so both run one BuildKit.
@@ -47,8 +50,9 @@ pub struct BuilderConfig {
     pub git_image: String,
     /// Tolerations every build pod gets, for tainted build nodes.
     pub tolerations: Vec<Toleration>,
-    /// A ConfigMap (in the build's namespace) whose `ca.crt` the builder trusts for the registry.
-    pub registry_ca_config_map: Option<String>,
+    /// PEM of a CA the builders trust for the registry (the operator's `--registry-ca-file`). It is
+    /// public data: each build pod carries it in an annotation, so no namespace needs an object for it.
+    pub registry_ca: Option<String>,
     /// How long a finished Job stays (`ttlSecondsAfterFinished`); its result is in the build's status.
     pub finished_job_ttl_seconds: i32,
 }
@@ -60,7 +64,7 @@ impl Default for BuilderConfig {
             buildkit_image: DEFAULT_BUILDKIT_IMAGE.into(),
             git_image: "alpine/git:2.47.2".into(),
             tolerations: Vec::new(),
-            registry_ca_config_map: None,
+            registry_ca: None,
             finished_job_ttl_seconds: DEFAULT_FINISHED_JOB_TTL_SECONDS,
         }
     }
@@ -117,8 +121,10 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         });
         mounts.push(mount("auth", AUTH_DIR, true));
     }
-    if let Some(ca) = &req.config.registry_ca_config_map {
-        volumes.push(config_map_volume("registry-ca", ca, Some(vec![key_to_path("ca.crt", "ca.crt")])));
+    let mut annotations = BTreeMap::new();
+    if let Some(ca) = &req.config.registry_ca {
+        annotations.insert(REGISTRY_CA_ANNOTATION.to_string(), ca.clone());
+        volumes.push(annotation_volume("registry-ca", REGISTRY_CA_ANNOTATION, "ca.crt"));
         mounts.push(mount("registry-ca", CA_DIR, true));
     }
     let mut env = vec![
@@ -163,7 +169,11 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
             active_deadline_seconds: Some(job_deadline_seconds(req.timeout_seconds, req.inputs.builder.retries)),
             ttl_seconds_after_finished: Some(req.config.finished_job_ttl_seconds),
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels),
+                    annotations: (!annotations.is_empty()).then_some(annotations),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
                     active_deadline_seconds: Some(req.timeout_seconds),
@@ -229,6 +239,25 @@ fn source(req: &JobRequest) -> (String, Option<Vec<Container>>, Vec<Volume>, Vec
     }
 }
 
+/// A volume with one file, `path`, holding the pod's annotation `key` (the downward API).
+fn annotation_volume(volume: &str, key: &str, path: &str) -> Volume {
+    Volume {
+        name: volume.into(),
+        downward_api: Some(DownwardAPIVolumeSource {
+            items: Some(vec![DownwardAPIVolumeFile {
+                path: path.into(),
+                field_ref: Some(ObjectFieldSelector {
+                    field_path: format!("metadata.annotations['{key}']"),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 fn config_map_volume(volume: &str, name: &str, items: Option<Vec<KeyToPath>>) -> Volume {
     Volume {
         name: volume.into(),
@@ -271,6 +300,10 @@ mod tests {
     }
 
     fn try_job_for(spec: &MultiArchBuildSpec) -> Result<Job, JobError> {
+        job_with(spec, &BuilderConfig::default())
+    }
+
+    fn job_with(spec: &MultiArchBuildSpec, config: &BuilderConfig) -> Result<Job, JobError> {
         let platform: Platform = "linux/arm64".parse().unwrap();
         let nodes = [NodeView {
             name: "jetson-1".into(),
@@ -287,7 +320,7 @@ mod tests {
             platform: &platform,
             inputs: &inputs,
             placed: &placed,
-            config: &BuilderConfig::default(),
+            config,
             timeout_seconds: 1800,
         };
         build_job(&req)
@@ -324,6 +357,27 @@ mod tests {
         let labels = job.metadata.labels.as_ref().unwrap();
         assert_eq!(labels[MODE_LABEL], "native");
         assert_eq!(labels[PLATFORM_LABEL], "linux-arm64");
+    }
+
+    /// The CA travels in the pod's own annotation: a namespace needs no ConfigMap for it.
+    #[test]
+    fn the_registry_ca_comes_with_the_pod() {
+        let pem = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let config = BuilderConfig { registry_ca: Some(pem.into()), ..Default::default() };
+        let job = job_with(&spec(), &config).unwrap();
+        let template = &job.spec.as_ref().unwrap().template;
+        let annotations = template.metadata.as_ref().and_then(|m| m.annotations.clone()).unwrap();
+        assert_eq!(annotations[REGISTRY_CA_ANNOTATION], pem);
+        let pod = template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "registry-ca").unwrap();
+        let file = &volume.downward_api.as_ref().unwrap().items.as_ref().unwrap()[0];
+        assert_eq!(file.path, "ca.crt");
+        assert_eq!(file.field_ref.as_ref().unwrap().field_path, "metadata.annotations['archway.dev/registry-ca']");
+        let mounts = container(&job).volume_mounts.clone().unwrap();
+        assert!(mounts.iter().any(|m| m.name == "registry-ca" && m.mount_path == CA_DIR && m.read_only == Some(true)));
+        // Without a CA, nothing of it.
+        let plain = job_for(&spec());
+        assert!(plain.spec.unwrap().template.metadata.unwrap().annotations.is_none());
     }
 
     #[test]

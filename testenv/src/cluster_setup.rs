@@ -24,9 +24,10 @@ pub const OPERATOR_NAMESPACE: &str = "archway-system";
 pub const OPERATOR_SELECTOR: &str = "app.kubernetes.io/name=archway";
 /// A `kubernetes.io/dockerconfigjson` Secret with the registry's credentials (a push secret).
 pub const REGISTRY_SECRET: &str = "registry-credentials";
-/// A ConfigMap whose `ca.crt` is the registry's CA (what `--registry-ca-config-map` names).
+/// A ConfigMap in the operator's namespace whose `ca.crt` is the registry's CA: deploy/dev mounts it
+/// for `--registry-ca-file`, and the operator hands it to build pods (no other namespace needs it).
 pub const REGISTRY_CA_CONFIG_MAP: &str = "registry-ca";
-/// Namespaces that get the Secret and the ConfigMap: the operator's, and where examples build.
+/// Namespaces that get the push Secret: the operator's, and where examples build.
 pub const REGISTRY_NAMESPACES: &[&str] = &["default", OPERATOR_NAMESPACE];
 
 const FIELD_MANAGER: &str = "archway-testenv";
@@ -57,14 +58,20 @@ pub async fn install_operator(
     }))?;
     apply(&Api::all(client.clone()), OPERATOR_NAMESPACE, &namespace).await?;
     for ns in REGISTRY_NAMESPACES {
-        create_registry_objects(client, registry, ns).await?;
+        create_push_secret(client, registry, ns).await?;
     }
+    let ca = ConfigMap {
+        metadata: kube::api::ObjectMeta { name: Some(REGISTRY_CA_CONFIG_MAP.into()), ..Default::default() },
+        data: Some([("ca.crt".to_string(), registry.ca_pem.clone())].into()),
+        ..Default::default()
+    };
+    apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), REGISTRY_CA_CONFIG_MAP, &ca).await?;
     kubectl_apply(control_plane, kustomization).await?;
     wait_running(client).await
 }
 
-/// The Secret `registry-credentials` and the ConfigMap `registry-ca` in `ns`.
-pub async fn create_registry_objects(client: &Client, registry: &Registry, ns: &str) -> Result<()> {
+/// The Secret `registry-credentials` in `ns`.
+pub async fn create_push_secret(client: &Client, registry: &Registry, ns: &str) -> Result<()> {
     let auth = std::fs::read(&registry.auth_file)
         .with_context(|| format!("reading the registry's auth file {}", registry.auth_file.display()))?;
     let secret = Secret {
@@ -73,13 +80,7 @@ pub async fn create_registry_objects(client: &Client, registry: &Registry, ns: &
         data: Some([(".dockerconfigjson".to_string(), ByteString(auth))].into()),
         ..Default::default()
     };
-    apply(&Api::namespaced(client.clone(), ns), REGISTRY_SECRET, &secret).await?;
-    let ca = ConfigMap {
-        metadata: kube::api::ObjectMeta { name: Some(REGISTRY_CA_CONFIG_MAP.into()), ..Default::default() },
-        data: Some([("ca.crt".to_string(), registry.ca_pem.clone())].into()),
-        ..Default::default()
-    };
-    apply(&Api::namespaced(client.clone(), ns), REGISTRY_CA_CONFIG_MAP, &ca).await
+    apply(&Api::namespaced(client.clone(), ns), REGISTRY_SECRET, &secret).await
 }
 
 /// Server-side apply of a typed object (apiVersion and kind filled in).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 use archway::plan::inputs::build_label;
-use archway_testenv::cluster_setup::{REGISTRY_CA_CONFIG_MAP, create_registry_objects};
+use archway_testenv::cluster_setup::create_push_secret;
 use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
@@ -18,7 +18,7 @@ use common::blog::{
 use common::{GitRepo, ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait, wait_answering};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -109,17 +109,6 @@ async fn waits_end_with_a_reason_and_any_valid_name_builds() -> Result<()> {
     };
     let events = wait_events(&client, baseline, "blog-refused", |events| events.iter().any(names_psa)).await;
     ensure!(events.iter().any(names_psa), "no PlatformFailed event naming Pod Security: {:?}", notes(&events));
-
-    // The registry CA ConfigMap that build pods mount is missing: the build names it.
-    let no_ca = "no-registry-ca";
-    build_namespace(&client, &env, no_ca, &[]).await?;
-    Api::<ConfigMap>::namespaced(client.clone(), no_ca).delete(REGISTRY_CA_CONFIG_MAP, &Default::default()).await?;
-    let mut missing = blog_build(&env, "blog-no-ca", &["linux/amd64"], "Dockerfile");
-    missing["metadata"]["namespace"] = json!(no_ca);
-    missing["spec"]["builder"] = json!({"retries": 0});
-    let status = apply_in(&client, no_ca, &missing, "Failed").await?;
-    let message = status["platforms"][0]["message"].as_str().unwrap_or_default();
-    ensure!(message.contains(&format!("configmap \"{REGISTRY_CA_CONFIG_MAP}\" not found")), "{message}");
 
     env.shutdown().await;
     Ok(())
@@ -407,7 +396,7 @@ async fn build_namespace(client: &Client, env: &Env, name: &str, labels: &[(&str
     let labels: serde_json::Map<String, Value> = labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
     let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": name, "labels": labels}}))?;
     Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await?;
-    create_registry_objects(client, &env.registry, name).await?;
+    create_push_secret(client, &env.registry, name).await?;
     create_context(client, env, name).await
 }
 
