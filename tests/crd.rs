@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use archway::api::{self, MultiArchBuild, Placement};
-use kube::CustomResourceExt;
 use kube::core::cel::{CompiledSchema, Validator, apply_defaults, compile_schema, estimate_rule_cost};
 use serde_json::{Value, json};
 
@@ -19,7 +18,7 @@ fn read(path: &Path) -> String {
 }
 
 fn schema() -> Value {
-    let crd = MultiArchBuild::crd();
+    let crd = archway::api::crd();
     let schema = crd.spec.versions[0].schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref());
     serde_json::to_value(schema.expect("the CRD has a schema")).expect("the schema serializes")
 }
@@ -27,11 +26,13 @@ fn schema() -> Value {
 /// The copy of the CRD that `kubectl apply -k deploy/` installs (kustomize loads nothing outside
 /// deploy/, so it cannot name crds/ directly).
 const DEPLOY_CRD_PATH: &str = "deploy/base/crd.yaml";
+/// The copy Helm installs from the chart's crds/ (Helm loads nothing outside the chart).
+const CHART_CRD_PATH: &str = "charts/archway/crds/multiarchbuild.yaml";
 
 #[test]
 fn crds_are_fresh() {
     let generated = api::crd_yaml().expect("the CRD renders as YAML");
-    for path in [api::CRD_PATH, DEPLOY_CRD_PATH] {
+    for path in [api::CRD_PATH, DEPLOY_CRD_PATH, CHART_CRD_PATH] {
         let on_disk = std::fs::read_to_string(repo().join(path)).unwrap_or_default();
         assert!(generated == on_disk, "{path} is stale: run `make crds`");
     }

@@ -175,7 +175,7 @@ fn defaults_of_nested_structs_match_serde() {
 
 #[test]
 fn crd_names_and_columns() {
-    let crd = MultiArchBuild::crd();
+    let crd = super::crd();
     assert_eq!(crd.metadata.name.as_deref(), Some("multiarchbuilds.archway.dev"));
     assert_eq!(crd.spec.names.short_names.as_deref(), Some(&["mab".to_string()][..]));
     let version = &crd.spec.versions[0];
@@ -186,12 +186,19 @@ fn crd_names_and_columns() {
     assert_eq!(
         columns,
         [
-            ("Platforms", ".spec.platforms"),
-            ("Phase", ".status.phase"),
+            ("Ready", r#".status.conditions[?(@.type=="Ready")].status"#),
+            ("Reason", r#".status.conditions[?(@.type=="Ready")].reason"#),
+            ("Platforms", ".status.platformSummary"),
             ("Image", ".status.image"),
-            ("Age", ".metadata.creationTimestamp")
+            ("Age", ".metadata.creationTimestamp"),
+            ("Phase", ".status.phase"),
+            ("Message", r#".status.conditions[?(@.type=="Ready")].message"#),
         ]
     );
+    // An object the operator has not seen reads as not observed, for kstatus.
+    let schema = version.schema.as_ref().and_then(|s| s.open_api_v3_schema.as_ref()).unwrap();
+    let status = &schema.properties.as_ref().unwrap()["status"];
+    assert_eq!(status.default.as_ref().map(|d| &d.0), Some(&serde_json::json!({"observedGeneration": 0})));
 }
 
 #[test]

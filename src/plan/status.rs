@@ -57,8 +57,12 @@ pub fn desired_status(
             cond(false, Reason::Built, "every platform is built"),
             cond(true, Reason::Published, image),
         ),
-        (Publish::Failed { reason, message }, true) => {
+        // Publishing failed after every platform was built, or nothing could be built at all.
+        (Publish::Failed { reason, message }, true) if built => {
             (BuildPhase::Failed, cond(false, Reason::Built, "every platform is built"), cond(false, *reason, message))
+        }
+        (Publish::Failed { reason, message }, true) => {
+            (BuildPhase::Failed, cond(false, *reason, message), cond(false, *reason, message))
         }
         (Publish::NotYet, true) if built => (
             BuildPhase::Publishing,
@@ -322,6 +326,13 @@ mod tests {
         assert_eq!(kstatus(&failed), ("False".into(), "True".into(), "RegistryError".into()));
         assert_eq!(condition(&failed, "Stalled").message, "denied");
         assert_eq!(condition(&failed, "Stalled").last_transition_time, time(2));
+        assert_eq!(condition(&failed, "Building").reason, "Built");
+
+        // Nothing built: an invalid spec is not "every platform is built".
+        let invalid = Publish::Failed { reason: Reason::InvalidSpec, message: "spec.x: bad".into() };
+        let status = desired_status(1, &Decision::default(), &invalid, &[], None, &time(1));
+        assert_eq!(kstatus(&status), ("False".into(), "True".into(), "InvalidSpec".into()));
+        assert_eq!(condition(&status, "Building").reason, "InvalidSpec");
 
         let published = Publish::Published { image: "r@sha256:i".into() };
         let ready = desired_status(1, &built, &published, &[], Some(&failed), &time(3));
