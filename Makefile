@@ -3,7 +3,7 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane buildkit crds dev-up dev-down demo bench test unit-test e2e-test lint
+.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
@@ -21,13 +21,19 @@ control-plane: deps
 buildkit: deps
 	@hack/build-buildkit.sh >/dev/null
 
+# Helm and gitops-check (kstatus, Argo CD's Lua), with which the tests read status as GitOps tools do.
+gitops-tools: deps
+	@hack/build-gitops-tools.sh >/dev/null
+
 build: deps
 	$(CARGO) build --workspace --all-targets
 
-# deploy/base/crd.yaml is the same file for kustomize, which loads nothing outside deploy/.
+# deploy/base/crd.yaml and the chart's crds/ hold the same file: kustomize and Helm load nothing
+# outside their own directories.
 crds:
 	$(CARGO) run -q --bin archway -- crd > crds/multiarchbuild.yaml
 	cp crds/multiarchbuild.yaml deploy/base/crd.yaml
+	cp crds/multiarchbuild.yaml charts/archway/crds/multiarchbuild.yaml
 
 dev-up: build control-plane buildkit
 	@hack/dev-up.sh "$(DEV_DIR)"
@@ -49,7 +55,7 @@ lint:
 unit-test: deps
 	$(CARGO) test --workspace --lib --bins
 
-e2e-test: build control-plane buildkit
+e2e-test: build control-plane buildkit gitops-tools
 	$(CARGO) test --workspace --test '*' -- --test-threads=2
 
 test: lint unit-test e2e-test

@@ -21,6 +21,11 @@ pub const BUILDKIT: Programs = Programs {
     binaries: &["buildkitd", "buildctl", "buildctl-daemonless.sh"],
 };
 
+/// Helm and gitops-check (kstatus and Argo CD's Lua health checks on their real libraries), built by
+/// hack/build-gitops-tools.sh: how GitOps tools read a MultiArchBuild.
+pub const GITOPS_TOOLS: Programs =
+    Programs { script: "build-gitops-tools.sh", env_var: "ARCHWAY_GITOPS_BIN", binaries: &["helm", "gitops-check"] };
+
 /// Which script builds which programs, and the variable that names a directory holding them instead.
 pub struct Programs {
     pub script: &'static str,

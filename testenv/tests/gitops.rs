@@ -1,0 +1,276 @@
+//! archway as GitOps tools and cluster admins meet it: installed, upgraded and uninstalled with Helm 4
+//! (`charts/archway`), and its status read by the real kstatus library (Flux, kpt, `helm --wait`) and by
+//! Argo CD's Lua health check (`deploy/argocd`) on live objects in each phase.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use anyhow::{Context, Result, bail, ensure};
+use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, create_push_secret, wait_running};
+use archway_testenv::env::{Env, EnvOptions};
+use archway_testenv::gobuild::GITOPS_TOOLS;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+mod common;
+use common::blog::{NS, api, apply_and_wait, blog_build, create_context, is_ready, wait_status};
+
+const CHART: &str = "charts/archway";
+const ARGO_HEALTH: &str = "deploy/argocd/archway.dev/MultiArchBuild";
+
+fn repo_path(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// A program of the GitOps tools (or kubectl), run to its end: stdout, or an error with stderr.
+struct Tool {
+    program: PathBuf,
+    kubeconfig: PathBuf,
+}
+
+impl Tool {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> Result<String> {
+        let mut cmd = tokio::process::Command::new(&self.program);
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HELM_CACHE_HOME", self.kubeconfig.with_file_name("helm-cache"))
+            .env("HELM_CONFIG_HOME", self.kubeconfig.with_file_name("helm-config"))
+            .env("HELM_DATA_HOME", self.kubeconfig.with_file_name("helm-data"))
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().with_context(|| format!("running {}", self.program.display()))?;
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes()).await?;
+        }
+        let out = child.wait_with_output().await?;
+        let name = self.program.file_name().unwrap_or_default().to_string_lossy();
+        if !out.status.success() {
+            bail!("{name} {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim_end());
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+}
+
+struct Tools {
+    helm: Tool,
+    kubectl: Tool,
+    check: Tool,
+}
+
+async fn tools(env: &Env) -> Result<Tools> {
+    let bin = GITOPS_TOOLS.bin_dir().await?;
+    let tool = |program: PathBuf| Tool { program, kubeconfig: env.kubeconfig().to_path_buf() };
+    Ok(Tools {
+        helm: tool(bin.join("helm")),
+        kubectl: tool(env.control_plane.bin_dir.join("kubectl")),
+        check: tool(bin.join("gitops-check")),
+    })
+}
+
+/// What kstatus and Argo CD's health check make of the live object: (kstatus, Argo health, message).
+async fn read_as_gitops(tools: &Tools, name: &str) -> Result<(String, String, String)> {
+    let object = tools.kubectl.run(&["get", "mab", name, "-n", NS, "-o", "json"], None).await?;
+    let kstatus: Value = serde_json::from_str(&tools.check.run(&["kstatus"], Some(&object)).await?)?;
+    let lua = repo_path(ARGO_HEALTH).join("health.lua");
+    let argo: Value =
+        serde_json::from_str(&tools.check.run(&["argo-health", &lua.to_string_lossy()], Some(&object)).await?)?;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    Ok((text(&kstatus["status"]), text(&argo["status"]), text(&argo["message"])))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn argo_cd_health_check_passes_its_fixtures() -> Result<()> {
+    // A stand-in kubeconfig: the checker reads files only.
+    let bin = GITOPS_TOOLS.bin_dir().await?;
+    let check = Tool { program: bin.join("gitops-check"), kubeconfig: PathBuf::from("/nonexistent") };
+    // Without useOpenLibs, as an argocd-cm override runs by default.
+    let out = check.run(&["argo-health-test", &repo_path(ARGO_HEALTH).to_string_lossy()], None).await?;
+    ensure!(out.contains("6 passed, 0 failed"), "{out}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kstatus_helm_wait_and_argo_cd_tell_busy_from_failed_from_ready() -> Result<()> {
+    let (env, client) = common::blog::start("gitops-status").await?;
+    let tools = tools(&env).await?;
+
+    // Waiting for a node that never comes: in progress, not failed.
+    let mut waiting = blog_build(&env, "waits", &["linux/riscv64"], "Dockerfile");
+    waiting["spec"]["placement"] = json!("native");
+    apply_and_wait(&client, &waiting, "Building").await?;
+    let (kstatus, argo, message) = read_as_gitops(&tools, "waits").await?;
+    ensure!((kstatus.as_str(), argo.as_str()) == ("InProgress", "Progressing"), "{kstatus} {argo}: {message}");
+    ensure!(message.contains("linux/riscv64"), "{message}");
+
+    // A spec that cannot be built: failed, with the field to fix.
+    let mut invalid = blog_build(&env, "invalid", &["linux/amd64"], "Dockerfile");
+    invalid["spec"]["source"] = json!({"configMap": {"name": "no-such-context"}});
+    apply_and_wait(&client, &invalid, "Failed").await?;
+    let (kstatus, argo, message) = read_as_gitops(&tools, "invalid").await?;
+    ensure!((kstatus.as_str(), argo.as_str()) == ("Failed", "Degraded"), "{kstatus} {argo}: {message}");
+    ensure!(message.contains("spec.source.configMap"), "{message}");
+
+    // Built and published: current, healthy.
+    let ready = blog_build(&env, "ready", &["linux/amd64"], "Dockerfile");
+    apply_and_wait(&client, &ready, "Ready").await?;
+    let (kstatus, argo, message) = read_as_gitops(&tools, "ready").await?;
+    ensure!((kstatus.as_str(), argo.as_str()) == ("Current", "Healthy"), "{kstatus} {argo}: {message}");
+
+    // helm --wait (Helm 4's kstatus watcher) returns once a chart's build is Ready ...
+    let chart = build_chart(&env.dir)?;
+    let image = format!("{}/asksven/blog", env.registry.host);
+    let install = |release: &str, dockerfile: &str| {
+        let set = format!("name={release},dockerfile={dockerfile},image={image}");
+        let args = ["install", release, &chart.to_string_lossy(), "-n", NS, "--set", &set, "--wait", "--timeout", "4m"]
+            .map(String::from);
+        let helm = &tools.helm;
+        async move { helm.run(&args.iter().map(String::as_str).collect::<Vec<_>>(), None).await }
+    };
+    install("helm-ok", "Dockerfile").await?;
+    let status = api(&client).get_status("helm-ok").await?.status.context("status")?;
+    ensure!(status.phase == Some(archway::api::BuildPhase::Ready), "helm --wait returned before Ready: {status:?}");
+
+    // ... and fails for a build that fails, on its own failure, not on the timeout.
+    let started = std::time::Instant::now();
+    let failed = install("helm-fails", "Dockerfile.fails").await;
+    let error = format!("{:#}", failed.err().context("helm install --wait of a failing build succeeded")?);
+    ensure!(!error.contains("context deadline exceeded") && started.elapsed().as_secs() < 240, "{error}");
+    let status = wait_status(&client, "helm-fails", |s| s["phase"] == "Failed").await?;
+    ensure!(status["conditions"].to_string().contains("Stalled"), "{status}");
+
+    env.shutdown().await;
+    Ok(())
+}
+
+/// A chart that holds one MultiArchBuild of the blog, as a GitOps repository would.
+fn build_chart(dir: &Path) -> Result<PathBuf> {
+    let chart = dir.join("blog-chart");
+    std::fs::create_dir_all(chart.join("templates"))?;
+    std::fs::write(chart.join("Chart.yaml"), "apiVersion: v2\nname: blog\nversion: 0.1.0\n")?;
+    std::fs::write(
+        chart.join("templates/build.yaml"),
+        r#"apiVersion: archway.dev/v1alpha1
+kind: MultiArchBuild
+metadata:
+  name: {{ .Values.name }}
+spec:
+  source: {configMap: {name: blog-context}}
+  dockerfile: {{ .Values.dockerfile }}
+  platforms: [linux/amd64]
+  builder: {retries: 0}
+  output:
+    image: {{ .Values.image }}
+    tags: [{{ .Values.name }}]
+    pushSecret: {name: registry-credentials}
+"#,
+    )?;
+    Ok(chart)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("testenv-helm");
+    let env = Env::start(EnvOptions { operator: false, ..EnvOptions::new(&dir) }).await?;
+    let client = env.client();
+    let tools = tools(&env).await?;
+    let chart = repo_path(CHART).to_string_lossy().to_string();
+
+    tools.helm.run(&["lint", &chart, "--strict"], None).await?;
+    // Everything the chart renders, CRD included, is accepted by the apiserver as it is.
+    tools.kubectl.run(&["create", "namespace", OPERATOR_NAMESPACE], None).await?;
+    let rendered =
+        tools.helm.run(&["template", "archway", &chart, "-n", OPERATOR_NAMESPACE, "--include-crds"], None).await?;
+    tools.kubectl.run(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered)).await?;
+    // The chart grants exactly what deploy/base grants.
+    ensure!(
+        rules_of(&rendered, "ClusterRole")? == rules_of(&read(&repo_path("deploy/base/rbac.yaml"))?, "ClusterRole")?
+    );
+    ensure!(rules_of(&rendered, "Role")? == rules_of(&read(&repo_path("deploy/base/rbac.yaml"))?, "Role")?);
+
+    // Installed from the chart, the operator builds the blog; only the chart's CA value gives it the
+    // registry's CA, and the build's namespace has nothing but the push secret.
+    let ca = dir.join("registry-ca.crt");
+    std::fs::write(&ca, &env.registry.ca_pem)?;
+    let ca_value = format!("registryCA.pem={}", ca.display());
+    let install = [
+        "install",
+        "archway",
+        &chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--set-file",
+        &ca_value,
+        "--set",
+        "leaderElection.leaseDuration=6s",
+        "--wait",
+        "--timeout",
+        "3m",
+    ];
+    tools.helm.run(&install, None).await?;
+    wait_running(&client).await?;
+    create_push_secret(&client, &env.registry, NS).await?;
+    create_context(&client, &env, NS).await?;
+    let status =
+        apply_and_wait(&client, &blog_build(&env, "blog", &["linux/amd64", "linux/arm64"], "Dockerfile"), "Ready")
+            .await?;
+    ensure!(is_ready(&status), "{status}");
+
+    // An upgrade with a changed value reaches the Deployment, and the published build stays as it was.
+    let upgrade = [
+        "upgrade",
+        "archway",
+        &chart,
+        "-n",
+        OPERATOR_NAMESPACE,
+        "--reuse-values",
+        "--set",
+        "concurrency=3",
+        "--wait",
+        "--timeout",
+        "3m",
+    ];
+    tools.helm.run(&upgrade, None).await?;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let deployment = deployments.get("archway").await?;
+    let args = deployment.spec.template.spec.map(|p| p.containers[0].args.clone().unwrap_or_default());
+    ensure!(args.as_ref().is_some_and(|a| a.contains(&"--concurrency=3".to_string())), "{args:?}");
+    wait_running(&client).await?;
+    let patch = json!({"metadata": {"annotations": {"poke": "after-upgrade"}}});
+    api(&client).patch("blog", &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let after = wait_status(&client, "blog", is_ready).await?;
+    ensure!(
+        after["image"] == status["image"],
+        "the upgrade changed the image: {} -> {}",
+        status["image"],
+        after["image"]
+    );
+
+    // Uninstalled: the operator and its rights go; the CRD and the builds stay (Helm keeps crds/).
+    tools.helm.run(&["uninstall", "archway", "-n", OPERATOR_NAMESPACE, "--wait"], None).await?;
+    ensure!(deployments.get_opt("archway").await?.is_none(), "the Deployment outlived the release");
+    ensure!(Api::<ClusterRole>::all(client.clone()).get_opt("archway").await?.is_none(), "the ClusterRole stayed");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    ensure!(crds.get_opt("multiarchbuilds.archway.dev").await?.is_some(), "the CRD went with the release");
+    ensure!(api(&client).get_opt("blog").await?.is_some(), "the build went with the release");
+
+    env.shutdown().await;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The rules of the one object of `kind` (ClusterRole or Role) in a multi-document YAML stream.
+fn rules_of(yaml: &str, kind: &str) -> Result<Vec<PolicyRule>> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)?;
+    let found: Vec<&Value> = docs.iter().filter(|d| d["kind"] == kind).collect();
+    ensure!(found.len() == 1, "{} objects of kind {kind}", found.len());
+    Ok(serde_json::from_value(found[0]["rules"].clone())?)
+}
