@@ -31,7 +31,8 @@ pub async fn while_leading<F: Future<Output = ()>>(client: Client, election: &El
         .with_identity(&election.identity)
         .with_duration(election.lease_duration.as_secs().max(2))
         .with_grace(election.lease_duration.as_secs().max(2) / 3)
-        .with_field_manager("archway")
+        // Each replica applies the Lease as a field manager of its own (the library's default, by identity):
+        // with one shared manager, two replicas starting together both "won" the same Lease.
         .build()
         .await
         .map_err(lost)?;

@@ -21,7 +21,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{PartialObjectMeta, Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -36,10 +36,11 @@ use caches::Caches;
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
-pub use leader::LEASE_NAME;
+pub use leader::{Election, LEASE_NAME, while_leading};
 
 use crate::api::{
-    MultiArchBuild, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState, WorkloadKind,
+    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState,
+    WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::decide::{self, Decision, decide, requested_platforms};
@@ -165,9 +166,20 @@ async fn reconcile_until_shutdown(
     };
     let (deployments, statefulsets, daemonsets) =
         (targeting(WorkloadKind::Deployment), targeting(WorkloadKind::StatefulSet), targeting(WorkloadKind::DaemonSet));
+    // A context ConfigMap or a Secret a build names (created after it, or changed): wake those builds.
+    let naming = |names: fn(&MultiArchBuildSpec, &str) -> bool| {
+        let store = store.clone();
+        move |meta: ObjectMeta| builds_naming(&store, names, &meta)
+    };
+    let (config_maps, secrets) =
+        (naming(MultiArchBuildSpec::names_config_map), naming(MultiArchBuildSpec::names_secret));
     let all = watcher::Config::default();
     controller
         .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), all.clone(), move |c| {
+            config_maps(c.metadata)
+        })
+        .watches(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone(), move |s| secrets(s.metadata))
         .watches(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), all.clone(), move |w| {
             deployments(w.metadata)
         })
@@ -188,19 +200,24 @@ async fn reconcile_until_shutdown(
 
 /// The builds that roll out to the workload of this kind and name.
 fn builds_targeting(store: &Store<Guarded>, kind: WorkloadKind, workload: &ObjectMeta) -> Vec<ObjectRef<Guarded>> {
-    let targets = |build: &MultiArchBuild| {
-        build.metadata.namespace == workload.namespace
-            && build
-                .spec
-                .rollout
-                .iter()
-                .flat_map(|r| &r.targets)
-                .any(|t| t.kind == kind && Some(&t.name) == workload.name.as_ref())
+    let targets = |spec: &MultiArchBuildSpec, name: &str| {
+        spec.rollout.iter().flat_map(|r| &r.targets).any(|t| t.kind == kind && t.name == name)
     };
+    builds_naming(store, targets, workload)
+}
+
+/// The builds of the object's namespace that name it (`names`: the spec's test for a name).
+fn builds_naming(
+    store: &Store<Guarded>,
+    names: impl Fn(&MultiArchBuildSpec, &str) -> bool,
+    object: &ObjectMeta,
+) -> Vec<ObjectRef<Guarded>> {
+    let Some(name) = object.name.as_deref() else { return Vec::new() };
+    let naming = |build: &MultiArchBuild| build.metadata.namespace == object.namespace && names(&build.spec, name);
     store
         .state()
         .iter()
-        .filter(|guarded| guarded.0.as_ref().is_ok_and(targets))
+        .filter(|guarded| guarded.0.as_ref().is_ok_and(naming))
         .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
         .collect()
 }
@@ -238,7 +255,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let generation = build.metadata.generation.unwrap_or_default();
     let valid = match validate(&build.spec) {
         Ok(valid) => valid,
-        Err(e) => return fail_permanently(build, ctx, Reason::InvalidSpec, &e.to_string(), None).await,
+        Err(e) => return fail_permanently(build, ctx, Reason::InvalidSpec, &e.to_string(), None, WAKES_IT).await,
     };
     let emulation = ctx.config.emulation_labels();
     if !ctx.caches.is_ready() {
@@ -246,14 +263,17 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     }
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await;
     let observed = match observed {
-        Err(Error::Invalid(message)) => return fail_permanently(build, ctx, Reason::InvalidSpec, &message, None).await,
+        // A ConfigMap or Secret it names is missing: its creation wakes the build.
+        Err(Error::Invalid(message)) => {
+            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, None, WAKES_IT).await;
+        }
         other => other?,
     };
     let platforms = match requested_platforms(&build.spec, &observed.nodes) {
         Ok(platforms) => platforms,
         Err(e) => {
             let message = format!("spec.platforms: {e}");
-            return fail_permanently(build, ctx, Reason::InvalidPlatform, &message, None).await;
+            return fail_permanently(build, ctx, Reason::InvalidPlatform, &message, None, WAKES_IT).await;
         }
     };
     let old = build.status.as_ref();
@@ -276,7 +296,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     }
     let source = git.as_ref().map(|step| step.status.clone());
     if let Some(message) = git.as_ref().and_then(|step| step.failed.as_deref()) {
-        return fail_permanently(build, ctx, Reason::RevisionUnresolved, message, source).await;
+        return fail_permanently(build, ctx, Reason::RevisionUnresolved, message, source, LOOK_AGAIN).await;
     }
     let commit = git.as_ref().and_then(|step| step.commit.as_deref());
     let decision = decide(&decide::Inputs {
@@ -299,7 +319,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     });
     match jobs::apply_jobs(build, ctx, &decision, &valid).await {
         Err(Error::Invalid(message)) => {
-            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source).await;
+            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source, LOOK_AGAIN).await;
         }
         other => other?,
     }
@@ -348,7 +368,13 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     Ok(Action::requeue(next))
 }
 
-/// A problem only a change can fix: say so in status and an event, and wait.
+/// When a permanent failure is looked at again if the change that fixes it is watched (a spec edit, a
+/// ConfigMap or Secret the build names, a node): a safety net only.
+const WAKES_IT: Duration = Duration::from_secs(300);
+/// ... and if it is not (a branch pushed to the git server, a foreign Job deleted).
+const LOOK_AGAIN: Duration = Duration::from_secs(60);
+
+/// A problem only a change can fix: say so in status and an event, and wait for the change, or `recheck`.
 /// `source` replaces the git source's status when given; otherwise the one last written stays.
 async fn fail_permanently(
     build: &MultiArchBuild,
@@ -356,6 +382,7 @@ async fn fail_permanently(
     reason: Reason,
     message: &str,
     source: Option<SourceStatus>,
+    recheck: Duration,
 ) -> Result<Action, Error> {
     let generation = build.metadata.generation.unwrap_or_default();
     let publish = Publish::Failed { reason, message: message.into() };
@@ -364,8 +391,7 @@ async fn fail_permanently(
     let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());
     let source = source.or_else(|| old.and_then(|o| o.source.clone()));
     write_status(build, ctx, MultiArchBuildStatus { source, ..status }).await?;
-    // The fix may be outside the resource (a ConfigMap created later): look again now and then.
-    Ok(Action::requeue(Duration::from_secs(60)))
+    Ok(Action::requeue(recheck))
 }
 
 fn now() -> Time {

@@ -39,9 +39,9 @@ pub struct EnvOptions {
     /// archway's binary, which the hostlet runs for archway's own image; default: `archway` beside
     /// the running executable (cargo puts test binaries one level deeper, in `deps/`).
     pub archway_bin: Option<PathBuf>,
-    /// Install the operator (needs `nodes`): the registry's Secret and CA ConfigMap in `default` and
-    /// `archway-system`, then `kubectl apply -k` of [`EnvOptions::operator_kustomization`], and wait
-    /// until the archway pod runs. See [`cluster_setup`].
+    /// Install the operator (needs `nodes`): the registry's Secret in `default` and `archway-system`
+    /// and its CA ConfigMap in `archway-system`, then `kubectl apply -k` of
+    /// [`EnvOptions::operator_kustomization`], and wait until the archway pod runs. See [`cluster_setup`].
     pub operator: bool,
     /// The kustomization the operator is installed from; default: deploy/dev of this repository.
     pub operator_kustomization: Option<PathBuf>,

@@ -136,6 +136,14 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         Ok((running.len() == 2 && running.contains(&holder)).then_some(holder))
     })
     .await?;
+    // The two started together, and only one ever led: a replica that finds it lost the Lease exits
+    // and restarts, so no restart after a Lease's duration (6 s in deploy/dev) means no double leader.
+    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+    for pod in pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items {
+        let statuses = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+        let restarts: i32 = statuses.iter().map(|c| c.restart_count).sum();
+        assert_eq!(restarts, 0, "{:?} restarted: two replicas led at once", pod.metadata.name);
+    }
     // Each says in its metrics whether it leads.
     for pod in pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items {
         let name = pod.metadata.name.clone().unwrap_or_default();
