@@ -95,6 +95,17 @@ impl MultiArchBuildSpec {
     pub fn is_auto(&self) -> bool {
         self.platforms.iter().any(|p| p == AUTO_PLATFORM)
     }
+
+    /// Whether the build reads the ConfigMap of this name (its context).
+    pub fn names_config_map(&self, name: &str) -> bool {
+        self.source.config_map.as_ref().is_some_and(|c| c.name == name)
+    }
+
+    /// Whether the build reads the Secret of this name (push or git credentials).
+    pub fn names_secret(&self, name: &str) -> bool {
+        let git = self.source.git.as_ref().and_then(|g| g.secret_ref.as_ref());
+        [git, self.output.push_secret.as_ref()].into_iter().flatten().any(|s| s.name == name)
+    }
 }
 
 /// Where the build context comes from: exactly one of `git` or `configMap`.

@@ -208,3 +208,12 @@ fn platform_enum_follows_the_known_platforms() {
         assert!(yaml.contains(&format!("- {platform}\n")), "{platform} missing from the CRD's platform enum");
     }
 }
+
+#[test]
+fn a_build_names_its_context_and_secrets() {
+    let mut spec = full_spec();
+    assert!(spec.names_secret("git-credentials") && spec.names_secret("registry-credentials"));
+    assert!(!spec.names_secret("other") && !spec.names_config_map("git-credentials"));
+    spec.source = Source { git: None, config_map: Some(LocalRef { name: "context".into() }) };
+    assert!(spec.names_config_map("context") && !spec.names_secret("git-credentials"));
+}

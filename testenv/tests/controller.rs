@@ -153,6 +153,13 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
         "{ready}"
     );
     ensure!(jobs_of(&client, "blog-no-secret").await?.is_empty(), "blog-no-secret: a Job was created");
+    // The Secret created: the build wakes and is built (within the wait's 120 s, well before the 300 s
+    // re-check of a permanent failure, so the Secret's watch woke it).
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
+    let mut secret = secrets.get("registry-credentials").await?;
+    secret.metadata = ObjectMeta { name: Some("missing".into()), ..Default::default() };
+    secrets.create(&PostParams::default(), &secret).await?;
+    wait_status(&client, "blog-no-secret", is_ready).await?;
 
     // A spec changed while its Jobs run: the old Jobs go, only the new inputs are published.
     let slow = blog_build(&env, "blog-change", &["linux/amd64", "linux/arm64"], "Dockerfile.slow");
