@@ -3,13 +3,14 @@ SHELL := /bin/bash
 DEV_DIR ?= .dev
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench test unit-test e2e-test lint
+.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench image test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
 	@echo "make test      all tests: unit, CRD freshness, and end-to-end against the local environment"
 	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
 	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests"
+	@echo "make image     build the operator's image (Dockerfile) for linux/amd64 into the local registry"
 
 deps:
 	@hack/install-deps.sh
@@ -47,6 +48,10 @@ demo: dev-up
 bench: dev-up
 	@hack/bench.sh "$(DEV_DIR)"
 	@hack/bench-idle.sh "$(DEV_DIR)"
+
+# The operator's image from the Dockerfile, pushed to the local environment's registry.
+image: dev-up
+	@hack/build-image.sh "$(DEV_DIR)"
 
 lint:
 	$(CARGO) fmt --all --check

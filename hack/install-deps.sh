@@ -15,6 +15,7 @@ declare -A check=(
   [git]=/usr/bin/git
   [util-linux]=/usr/bin/unshare
   [runc]=/usr/sbin/runc
+  [mmdebstrap]=/usr/bin/mmdebstrap
 )
 
 missing=()
