@@ -44,6 +44,14 @@ echo "== the blog Deployment after: rolled out to the index digest, one pod per 
 kubectl get deployment blog -o wide
 kubectl get pods -l app=blog -o "$pods"
 echo
+echo "== each pod serves its build's \`uname -m\` (curl http://POD_IP/arch): the image runs natively or under qemu"
+kubectl rollout status deployment/blog --timeout=120s
+kubectl get pods -l app=blog --field-selector=status.phase=Running \
+  -o jsonpath='{range .items[*]}{.spec.nodeName} {.status.podIP}{"\n"}{end}' |
+  while read -r node ip; do
+    printf '%-10s %-16s %s\n' "$node" "$ip" "$(curl -s --max-time 5 "http://$ip/arch")"
+  done
+echo
 echo "== the published index, as skopeo reads it (skopeo inspect --raw docker://$ARCHWAY_REGISTRY/asksven/blog:new)"
 skopeo inspect --raw --cert-dir "$ARCHWAY_REGISTRY_CERT_DIR" "docker://$ARCHWAY_REGISTRY/asksven/blog:new" | python3 -m json.tool
 echo

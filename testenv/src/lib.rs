@@ -10,5 +10,6 @@ pub mod controlplane;
 pub mod env;
 pub mod gobuild;
 pub mod hostlet;
+pub mod operator_image;
 pub mod process;
 pub mod registry;

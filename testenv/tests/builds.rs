@@ -124,7 +124,7 @@ fn build_pod(name: &str, platform: &str, arch: &str, dest: &str) -> Result<Pod> 
 fn workload(name: &str, node: &str, image: &str) -> Result<Pod> {
     pod(json!({
         "metadata": {"name": name},
-        "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{"name": "web", "image": image}]},
+        "spec": {"nodeSelector": {"kubernetes.io/hostname": node}, "containers": [{"name": "web", "image": image, "command": ["sleep", "86400"]}]},
     }))
 }
 

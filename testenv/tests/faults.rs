@@ -312,7 +312,7 @@ fn site(repo: &str) -> Value {
             "selector": {"matchLabels": {"app": "site"}},
             "template": {
                 "metadata": {"labels": {"app": "site"}},
-                "spec": {"containers": [{"name": "web", "image": format!("{repo}:kill")}]},
+                "spec": {"containers": [{"name": "web", "image": format!("{repo}:kill"), "command": ["sleep", "86400"]}]},
             },
         },
     })

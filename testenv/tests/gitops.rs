@@ -9,16 +9,19 @@ use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, create_push_secret, wait_running};
 use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::gobuild::GITOPS_TOOLS;
+use archway_testenv::operator_image;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Api;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 mod common;
 use common::blog::{NS, api, apply_and_wait, blog_build, create_context, is_ready, wait_status};
+use common::{served, wait};
 
 const CHART: &str = "charts/archway";
 const ARGO_HEALTH: &str = "deploy/argocd/archway.dev/MultiArchBuild";
@@ -193,11 +196,15 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
     );
     ensure!(rules_of(&rendered, "Role")? == rules_of(&read(&repo_path("deploy/base/rbac.yaml"))?, "Role")?);
 
-    // Installed from the chart, the operator builds the blog; only the chart's CA value gives it the
-    // registry's CA, and the build's namespace has nothing but the push secret.
+    // Installed from the chart with the operator's own image (the Dockerfile's, built for amd64 only
+    // here), the operator builds the blog and rolls out examples/blog/deployment.yaml; only the chart's
+    // CA value gives it the registry's CA, and the build's namespace has nothing but the push secret.
+    let image = operator_image::build(&env.registry).await?;
+    let (repository, tag) = image.rsplit_once(':').context("image tag")?;
     let ca = dir.join("registry-ca.crt");
     std::fs::write(&ca, &env.registry.ca_pem)?;
     let ca_value = format!("registryCA.pem={}", ca.display());
+    let image_value = format!("image.repository={repository},image.tag={tag}");
     let install = [
         "install",
         "archway",
@@ -207,19 +214,33 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
         "--set-file",
         &ca_value,
         "--set",
-        "leaderElection.leaseDuration=6s",
+        &image_value,
+        "--set",
+        r"leaderElection.leaseDuration=6s,nodeSelector.kubernetes\.io/arch=amd64",
         "--wait",
         "--timeout",
         "3m",
     ];
     tools.helm.run(&install, None).await?;
     wait_running(&client).await?;
+    let operator_pods: Api<Pod> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    for pod in operator_pods.list(&Default::default()).await?.items {
+        let status = pod.status.and_then(|s| s.container_statuses).unwrap_or_default();
+        ensure!(
+            status.iter().all(|c| c.image_id.starts_with(repository) && c.restart_count == 0),
+            "the operator does not run from {image} without restarts: {status:?}"
+        );
+    }
     create_push_secret(&client, &env.registry, NS).await?;
     create_context(&client, &env, NS).await?;
-    let status =
-        apply_and_wait(&client, &blog_build(&env, "blog", &["linux/amd64", "linux/arm64"], "Dockerfile"), "Ready")
-            .await?;
+    let deployment =
+        read(&repo_path("examples/blog/deployment.yaml"))?.replace("registry.example.com", &env.registry.host);
+    tools.kubectl.run(&["apply", "-n", NS, "-f", "-"], Some(&deployment)).await?;
+    let mut build = blog_build(&env, "blog", &["linux/amd64", "linux/arm64", "linux/arm/v7"], "Dockerfile");
+    build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "blog"}]});
+    let status = apply_and_wait(&client, &build, "Ready").await?;
     ensure!(is_ready(&status), "{status}");
+    served_by_every_node(&client, &status).await?;
 
     // An upgrade with a changed value reaches the Deployment, and the published build stays as it was.
     let upgrade = [
@@ -260,6 +281,36 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
     ensure!(api(&client).get_opt("blog").await?.is_some(), "the build went with the release");
 
     env.shutdown().await;
+    Ok(())
+}
+
+/// Each pod of the rolled-out blog Deployment runs the published index and serves `/arch` (the
+/// build's `uname -m`) from its own node's child: natively on the ARM nodes' kind, x86_64 on both
+/// amd64 nodes.
+async fn served_by_every_node(client: &kube::Client, status: &Value) -> Result<()> {
+    let image = status["image"].as_str().context("status.image")?.to_string();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let params = ListParams::default().labels("app=blog");
+    let rolled = wait("the blog's four pods on the index digest, running", || async {
+        let list = pods.list(&params).await?.items;
+        let current: Vec<Pod> = list
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter(|p| p.spec.as_ref().is_some_and(|s| s.containers[0].image.as_deref().is_some_and(|i| i == image)))
+            .filter(|p| common::phase(p) == "Running")
+            .collect();
+        Ok((current.len() == 4).then_some(current))
+    })
+    .await?;
+    let mut seen = Vec::new();
+    for pod in &rolled {
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+        let arch = served(pod, "arch").await?;
+        seen.push(format!("{node}={}", arch.trim()));
+    }
+    seen.sort();
+    let want = ["jetson-1=aarch64", "pi-1=armv7l", "qemu-1=x86_64", "x86-1=x86_64"];
+    ensure!(seen == want, "pods served {seen:?}, want {want:?}");
     Ok(())
 }
 

@@ -11,7 +11,7 @@ mod common;
 use anyhow::{Context, Result, bail, ensure};
 use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::hostlet::{self, HostletConfig, RegistryAccess};
-use common::{meta, phase, pod, run_to_end, terminated, wait, wait_phase, wait_pull_backoff};
+use common::{meta, phase, pod, run_to_end, served, terminated, wait, wait_phase, wait_pull_backoff};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Secret, ServiceAccount};
@@ -285,12 +285,19 @@ async fn workloads_resolve_by_platform(client: &Client, env: &Env, base: &str, s
         .and_then(|m| m["digest"].as_str())
         .context("arm/v7 child")?
         .to_string();
+    // Each really runs: the image's own busybox (under qemu on the ARM nodes) writes `uname -m` and
+    // serves it on the pod's IP.
     let workload = |name: &str, node: &str, image: &str| {
         pod(json!({
             "metadata": {"name": name},
             "spec": {
                 "nodeSelector": {"kubernetes.io/hostname": node},
-                "containers": [{"name": "web", "image": image}],
+                "containers": [{
+                    "name": "web",
+                    "image": image,
+                    "command": ["sh", "-c", "mkdir /www && uname -m > /www/arch && exec httpd -f -p \"$POD_IP:80\" -h /www"],
+                    "env": [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}],
+                }],
             },
         }))
     };
@@ -299,9 +306,11 @@ async fn workloads_resolve_by_platform(client: &Client, env: &Env, base: &str, s
     let running = wait_phase(&pods, "web-pi", "Running").await?;
     let status = &running.status.as_ref().context("status")?.container_statuses.as_ref().context("statuses")?[0];
     ensure!(status.image_id.ends_with(&v7) && status.ready, "{status:?}");
+    ensure!(served(&running, "arch").await? == "armv7l\n", "web-pi is not an arm/v7 process");
 
     pods.create(&PostParams::default(), &workload("arm64-on-jetson", "jetson-1", single)?).await?;
-    wait_phase(&pods, "arm64-on-jetson", "Running").await?;
+    let running = wait_phase(&pods, "arm64-on-jetson", "Running").await?;
+    ensure!(served(&running, "arch").await? == "aarch64\n", "arm64-on-jetson is not an arm64 process");
 
     pods.create(&PostParams::default(), &workload("arm64-on-x86", "x86-1", single)?).await?;
     let message = wait_pull_backoff(&pods, "arm64-on-x86").await?;
@@ -316,7 +325,8 @@ async fn workloads_resolve_by_platform(client: &Client, env: &Env, base: &str, s
     let message = wait_pull_backoff(&pods, "later").await?;
     ensure!(message.contains(&format!("later:run-{run}")), "{message}");
     copy_one_platform(env, base, &later, "amd64").await?;
-    wait_phase(&pods, "later", "Running").await?;
+    let running = wait_phase(&pods, "later", "Running").await?;
+    ensure!(served(&running, "arch").await? == "x86_64\n", "later is not an amd64 process");
 
     // A workload pod deleted gracefully goes away without waiting out its grace period.
     pods.delete("web-pi", &DeleteParams::default()).await?;

@@ -172,7 +172,12 @@ fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
                     "affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
                         "topologyKey": "kubernetes.io/hostname", "labelSelector": {"matchLabels": {"app": name}},
                     }]}},
-                    "containers": [{"name": "web", "image": format!("{repo}:new"), "env": [{"name": "SITE", "value": "blog"}]}],
+                    "containers": [{
+                        "name": "web",
+                        "image": format!("{repo}:new"),
+                        "command": ["sleep", "86400"],
+                        "env": [{"name": "SITE", "value": "blog"}],
+                    }],
                 },
             },
         },
@@ -189,7 +194,7 @@ fn workload(kind: &str, name: &str, repo: &str) -> Value {
             "selector": {"matchLabels": {"app": name}},
             "template": {
                 "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "agent", "image": format!("{repo}:new")}]},
+                "spec": {"containers": [{"name": "agent", "image": format!("{repo}:new"), "command": ["sleep", "86400"]}]},
             },
         },
     });

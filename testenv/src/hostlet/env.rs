@@ -66,12 +66,21 @@ impl Env {
     }
 }
 
-/// What a container's environment starts from: the host's PATH (with the pod's tool directory in
-/// front), HOME, the API server's real address, then the image's ENV.
-pub(crate) fn base_env(pod: &Pod, api_server: &(String, u16), tool_bin: &Path, tool: Option<&ToolImage>) -> Env {
+/// The PATH of an image whose config sets none (containerd's default).
+pub(crate) const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What a tool container's environment starts from: the host's PATH with the pod's tool directory in
+/// front, then [`base_env`] with the tool image's ENV.
+pub(crate) fn tool_env(pod: &Pod, api_server: &(String, u16), tool_bin: &Path, tool: &ToolImage) -> Env {
+    let host_path = std::env::var("PATH").unwrap_or_else(|_| DEFAULT_PATH.into());
+    base_env(pod, api_server, format!("{}:{host_path}", tool_bin.display()), &tool.env)
+}
+
+/// What a container's environment starts from: PATH, HOME, the API server's real address, then the
+/// image's ENV.
+pub(crate) fn base_env(pod: &Pod, api_server: &(String, u16), path: String, image_env: &[(String, String)]) -> Env {
     let mut env = Env::default();
-    let host_path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
-    env.set("PATH", format!("{}:{host_path}", tool_bin.display()));
+    env.set("PATH", path);
     env.set("HOME", "/root".into());
     env.set("HOSTNAME", pod.metadata.name.clone().unwrap_or_default());
     let (host, port) = api_server;
@@ -79,10 +88,8 @@ pub(crate) fn base_env(pod: &Pod, api_server: &(String, u16), tool_bin: &Path, t
     env.set("KUBERNETES_SERVICE_PORT", port.to_string());
     env.set("KUBERNETES_SERVICE_PORT_HTTPS", port.to_string());
     env.set("KUBERNETES_PORT", format!("tcp://{host}:{port}"));
-    if let Some(tool) = tool {
-        for (k, v) in &tool.env {
-            env.set(k, v.clone());
-        }
+    for (k, v) in image_env {
+        env.set(k, v.clone());
     }
     env
 }
@@ -204,16 +211,21 @@ pub(crate) fn field_value(pod: &Pod, path: &str, pod_ip: &str) -> Option<String>
     })
 }
 
-/// The command line of a tool container: `command` + `args` with the image's ENTRYPOINT/CMD filling
-/// in by Kubernetes' rules, `$(VAR)` expanded, and the tool's own name mapped to its host program.
-pub(crate) fn argv(container: &Container, tool: &ToolImage, env: &Env) -> Vec<String> {
+/// A container's command line: `command` + `args` with the image's ENTRYPOINT/CMD filling in by
+/// Kubernetes' rules, `$(VAR)` expanded.
+pub(crate) fn argv(container: &Container, entrypoint: &[String], cmd: &[String], env: &Env) -> Vec<String> {
     let command = container.command.clone().unwrap_or_default();
     let args = container.args.clone().unwrap_or_default();
-    let mut argv: Vec<String> = match (command.is_empty(), args.is_empty()) {
+    match (command.is_empty(), args.is_empty()) {
         (false, _) => command.iter().chain(&args).map(|s| env.expand(s)).collect(),
-        (true, false) => tool.entrypoint.iter().cloned().chain(args.iter().map(|s| env.expand(s))).collect(),
-        (true, true) => tool.entrypoint.iter().chain(&tool.cmd).cloned().collect(),
-    };
+        (true, false) => entrypoint.iter().cloned().chain(args.iter().map(|s| env.expand(s))).collect(),
+        (true, true) => entrypoint.iter().chain(cmd).cloned().collect(),
+    }
+}
+
+/// A tool container's command line: [`argv`], with the tool's own name mapped to its host program.
+pub(crate) fn tool_argv(container: &Container, tool: &ToolImage, env: &Env) -> Vec<String> {
+    let mut argv = argv(container, &tool.entrypoint, &tool.cmd, env);
     if let Some(first) = argv.first_mut() {
         let base = first.rsplit('/').next().unwrap_or(first);
         if base == tool.name {
@@ -263,13 +275,13 @@ mod tests {
     fn argv_uses_image_defaults_and_maps_the_tool() {
         let env = env(&[("DIGEST", "sha256:ab")]);
         let tool = tool();
-        assert_eq!(argv(&container(&[], &[]), &tool, &env), ["/opt/bin/archway", "--help"]);
+        assert_eq!(tool_argv(&container(&[], &[]), &tool, &env), ["/opt/bin/archway", "--help"]);
         assert_eq!(
-            argv(&container(&[], &["verify", "$(DIGEST)"]), &tool, &env),
+            tool_argv(&container(&[], &["verify", "$(DIGEST)"]), &tool, &env),
             ["/opt/bin/archway", "verify", "sha256:ab"]
         );
-        assert_eq!(argv(&container(&["/usr/local/bin/archway"], &["x"]), &tool, &env), ["/opt/bin/archway", "x"]);
-        assert_eq!(argv(&container(&["sh", "-c", "archway x"], &[]), &tool, &env), ["sh", "-c", "archway x"]);
+        assert_eq!(tool_argv(&container(&["/usr/local/bin/archway"], &["x"]), &tool, &env), ["/opt/bin/archway", "x"]);
+        assert_eq!(tool_argv(&container(&["sh", "-c", "archway x"], &[]), &tool, &env), ["sh", "-c", "archway x"]);
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! The hostlet: a fake kubelet of ours. It registers nodes with real architecture labels, keeps their
 //! Leases fresh, and runs the pods the real scheduler binds to them on this host. Pods whose image is
-//! a "tool" (buildah, git, our own binary) really run, each container in a private mount namespace;
-//! other images ("workloads") are resolved in the registry by containerd's platform rules and then
-//! only pretend to run.
+//! a "tool" (buildah, BuildKit, git) run the host's program, each container in a private mount
+//! namespace; other images are pulled from the registry by containerd's platform rules, unpacked, and
+//! run chrooted on an overlay of their root (foreign architectures under qemu, through binfmt_misc).
 
 mod config;
 mod env;
+mod image;
 mod nodes;
 mod pods;
 mod pull;
@@ -26,6 +27,7 @@ pub(crate) struct Ctx {
     pub client: kube::Client,
     pub config: HostletConfig,
     pub puller: pull::Puller,
+    pub images: image::ImageStore,
 }
 
 impl Ctx {
@@ -49,7 +51,8 @@ pub async fn start(client: kube::Client, config: HostletConfig) -> Result<Hostle
     for node in &config.nodes {
         nodes::register(&client, node).await.with_context(|| format!("registering node {}", node.name))?;
     }
-    let ctx = Arc::new(Ctx { client: client.clone(), config, puller });
+    let images = image::ImageStore::new(config.work_dir.join("images"));
+    let ctx = Arc::new(Ctx { client: client.clone(), config, puller, images });
     let pods = Arc::new(pods::PodTable::new(ctx.clone()));
     let tasks = vec![
         tokio::spawn(nodes::heartbeats(client.clone(), ctx.config.nodes.clone())),

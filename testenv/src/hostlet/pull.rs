@@ -37,6 +37,16 @@ struct RawManifest {
     manifests: Option<Vec<RawEntry>>,
     #[serde(default)]
     config: Option<RawDescriptor>,
+    #[serde(default)]
+    layers: Vec<Layer>,
+}
+
+/// One layer of an image manifest.
+#[derive(Clone, Debug, Deserialize)]
+pub(crate) struct Layer {
+    #[serde(rename = "mediaType")]
+    pub media_type: String,
+    pub digest: String,
 }
 
 #[derive(Deserialize)]
@@ -124,6 +134,44 @@ impl Puller {
             .map_err(|e| PodError::new("ErrImagePull", format!("{image}: bad config: {e}")))?;
         let (platform, _) = choose(image, node_name, node, &[(config.platform(), digest.clone())])?;
         Ok(Pulled { image_id: format!("{repository}@{digest}"), platform })
+    }
+}
+
+impl Puller {
+    /// The layers and the config blob of the single image `image_id` (`registry/repo@digest`, as
+    /// [`Puller::pull`] returns it).
+    pub async fn image(&self, image_id: &str) -> Result<(Vec<Layer>, Vec<u8>), PodError> {
+        let reference = self.reference(image_id)?;
+        let pull_error = |e: oci_client::errors::OciDistributionError| {
+            PodError::new("ErrImagePull", format!("pulling {image_id}: {e}"))
+        };
+        let (bytes, _) = self.client.pull_manifest_raw(&reference, &self.auth, ACCEPTED).await.map_err(pull_error)?;
+        let manifest: RawManifest = serde_json::from_slice(&bytes)
+            .map_err(|e| PodError::new("ErrImagePull", format!("{image_id}: bad manifest: {e}")))?;
+        let config = manifest
+            .config
+            .ok_or_else(|| PodError::new("ErrImagePull", format!("{image_id}: not an image manifest")))?;
+        let mut blob = Vec::new();
+        self.client.pull_blob(&reference, config.digest.as_str(), &mut blob).await.map_err(pull_error)?;
+        Ok((manifest.layers, blob))
+    }
+
+    /// Writes a blob of `image_id`'s repository to `path`.
+    pub async fn blob_to_file(&self, image_id: &str, digest: &str, path: &std::path::Path) -> Result<(), PodError> {
+        let reference = self.reference(image_id)?;
+        let failed = |e: String| PodError::new("ErrImagePull", format!("pulling {digest} of {image_id}: {e}"));
+        let mut file = tokio::fs::File::create(path).await.map_err(|e| failed(e.to_string()))?;
+        self.client.pull_blob(&reference, digest, &mut file).await.map_err(|e| failed(e.to_string()))?;
+        Ok(())
+    }
+
+    fn reference(&self, image_id: &str) -> Result<Reference, PodError> {
+        let reference: Reference =
+            image_id.parse().map_err(|e| PodError::new("InvalidImageName", format!("{image_id}: {e}")))?;
+        if reference.registry() != self.host {
+            return Err(PodError::new("ErrImagePull", format!("{image_id} is not in {}", self.host)));
+        }
+        Ok(reference)
     }
 }
 

@@ -21,10 +21,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::Ctx;
 use super::config::{NodeSpec, ToolImage};
-use super::env::{add_container_env, argv, base_env};
+use super::env::{DEFAULT_PATH, Env, add_container_env, argv, base_env, tool_argv, tool_env};
+use super::image::{self, Unpacked};
 use super::pods::{PodError, pod_name};
 use super::pull::Pulled;
-use super::sandbox::{self, Launch, Mount, Sandbox, TERMINATION_LOG};
+use super::sandbox::{self, ImageRoot, Launch, Mount, Sandbox, TERMINATION_LOG};
 use super::status::{Container as Status, Phase, PodView, State, Terminated, now};
 use super::volumes;
 
@@ -56,7 +57,8 @@ pub(crate) fn was_started(pod: &Pod) -> bool {
     statuses.flatten().filter_map(|c| c.state.as_ref()).any(|s| s.running.is_some() || s.terminated.is_some())
 }
 
-/// Whether none of the pod's containers is a tool, so that "running" it again does nothing twice.
+/// Whether none of the pod's containers is a tool: such a pod is run again after a hostlet restart, as
+/// a kubelet restarts the containers of its pods, while a tool (a build) must not repeat its work.
 pub(crate) fn is_workload_only(ctx: &Ctx, pod: &Pod) -> bool {
     let Some(spec) = &pod.spec else { return true };
     let all = spec.containers.iter().chain(spec.init_containers.iter().flatten());
@@ -103,7 +105,7 @@ pub(crate) async fn run_pod(ctx: Arc<Ctx>, pod: Pod, ip: Ipv4Addr, sandbox: Sand
         spec.containers.iter().map(|c| waiting(c, first_wait)).collect(),
         now(),
     );
-    let mut run = PodRun { ctx, pod, view, sandbox, volumes: HashMap::new() };
+    let mut run = PodRun { ctx, pod, view, sandbox, volumes: HashMap::new(), images: HashMap::new() };
     run.report().await;
     let deadline = async {
         match spec.active_deadline_seconds {
@@ -127,6 +129,8 @@ struct PodRun {
     view: PodView,
     sandbox: Sandbox,
     volumes: HashMap<String, PathBuf>,
+    /// The unpacked image of each container that is no tool, by container name.
+    images: HashMap<String, Unpacked>,
 }
 
 impl PodRun {
@@ -144,13 +148,7 @@ impl PodRun {
         }
         let spec = self.spec();
         for (index, c) in spec.init_containers.iter().flatten().enumerate() {
-            let Some(tool) = self.tool(c) else {
-                // A workload image we cannot execute: it resolved, so count it as done.
-                tracing::warn!(pod = pod_name(&self.pod), container = c.name, "init container is no tool, skipped");
-                self.view.init[index].state = State::Terminated(Terminated::from_exit(0, None, Some(now()), now()));
-                continue;
-            };
-            let launch = match self.launch(c, &tool).await {
+            let launch = match self.launch(c).await {
                 Ok(launch) => launch,
                 Err(e) => return self.container_failed(true, index, e),
             };
@@ -167,27 +165,17 @@ impl PodRun {
 
         let mut launches = Vec::new();
         for (index, c) in spec.containers.iter().enumerate() {
-            let launch = match self.tool(c) {
-                Some(tool) => match self.launch(c, &tool).await {
-                    Ok(launch) => Some(launch),
-                    Err(e) => return self.container_failed(false, index, e),
-                },
-                None => None,
-            };
-            launches.push(launch);
+            match self.launch(c).await {
+                Ok(launch) => launches.push(launch),
+                Err(e) => return self.container_failed(false, index, e),
+            }
         }
         let always = spec.restart_policy.as_deref().unwrap_or("Always") == "Always";
         let (tx, mut rx) = mpsc::unbounded_channel();
         let mut running: FuturesUnordered<BoxFuture<'static, ()>> = FuturesUnordered::new();
         for (index, launch) in launches.into_iter().enumerate() {
-            match launch {
-                Some(launch) => {
-                    let c = spec.containers[index].clone();
-                    running.push(Box::pin(container_loop(index, launch, c, always, tx.clone())));
-                }
-                // Workloads only pretend to run: Running until the pod is deleted.
-                None => self.view.main[index].state = State::Running { started: now() },
-            }
+            let c = spec.containers[index].clone();
+            running.push(Box::pin(container_loop(index, launch, c, always, tx.clone())));
         }
         self.view.phase = Phase::Running;
         self.view.refresh_conditions(now());
@@ -236,10 +224,11 @@ impl PodRun {
                 slot.image_id = format!("hostlet-tool://{}", tool.program.display());
                 continue;
             }
-            let pulled = self.pull_until_resolved(init, index, image, &node).await?;
+            let (pulled, unpacked) = self.pull_until_resolved(init, index, image, &node).await?;
             tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
             let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
             slot.image_id = pulled.image_id;
+            self.images.insert(c.name.clone(), unpacked);
         }
         Ok(())
     }
@@ -253,10 +242,15 @@ impl PodRun {
         index: usize,
         image: &str,
         node: &NodeSpec,
-    ) -> Result<Pulled, PodError> {
+    ) -> Result<(Pulled, Unpacked), PodError> {
         let mut backoff = Duration::from_millis(500);
         loop {
-            let e = match self.ctx.puller.pull(image, &node.name, &node.platform).await {
+            let pulled = async {
+                let pulled = self.ctx.puller.pull(image, &node.name, &node.platform).await?;
+                let unpacked = self.ctx.images.unpack(&self.ctx.puller, &pulled.image_id).await?;
+                Ok::<_, PodError>((pulled, unpacked))
+            };
+            let e = match pulled.await {
                 Ok(pulled) => return Ok(pulled),
                 Err(e) if e.reason == "InvalidImageName" => return Err(e),
                 Err(e) => e,
@@ -279,18 +273,103 @@ impl PodRun {
         Outcome::Failed(e)
     }
 
-    /// The command, environment and mount script of a tool container.
-    async fn launch(&self, c: &Container, tool: &ToolImage) -> Result<Launch, PodError> {
+    /// The command, environment and mount script of a container: a tool's, or a real image's.
+    async fn launch(&self, c: &Container) -> Result<Launch, PodError> {
+        match (self.tool(c), self.images.get(&c.name)) {
+            (Some(tool), _) => self.launch_tool(c, &tool).await,
+            (None, Some(image)) => self.launch_image(c, image).await,
+            (None, None) => Err(PodError::new("ErrImageNeverPulled", format!("container {} has no image", c.name))),
+        }
+    }
+
+    async fn launch_tool(&self, c: &Container, tool: &ToolImage) -> Result<Launch, PodError> {
         let ip = self.view.pod_ip.to_string();
-        let mut env = base_env(&self.pod, &self.ctx.config.api_server, &self.sandbox.bin_dir(), Some(tool));
+        let mut env = tool_env(&self.pod, &self.ctx.config.api_server, &self.sandbox.bin_dir(), tool);
         add_container_env(&self.ctx.client, &self.pod, c, &ip, &mut env).await?;
         for (key, value) in &tool.root_env {
             env.set(key, value.clone());
         }
-        let argv = argv(c, tool, &env);
+        let argv = tool_argv(c, tool, &env);
         if argv.is_empty() {
             return Err(PodError::config(format!("container {} has no command", c.name)));
         }
+        let mut mounts = self.volume_mounts(c, &env, |target| target.to_string())?;
+        for (index, target) in tool.private_dirs.iter().enumerate() {
+            let source = self.sandbox.private_dir(&c.name, index);
+            std::fs::create_dir_all(&source)
+                .map_err(|e| PodError::new("SandboxSetupError", format!("creating {}: {e}", source.display())))?;
+            mounts.push(Mount { source, target: target.clone(), read_only: false, is_file: false });
+        }
+        let termination = self.termination_mount(c, |target| target.to_string());
+        Ok(Launch {
+            argv,
+            env: env.vars().to_vec(),
+            script: sandbox::mount_script(&mounts, &termination, c.working_dir.as_deref()),
+            log: self.sandbox.log_path(&c.name),
+            termination_log: self.sandbox.termination_path(&c.name),
+        })
+    }
+
+    /// A container of a real image: its ENV, ENTRYPOINT/CMD, WORKDIR and USER under the container's
+    /// own settings, run chrooted on an overlay of the unpacked image.
+    async fn launch_image(&self, c: &Container, image: &Unpacked) -> Result<Launch, PodError> {
+        let ip = self.view.pod_ip.to_string();
+        let config = &image.config;
+        let image_env: Vec<(String, String)> = config
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .collect();
+        let mut env = base_env(&self.pod, &self.ctx.config.api_server, DEFAULT_PATH.into(), &image_env);
+        add_container_env(&self.ctx.client, &self.pod, c, &ip, &mut env).await?;
+        let empty = Vec::new();
+        let argv = argv(c, config.entrypoint.as_ref().unwrap_or(&empty), config.cmd.as_ref().unwrap_or(&empty), &env);
+        if argv.is_empty() {
+            return Err(PodError::new("CreateContainerError", format!("container {} has no command", c.name)));
+        }
+        let (uid, gid) = self.user(c, image)?;
+        let (upper, work, merged) = self.sandbox.overlay_dirs(&c.name);
+        let root = ImageRoot { lower: image.rootfs.clone(), upper, work, merged, uid, gid };
+        let mounts = self.volume_mounts(c, &env, |target| root.host_path(target).display().to_string())?;
+        let termination = self.termination_mount(c, |target| root.host_path(target).display().to_string());
+        let working_dir = c.working_dir.clone().filter(|d| !d.is_empty()).or_else(|| config.working_dir.clone());
+        Ok(Launch {
+            argv,
+            env: env.vars().to_vec(),
+            script: sandbox::image_script(&root, &mounts, &termination, working_dir.as_deref().unwrap_or("/")),
+            log: self.sandbox.log_path(&c.name),
+            termination_log: self.sandbox.termination_path(&c.name),
+        })
+    }
+
+    /// The uid and gid of a container of a real image, refused as the kubelet does when
+    /// `runAsNonRoot` meets a root user.
+    fn user(&self, c: &Container, image: &Unpacked) -> Result<(u32, u32), PodError> {
+        let pod = self.spec().security_context.unwrap_or_default();
+        let own = c.security_context.clone().unwrap_or_default();
+        let (uid, gid) = image::user_of(
+            &image.rootfs,
+            image.config.user.as_deref(),
+            own.run_as_user.or(pod.run_as_user),
+            own.run_as_group.or(pod.run_as_group),
+        )
+        .map_err(|e| PodError::new("CreateContainerConfigError", format!("container {}: {e}", c.name)))?;
+        if uid == 0 && own.run_as_non_root.or(pod.run_as_non_root).unwrap_or(false) {
+            return Err(PodError::new(
+                "CreateContainerConfigError",
+                format!(
+                    "container has runAsNonRoot and image will run as root (pod: {:?}, container: {})",
+                    pod_name(&self.pod),
+                    c.name
+                ),
+            ));
+        }
+        Ok((uid, gid))
+    }
+
+    /// The container's volume mounts, each target placed by `place` (a container path to a host path).
+    fn volume_mounts(&self, c: &Container, env: &Env, place: impl Fn(&str) -> String) -> Result<Vec<Mount>, PodError> {
         let mut mounts = Vec::new();
         for m in c.volume_mounts.iter().flatten() {
             let base =
@@ -300,27 +379,19 @@ impl PodRun {
                 (_, Some(expr)) => env.expand(expr),
                 _ => String::new(),
             };
-            mounts.push(mount(base, &sub, &m.mount_path, m.read_only.unwrap_or(false))?);
+            mounts.push(mount(base, &sub, &place(&m.mount_path), m.read_only.unwrap_or(false))?);
         }
-        for (index, target) in tool.private_dirs.iter().enumerate() {
-            let source = self.sandbox.private_dir(&c.name, index);
-            std::fs::create_dir_all(&source)
-                .map_err(|e| PodError::new("SandboxSetupError", format!("creating {}: {e}", source.display())))?;
-            mounts.push(Mount { source, target: target.clone(), read_only: false, is_file: false });
-        }
-        let termination = Mount {
+        Ok(mounts)
+    }
+
+    fn termination_mount(&self, c: &Container, place: impl Fn(&str) -> String) -> Mount {
+        let target = c.termination_message_path.clone().unwrap_or_else(|| TERMINATION_LOG.into());
+        Mount {
             source: self.sandbox.termination_path(&c.name),
-            target: c.termination_message_path.clone().unwrap_or_else(|| TERMINATION_LOG.into()),
+            target: place(&target),
             read_only: false,
             is_file: true,
-        };
-        Ok(Launch {
-            argv,
-            env: env.vars().to_vec(),
-            script: sandbox::mount_script(&mounts, &termination, c.working_dir.as_deref()),
-            log: self.sandbox.log_path(&c.name),
-            termination_log: self.sandbox.termination_path(&c.name),
-        })
+        }
     }
 
     async fn on_event(&mut self, event: Event) {
@@ -371,8 +442,9 @@ impl PodRun {
         self.view.refresh_conditions(finished);
     }
 
-    /// Marks every started, unfinished container terminated: tools as killed (137), workloads as
-    /// having stopped cleanly, the way nginx does on SIGTERM.
+    /// Marks every started, unfinished container terminated: tools as killed (137), images' containers
+    /// as having stopped cleanly, the way a server does on the kubelet's SIGTERM (the hostlet kills at
+    /// once; it has no grace period).
     fn kill_all(&mut self, finished: Timestamp, reason: Option<&str>) {
         let workload: Vec<bool> = self.spec().containers.iter().map(|c| self.tool(c).is_none()).collect();
         let inits = self.view.init.iter_mut().map(|c| (false, c));

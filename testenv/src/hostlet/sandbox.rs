@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
+use super::image::resolve_in_root;
 use super::status::{MESSAGE_LIMIT, log_tail, termination_message};
 
 /// Where a container's termination message goes unless its `terminationMessagePath` says otherwise.
@@ -52,6 +53,13 @@ impl Sandbox {
 
     pub fn termination_path(&self, container: &str) -> PathBuf {
         self.root.join("termination").join(container)
+    }
+
+    /// Where a container of a real image gets its root: the overlay's upper and work directories and
+    /// the mount point of the merged tree.
+    pub fn overlay_dirs(&self, container: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = self.root.join("rootfs").join(container);
+        (dir.join("upper"), dir.join("work"), dir.join("merged"))
     }
 
     pub fn create(&self) -> Result<()> {
@@ -110,14 +118,75 @@ pub(crate) struct Mount {
     pub is_file: bool,
 }
 
+/// The root a container of a real image runs in: an overlay whose lower layer is the unpacked image
+/// (shared, never written) and whose upper layer is the container's own, fresh for each run.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ImageRoot {
+    pub lower: PathBuf,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+    pub merged: PathBuf,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl ImageRoot {
+    /// Where a path of the container is on the host, once the overlay is mounted: symlinks of the
+    /// image followed inside its root.
+    pub fn host_path(&self, container_path: &str) -> PathBuf {
+        let inside = resolve_in_root(&self.lower, container_path);
+        self.merged.join(inside.strip_prefix(&self.lower).unwrap_or(Path::new("")))
+    }
+}
+
 /// The shell script run in the private mount namespace before the command: the volume mounts,
 /// parents before children, then the termination-log file at the container's
 /// `terminationMessagePath`, the working directory, and `exec "$@"`.
 pub(crate) fn mount_script(mounts: &[Mount], termination: &Mount, working_dir: Option<&str>) -> String {
+    let mut script = String::from("set -e\n");
+    script += &bind_lines(mounts, termination);
+    match working_dir.filter(|d| !d.is_empty()) {
+        Some(dir) => script += &format!("mkdir -p {0}\ncd {0}\n", quote(dir)),
+        None => script += "cd /\n",
+    }
+    script += "exec \"$@\"\n";
+    script
+}
+
+/// The script for a container of a real image: the overlay, /proc and /dev under its root, the mounts
+/// (whose targets are already host paths under `root.merged`), then the command chrooted there as the
+/// container's user, in `working_dir` (a path inside the container).
+pub(crate) fn image_script(root: &ImageRoot, mounts: &[Mount], termination: &Mount, working_dir: &str) -> String {
+    let [upper, work, merged] = [&root.upper, &root.work, &root.merged].map(|p| quote(&p.display().to_string()));
+    let options = quote(&format!(
+        "lowerdir={},upperdir={},workdir={}",
+        root.lower.display(),
+        root.upper.display(),
+        root.work.display()
+    ));
+    let mut script = format!(
+        "set -e\nrm -rf {upper} {work}\nmkdir -p {upper} {work} {merged}\n\
+         mount -t overlay overlay -o {options} {merged}\n\
+         mkdir -p {merged}/proc {merged}/dev\nmount -t proc proc {merged}/proc\nmount --rbind /dev {merged}/dev\n"
+    );
+    script += &bind_lines(mounts, termination);
+    let wd = if working_dir.is_empty() { "/" } else { working_dir };
+    script += &format!("mkdir -p {}\n", quote(&root.host_path(wd).display().to_string()));
+    script += &format!(
+        "exec unshare --root={merged} --wd={} --setgid={} --setuid={} -- \"$@\"\n",
+        quote(wd),
+        root.gid,
+        root.uid
+    );
+    script
+}
+
+/// The bind mounts, parents before children, and the termination-log file last.
+fn bind_lines(mounts: &[Mount], termination: &Mount) -> String {
     let mut ordered: Vec<&Mount> = mounts.iter().collect();
     ordered.sort_by_key(|m| m.target.split('/').filter(|s| !s.is_empty()).count());
     ordered.push(termination);
-    let mut script = String::from("set -e\n");
+    let mut script = String::new();
     for m in ordered {
         let (source, target) = (quote(&m.source.display().to_string()), quote(&m.target));
         if m.is_file {
@@ -130,11 +199,6 @@ pub(crate) fn mount_script(mounts: &[Mount], termination: &Mount, working_dir: O
             script += &format!("mount -o remount,bind,ro {target}\n");
         }
     }
-    match working_dir.filter(|d| !d.is_empty()) {
-        Some(dir) => script += &format!("mkdir -p {0}\ncd {0}\n", quote(dir)),
-        None => script += "cd /\n",
-    }
-    script += "exec \"$@\"\n";
     script
 }
 

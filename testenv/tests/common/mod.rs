@@ -268,3 +268,20 @@ impl GitRepo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
+
+/// What a pod serves at `http://<pod IP>/<path>`, once it answers: pods of real images listen on their
+/// own loopback pod IP (the hostlet's pods share the host's network namespace).
+pub async fn served(pod: &Pod, path: &str) -> Result<String> {
+    let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone()).context("pod IP")?;
+    let ip: std::net::Ipv4Addr = ip.parse()?;
+    ensure!(ip.is_loopback(), "pod IP {ip} is not on loopback");
+    let url = format!("http://{ip}/{path}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    wait(&format!("{url} to answer"), || async {
+        match client.get(&url).send().await {
+            Ok(response) if response.status().is_success() => Ok(Some(response.text().await?)),
+            _ => Ok(None),
+        }
+    })
+    .await
+}
