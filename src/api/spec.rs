@@ -10,7 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::status::MultiArchBuildStatus;
+use super::status::{BuildPhase, MultiArchBuildStatus};
 
 /// Build one container image for several CPU architectures inside the cluster, push it as a
 /// multi-arch image (an OCI image index) and roll the named workloads out to its digest.
@@ -88,6 +88,21 @@ pub struct MultiArchBuildSpec {
     /// Workloads to update to the new image's digest once it is pushed and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
+}
+
+impl MultiArchBuild {
+    /// Whether a change of the cluster's nodes (added, removed, Ready, cordoned, labels, taints) can
+    /// change what this build does: it is not settled at its generation (a platform may wait for a node
+    /// or run on one that goes), its platforms follow the nodes (`[auto]`), or its rollout's coverage
+    /// reads them. A Ready or Failed build of fixed platforms without rollout does not.
+    pub fn reads_nodes(&self) -> bool {
+        let status = self.status.as_ref();
+        let observed = status.and_then(|s| s.observed_generation) == self.metadata.generation;
+        let settled = matches!(status.and_then(|s| s.phase), Some(BuildPhase::Ready | BuildPhase::Failed));
+        !(observed && settled)
+            || self.spec.is_auto()
+            || self.spec.rollout.as_ref().is_some_and(|r| !r.targets.is_empty())
+    }
 }
 
 impl MultiArchBuildSpec {

@@ -217,3 +217,29 @@ fn a_build_names_its_context_and_secrets() {
     spec.source = Source { git: None, config_map: Some(LocalRef { name: "context".into() }) };
     assert!(spec.names_config_map("context") && !spec.names_secret("git-credentials"));
 }
+
+#[test]
+fn only_unsettled_auto_or_rolling_builds_read_nodes() {
+    let build = |phase: Option<BuildPhase>, observed: i64, platforms: &[&str], rollout: bool| {
+        let mut spec = full_spec();
+        spec.platforms = platforms.iter().map(|p| p.to_string()).collect();
+        if !rollout {
+            spec.rollout = None;
+        }
+        let mut build = MultiArchBuild::new("blog", spec);
+        build.metadata.generation = Some(2);
+        build.status = Some(MultiArchBuildStatus { phase, observed_generation: Some(observed), ..Default::default() });
+        build
+    };
+    let fixed = ["linux/amd64", "linux/arm64"];
+    assert!(!build(Some(BuildPhase::Ready), 2, &fixed, false).reads_nodes());
+    assert!(!build(Some(BuildPhase::Failed), 2, &fixed, false).reads_nodes());
+    // Waiting or building platforms, or a spec not yet handled.
+    assert!(build(Some(BuildPhase::Building), 2, &fixed, false).reads_nodes());
+    assert!(build(Some(BuildPhase::Pending), 2, &fixed, false).reads_nodes());
+    assert!(build(Some(BuildPhase::Ready), 1, &fixed, false).reads_nodes());
+    assert!(build(None, 0, &fixed, false).reads_nodes());
+    // The index follows the nodes; the rollout's coverage reads them.
+    assert!(build(Some(BuildPhase::Ready), 2, &[AUTO_PLATFORM], false).reads_nodes());
+    assert!(build(Some(BuildPhase::Ready), 2, &fixed, true).reads_nodes());
+}

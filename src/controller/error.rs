@@ -15,13 +15,17 @@ pub enum Error {
     /// Leader election failed or the Lease was lost: the process stops (and restarts as a follower).
     #[error("leader election: {0}")]
     Leader(String),
+    /// This replica could not confirm that it still holds the Lease before a write that must happen
+    /// once; it writes nothing and tries again (a follower's controller stops soon anyway).
+    #[error("not writing: {0}")]
+    Fenced(String),
 }
 
 impl Error {
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Kube(kube::Error::Api(status)) => status.code == 429 || status.code >= 500 || status.code == 409,
-            Error::Kube(_) => true,
+            Error::Kube(_) | Error::Fenced(_) => true,
             Error::Registry(e) => e.is_transient(),
             Error::Invalid(_) | Error::Leader(_) => false,
         }
@@ -34,6 +38,7 @@ impl Error {
             Error::Registry(_) => "registry",
             Error::Invalid(_) => "invalid",
             Error::Leader(_) => "leader",
+            Error::Fenced(_) => "fenced",
         }
     }
 }

@@ -24,6 +24,9 @@ pub(super) async fn apply_jobs(
     let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
     let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
     let builder = &ctx.builder;
+    if !decision.create.is_empty() {
+        ctx.fence.check().await?;
+    }
     for create in &decision.create {
         let request = JobRequest {
             build_name: &build.name_any(),
@@ -53,6 +56,7 @@ pub(super) async fn apply_resolve(
     let namespace = build.namespace().unwrap_or_default();
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     if let Some(name) = &step.create {
+        ctx.fence.check().await?;
         let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
         let job = resolve_job(&ResolveRequest {
             name,

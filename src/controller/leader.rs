@@ -6,7 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
-use kube::Client;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::info;
 
@@ -52,4 +54,71 @@ pub async fn while_leading<F: Future<Output = ()>>(client: Client, election: &El
     drop(leading);
     let _ = task.await;
     outcome
+}
+
+/// The check before a write that must happen once (a build Job, the index push, a workload patch):
+/// this replica holds the Lease, renewed less than its duration ago. A leader that was paused past its
+/// Lease (a stopped process, a frozen VM, a partition) learns it here, before writing, rather than
+/// after the new leader has written too. Without leader election there is nothing to check.
+#[derive(Clone)]
+pub struct Fence {
+    leases: Option<(Api<Lease>, String)>,
+}
+
+impl Fence {
+    pub fn new(client: Client, election: Option<&Election>) -> Fence {
+        Fence { leases: election.map(|e| (Api::namespaced(client, &e.namespace), e.identity.clone())) }
+    }
+
+    pub async fn check(&self) -> Result<(), Error> {
+        let Some((leases, identity)) = &self.leases else { return Ok(()) };
+        let lease = leases.get_opt(LEASE_NAME).await?;
+        match lease {
+            Some(lease) if holds(&lease, identity, Timestamp::now()) => Ok(()),
+            _ => Err(Error::Fenced(format!("{identity} does not hold the Lease {LEASE_NAME} now"))),
+        }
+    }
+}
+
+/// Whether `identity` holds `lease` at `now`: it is the holder, and the last renewal plus the Lease's
+/// duration is still ahead.
+pub fn holds(lease: &Lease, identity: &str, now: Timestamp) -> bool {
+    let Some(spec) = &lease.spec else { return false };
+    let (Some(renewed), Some(seconds)) = (&spec.renew_time, spec.lease_duration_seconds) else { return false };
+    let until = renewed.0.checked_add(SignedDuration::from_secs(i64::from(seconds)));
+    spec.holder_identity.as_deref() == Some(identity) && until.is_ok_and(|until| until > now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::coordination::v1::LeaseSpec;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    fn lease(holder: Option<&str>, renewed: Option<&str>, seconds: Option<i32>) -> Lease {
+        Lease {
+            spec: Some(LeaseSpec {
+                holder_identity: holder.map(String::from),
+                renew_time: renewed.map(|t| MicroTime(t.parse().unwrap())),
+                lease_duration_seconds: seconds,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_the_holder_of_a_live_lease_holds_it() {
+        let now: Timestamp = "2026-12-03T12:00:10Z".parse().unwrap();
+        let renewed = Some("2026-12-03T12:00:00Z");
+        assert!(holds(&lease(Some("a"), renewed, Some(15)), "a", now));
+        assert!(!holds(&lease(Some("a"), renewed, Some(15)), "b", now));
+        // Run out: renewed 10 s ago with a 6 s Lease, or exactly at its end.
+        assert!(!holds(&lease(Some("a"), renewed, Some(6)), "a", now));
+        assert!(!holds(&lease(Some("a"), renewed, Some(10)), "a", now));
+        // Released or never renewed.
+        assert!(!holds(&lease(None, renewed, Some(15)), "a", now));
+        assert!(!holds(&lease(Some("a"), None, Some(15)), "a", now));
+        assert!(!holds(&Lease::default(), "a", now));
+    }
 }

@@ -36,7 +36,7 @@ use caches::Caches;
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
-pub use leader::{Election, LEASE_NAME, while_leading};
+pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 
 use crate::api::{
     MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState,
@@ -66,6 +66,8 @@ pub struct Context {
     /// What build Jobs are made with (the flags' builder images, tolerations, registry CA).
     builder: BuilderConfig,
     caches: Caches,
+    /// Checked before each write that must happen once.
+    fence: Fence,
     /// The registry CA the operator itself trusts, as PEM (`--registry-ca-file`).
     registry_ca: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
@@ -126,8 +128,8 @@ async fn reconcile_until_shutdown(
 ) {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
-    // can unblock or move any build: re-plan them all. A heartbeat changes none of that: it wakes nothing.
-    // The same watch keeps the node cache.
+    // wake the builds they can concern (`MultiArchBuild::reads_nodes`); a heartbeat changes none of that
+    // and wakes nothing. The same watch keeps the node cache.
     let (nodes, node_writer) = reflector::store();
     let mut seen = NodeFingerprints::default();
     let node_changes =
@@ -140,6 +142,7 @@ async fn reconcile_until_shutdown(
         reporter,
         client: client.clone(),
         caches,
+        fence: Fence::new(client.clone(), config.election().as_ref()),
         builder: config.builder(registry_ca.clone()),
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
@@ -173,6 +176,8 @@ async fn reconcile_until_shutdown(
     };
     let (config_maps, secrets) =
         (naming(MultiArchBuildSpec::names_config_map), naming(MultiArchBuildSpec::names_secret));
+    let reading = store.clone();
+    let node_wakes = node_changes.flat_map(move |()| futures::stream::iter(builds_reading_nodes(&reading)));
     let all = watcher::Config::default();
     controller
         .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
@@ -187,7 +192,7 @@ async fn reconcile_until_shutdown(
             statefulsets(w.metadata)
         })
         .watches(Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()), all, move |w| daemonsets(w.metadata))
-        .reconcile_all_on(node_changes)
+        .reconcile_on(node_wakes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -196,6 +201,13 @@ async fn reconcile_until_shutdown(
             }
         })
         .await;
+}
+
+/// The builds a change of the cluster's nodes can concern.
+fn builds_reading_nodes(store: &Store<Guarded>) -> Vec<ObjectRef<Guarded>> {
+    let state = store.state();
+    let reading = state.iter().filter(|guarded| guarded.0.as_ref().is_ok_and(MultiArchBuild::reads_nodes));
+    reading.map(|guarded| ObjectRef::from_obj(guarded.as_ref())).collect()
 }
 
 /// The builds that roll out to the workload of this kind and name.
@@ -328,7 +340,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let publish = match (already_published(old, generation, &decision), &built) {
         (Some(image), _) => Publish::Published { image },
         (None, Some(built)) => {
-            match publish::publish(&ctx.client, build, &valid, built, commit, &ctx.registry_ca).await {
+            match publish::publish(&ctx.client, &ctx.fence, build, &valid, built, commit, &ctx.registry_ca).await {
                 Ok(publish) => publish,
                 Err(Error::Registry(e)) if !e.is_transient() => {
                     Publish::Failed { reason: Reason::RegistryError, message: e.to_string() }
@@ -343,7 +355,8 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,
     };
-    let targets = rollout::roll_out(&ctx.client, build, &valid, published, &observed.node_objects, &now).await?;
+    let targets =
+        rollout::roll_out(&ctx.client, &ctx.fence, build, &valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     // The Job and pod caches may lag a moment behind the event that woke this reconcile: while
     // platforms build, look again soon (it costs no API request).

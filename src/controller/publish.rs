@@ -4,6 +4,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::{Api, Client, ResourceExt};
 
 use super::error::Error;
+use super::leader::Fence;
 use crate::api::{MultiArchBuild, Reason};
 use crate::plan::inputs::platform_tags;
 use crate::plan::status::Publish;
@@ -15,6 +16,7 @@ use crate::registry::{Registry, RegistryOptions, assemble_index, index_annotatio
 /// as [`Publish::Failed`]; transient ones as errors, so the reconcile retries.
 pub async fn publish(
     client: &Client,
+    fence: &Fence,
     build: &MultiArchBuild,
     valid: &ValidBuild,
     built: &[(Platform, String)],
@@ -76,6 +78,7 @@ pub async fn publish(
     if current.metadata.generation != build.metadata.generation {
         return Ok(Publish::NotYet);
     }
+    fence.check().await?;
     // Each platform's tags name its image only once it is verified, as the index does.
     for (platform, manifest) in &manifests {
         let tags = platform_tags(output, platform);

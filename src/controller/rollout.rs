@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use tracing::info;
 
 use super::error::Error;
+use super::leader::Fence;
 use crate::api::{MultiArchBuild, RolloutTarget, TargetState, TargetStatus, WorkloadKind};
 use crate::plan::rollout::{RESTRICTED_TO_ANNOTATION, TargetInput, TemplateFields, pending, plan_target};
 use crate::plan::validate::ValidBuild;
@@ -29,6 +30,7 @@ pub struct Published<'a> {
 /// Moves every target to the published image (or reports them Pending when there is none yet).
 pub async fn roll_out(
     client: &Client,
+    fence: &Fence,
     build: &MultiArchBuild,
     valid: &ValidBuild,
     published: Option<Published<'_>>,
@@ -55,6 +57,7 @@ pub async fn roll_out(
         });
         let mut status = plan.status;
         if let Some(fields) = &plan.apply {
+            fence.check().await?;
             match apply(client, &namespace, target, fields).await {
                 Ok(()) => info!(kind = ?target.kind, name = target.name, image = published.image, "rolling out"),
                 // The API refused the change (the workload was deleted, or is invalid with it): say so.
