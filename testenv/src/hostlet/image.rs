@@ -60,24 +60,36 @@ impl ImageStore {
             return Err(PodError::new("InvalidImageName", format!("{image_id} is not pinned by a sha256 digest")));
         }
         let done = self.dir.join(hex);
-        let (layers, config) = puller.image(image_id).await?;
-        let config = parse_config(image_id, &config)?;
-        if !done.join("rootfs").is_dir() {
-            let partial = self.dir.join(format!("{hex}.partial-{}", unique()));
-            let result = self.fill(puller, image_id, &layers, &partial).await;
-            if let Err(e) = result {
-                let _ = std::fs::remove_dir_all(&partial);
-                return Err(e);
+        // An image unpacked before keeps its config beside its root: no registry request.
+        let blob = match std::fs::read(done.join("config.json")) {
+            Ok(blob) => blob,
+            Err(_) => {
+                let (layers, blob) = puller.image(image_id).await?;
+                let partial = self.dir.join(format!("{hex}.partial-{}", unique()));
+                let result = self.fill(puller, image_id, &layers, &blob, &partial).await;
+                if let Err(e) = result {
+                    let _ = std::fs::remove_dir_all(&partial);
+                    return Err(e);
+                }
+                if std::fs::rename(&partial, &done).is_err() {
+                    // Another pod's copy got there first.
+                    let _ = std::fs::remove_dir_all(&partial);
+                }
+                blob
             }
-            if std::fs::rename(&partial, &done).is_err() {
-                // Another pod's copy got there first.
-                let _ = std::fs::remove_dir_all(&partial);
-            }
-        }
-        Ok(Unpacked { rootfs: done.join("rootfs"), config })
+        };
+        Ok(Unpacked { rootfs: done.join("rootfs"), config: parse_config(image_id, &blob)? })
     }
 
-    async fn fill(&self, puller: &Puller, image_id: &str, layers: &[Layer], partial: &Path) -> Result<(), PodError> {
+    /// Unpacks the layers into `partial/rootfs` and writes the config blob last, as `partial/config.json`.
+    async fn fill(
+        &self,
+        puller: &Puller,
+        image_id: &str,
+        layers: &[Layer],
+        config: &[u8],
+        partial: &Path,
+    ) -> Result<(), PodError> {
         let rootfs = partial.join("rootfs");
         let failed = |e: std::io::Error| PodError::new("ErrImagePull", format!("unpacking {image_id}: {e}"));
         std::fs::create_dir_all(&rootfs).map_err(failed)?;
@@ -93,7 +105,7 @@ impl ImageStore {
                 })?;
             std::fs::remove_file(&blob).map_err(failed)?;
         }
-        Ok(())
+        std::fs::write(partial.join("config.json"), config).map_err(failed)
     }
 }
 
@@ -111,7 +123,7 @@ fn parse_config(image_id: &str, blob: &[u8]) -> Result<ImageConfig, PodError> {
 /// A layer's tar stream, gzip-compressed or not, by its media type.
 fn open_layer(blob: &Path, media_type: &str) -> std::io::Result<Box<dyn Read>> {
     let file = File::open(blob)?;
-    Ok(if media_type.ends_with("gzip") || media_type.ends_with(".tar.gzip") {
+    Ok(if media_type.ends_with("gzip") {
         Box::new(GzDecoder::new(file))
     } else if media_type.ends_with("tar") {
         Box::new(file)
