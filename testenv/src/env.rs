@@ -45,6 +45,9 @@ pub struct EnvOptions {
     pub operator: bool,
     /// The kustomization the operator is installed from; default: deploy/dev of this repository.
     pub operator_kustomization: Option<PathBuf>,
+    /// This many more nodes (`extra-1`..), registered and kept alive by the hostlet but cordoned and
+    /// running nothing (see [`HostletConfig::extra_nodes`]): node churn for `make bench-scale`.
+    pub extra_nodes: usize,
 }
 
 impl EnvOptions {
@@ -57,6 +60,7 @@ impl EnvOptions {
             archway_bin: None,
             operator: false,
             operator_kustomization: None,
+            extra_nodes: 0,
         }
     }
 }
@@ -167,7 +171,8 @@ async fn start_hostlet(
     };
     let buildkit_bin = gobuild::BUILDKIT.bin_dir().await?;
     let api_server = ("127.0.0.1".to_string(), cp.apiserver_port);
-    let config = HostletConfig::new(dir.join("hostlet"), access, api_server, archway_bin, &buildkit_bin);
+    let mut config = HostletConfig::new(dir.join("hostlet"), access, api_server, archway_bin, &buildkit_bin);
+    config.extra_nodes = HostletConfig::extra_nodes(opts.extra_nodes);
     hostlet::start(client.clone(), config).await.context("starting the hostlet")
 }
 

@@ -36,6 +36,10 @@ enum Cmd {
         /// Install the operator from this kustomization instead of deploy/dev.
         #[arg(long, value_name = "DIR")]
         operator_kustomization: Option<PathBuf>,
+        /// Register N more nodes (extra-1..extra-N; amd64, arm64 and arm/v7 in turn) that heartbeat
+        /// like the others but are cordoned and run nothing: node churn for benchmarks.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        extra_nodes: usize,
     },
     /// Stop the environment that `up` runs in this dir.
     Down {
@@ -51,11 +55,12 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Up { dir, no_nodes, no_operator, operator_kustomization } => {
+        Cmd::Up { dir, no_nodes, no_operator, operator_kustomization, extra_nodes } => {
             let opts = EnvOptions {
                 nodes: !no_nodes,
                 operator: !no_nodes && !no_operator,
                 operator_kustomization,
+                extra_nodes,
                 ..EnvOptions::new(&dir)
             };
             up(dir, opts).await

@@ -10,6 +10,9 @@ use archway::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
 /// Well-known node label; ours say `hostlet` so that a reader of `kubectl get nodes -L` knows.
 pub const INSTANCE_TYPE_LABEL: &str = "node.kubernetes.io/instance-type";
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
+/// The taint of the extra nodes ([`HostletConfig::extra_nodes`]), beside their cordon: a DaemonSet's
+/// pods tolerate a cordon, not this.
+pub const EXTRA_NODE_TAINT: &str = "hostlet.archway.dev/extra";
 
 /// One fake node.
 #[derive(Clone, Debug)]
@@ -18,11 +21,14 @@ pub struct NodeSpec {
     pub platform: Platform,
     /// Labels beyond the well-known ones that [`NodeSpec::labels`] derives from the platform.
     pub extra_labels: BTreeMap<String, String>,
+    /// Registered cordoned (`spec.unschedulable`) and tainted [`EXTRA_NODE_TAINT`]: a node that only
+    /// heartbeats, where no pod lands.
+    pub cordoned: bool,
 }
 
 impl NodeSpec {
     pub fn new(name: &str, platform: Platform) -> NodeSpec {
-        NodeSpec { name: name.to_string(), platform, extra_labels: BTreeMap::new() }
+        NodeSpec { name: name.to_string(), platform, extra_labels: BTreeMap::new(), cordoned: false }
     }
 
     pub fn with_label(mut self, key: &str, value: &str) -> NodeSpec {
@@ -149,7 +155,12 @@ impl std::fmt::Debug for RegistryAccess {
 pub struct HostletConfig {
     /// Pod sandboxes live under `work_dir/pods/`.
     pub work_dir: PathBuf,
+    /// The nodes that run the pods bound to them.
     pub nodes: Vec<NodeSpec>,
+    /// Nodes that are registered and kept alive like `nodes` (status heartbeats, Leases) but run
+    /// nothing: cordoned and tainted, and the pod watcher does not look at them. A fleet for a
+    /// benchmark's node churn ([`HostletConfig::extra_nodes`]).
+    pub extra_nodes: Vec<NodeSpec>,
     pub tools: Vec<ToolImage>,
     pub registry: RegistryAccess,
     /// The API server's real loopback address, given to pods as `KUBERNETES_SERVICE_HOST/PORT`
@@ -169,6 +180,7 @@ impl HostletConfig {
         HostletConfig {
             work_dir,
             nodes: Self::default_nodes(),
+            extra_nodes: Vec::new(),
             tools: Self::default_tools(archway_bin, buildkit_bin),
             registry,
             api_server,
@@ -186,6 +198,24 @@ impl HostletConfig {
                 .with_label(&EmulationLabels::default().label(&Platform::linux("arm64", None)), "true")
                 .with_label(&EmulationLabels::default().label(&Platform::linux("arm", None)), "true"),
         ]
+    }
+
+    /// `count` nodes `extra-1`..`extra-<count>` that run nothing (see [`HostletConfig::extra_nodes`]),
+    /// their platforms in turn amd64, arm64 and arm/v7, like a mixed fleet.
+    pub fn extra_nodes(count: usize) -> Vec<NodeSpec> {
+        let platforms =
+            [Platform::linux("amd64", None), Platform::linux("arm64", None), Platform::linux("arm", Some("v7"))];
+        (1..=count)
+            .map(|i| {
+                let node = NodeSpec::new(&format!("extra-{i}"), platforms[(i - 1) % platforms.len()].clone());
+                NodeSpec { cordoned: true, ..node }
+            })
+            .collect()
+    }
+
+    /// Every node the hostlet registers and keeps alive: `nodes`, then `extra_nodes`.
+    pub fn all_nodes(&self) -> impl Iterator<Item = &NodeSpec> {
+        self.nodes.iter().chain(&self.extra_nodes)
     }
 
     /// buildah, BuildKit, skopeo and git images, and archway's own image mapped to `archway_bin`.
@@ -306,5 +336,22 @@ mod tests {
         assert_eq!(labels[3]["emulate.archway.dev/arm64"], "true");
         assert_eq!(labels[3]["emulate.archway.dev/arm"], "true");
         assert_eq!(labels[3]["kubernetes.io/hostname"], "qemu-1");
+        assert!(nodes.iter().all(|n| !n.cordoned));
+    }
+
+    #[test]
+    fn extra_nodes_are_cordoned_and_spread_over_platforms() {
+        assert!(HostletConfig::extra_nodes(0).is_empty());
+        let nodes = HostletConfig::extra_nodes(100);
+        assert_eq!(nodes.len(), 100);
+        assert_eq!(nodes[0].name, "extra-1");
+        assert_eq!(nodes[99].name, "extra-100");
+        assert!(nodes.iter().all(|n| n.cordoned));
+        let names: std::collections::BTreeSet<_> = nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names.len(), 100);
+        let count = |arch: &str| nodes.iter().filter(|n| n.labels()[ARCH_LABEL] == arch).count();
+        assert_eq!((count("amd64"), count("arm64"), count("arm")), (34, 33, 33));
+        assert_eq!(nodes[2].labels()[ARM_VARIANT_LABEL], "v7");
+        assert!(HostletConfig::default_nodes().iter().all(|n| !n.name.starts_with("extra-")));
     }
 }

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::task::JoinHandle;
 
-pub use config::{HostletConfig, INSTANCE_TYPE_LABEL, NodeSpec, RegistryAccess, ToolImage};
+pub use config::{EXTRA_NODE_TAINT, HostletConfig, INSTANCE_TYPE_LABEL, NodeSpec, RegistryAccess, ToolImage};
 
 /// What the pod tasks share: the client, the configuration and the registry client.
 pub(crate) struct Ctx {
@@ -31,6 +31,7 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// A node whose pods this hostlet runs (never one of the extra nodes).
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.config.nodes.iter().find(|n| n.name == name)
     }
@@ -43,24 +44,28 @@ pub struct Hostlet {
     pods: Arc<pods::PodTable>,
 }
 
-/// Registers the configured nodes, then starts their heartbeats and the pod watcher.
+/// Registers the configured nodes (and the extra ones), then starts their heartbeats and the pod
+/// watcher (of `nodes` only).
 pub async fn start(client: kube::Client, config: HostletConfig) -> Result<Hostlet> {
     std::fs::create_dir_all(config.pods_dir()).with_context(|| format!("creating {}", config.pods_dir().display()))?;
     sandbox::ensure_termination_log_target()?;
     let puller = pull::Puller::new(&config.registry)?;
-    for node in &config.nodes {
+    for node in config.all_nodes() {
         nodes::register(&client, node).await.with_context(|| format!("registering node {}", node.name))?;
     }
     let images = image::ImageStore::new(config.work_dir.join("images"));
     let ctx = Arc::new(Ctx { client: client.clone(), config, puller, images });
     let pods = Arc::new(pods::PodTable::new(ctx.clone()));
+    // One heartbeat and one Lease loop for all nodes, extra ones included: they look alive alike.
+    let all: Vec<NodeSpec> = ctx.config.all_nodes().cloned().collect();
     let tasks = vec![
-        tokio::spawn(nodes::heartbeats(client.clone(), ctx.config.nodes.clone())),
-        tokio::spawn(nodes::leases(client, ctx.config.nodes.clone())),
+        tokio::spawn(nodes::heartbeats(client.clone(), all.clone())),
+        tokio::spawn(nodes::leases(client, all)),
         tokio::spawn(pods::watch(pods.clone())),
     ];
     tracing::info!(
         nodes = ?ctx.config.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(),
+        extra_nodes = ctx.config.extra_nodes.len(),
         "hostlet started"
     );
     Ok(Hostlet { tasks, pods })

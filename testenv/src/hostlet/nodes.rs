@@ -6,14 +6,16 @@ use std::time::Duration;
 
 use anyhow::Result;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo, Taint};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec as NodeObjectSpec, NodeStatus, NodeSystemInfo, Taint,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use super::config::NodeSpec;
+use super::config::{EXTRA_NODE_TAINT, NodeSpec};
 use super::status::now;
 
 const KUBELET_VERSION: &str = "v1.37.2";
@@ -25,18 +27,24 @@ const LEASE_EVERY: Duration = Duration::from_secs(10);
 /// removes; we may run without that controller, so we remove them ourselves once Ready.
 const STARTUP_TAINTS: [&str; 2] = ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"];
 
-/// Creates the node (or adopts an existing one, keeping its spec, e.g. a cordon), then reports it Ready.
+/// Creates the node (or adopts an existing one, keeping its spec, e.g. a cordon, except that a
+/// cordoned [`NodeSpec`] is cordoned and tainted again), then reports it Ready.
 pub(crate) async fn register(client: &kube::Client, spec: &NodeSpec) -> Result<()> {
     let api: Api<Node> = Api::all(client.clone());
     let node = Node {
         metadata: ObjectMeta { name: Some(spec.name.clone()), labels: Some(spec.labels()), ..Default::default() },
+        spec: spec.cordoned.then(cordoned_spec),
         ..Default::default()
     };
     match api.create(&PostParams::default(), &node).await {
-        Ok(_) => tracing::info!(node = spec.name, platform = %spec.platform, "node created"),
+        Ok(_) => tracing::info!(node = spec.name, platform = %spec.platform, cordoned = spec.cordoned, "node created"),
         Err(kube::Error::Api(e)) if e.code == 409 => {
-            let labels = json!({ "metadata": { "labels": spec.labels() } });
-            api.patch(&spec.name, &PatchParams::default(), &Patch::Merge(&labels)).await?;
+            let mut patch = json!({ "metadata": { "labels": spec.labels() } });
+            if spec.cordoned {
+                // A merge patch replaces the taint list: other taints of the node go.
+                patch["spec"] = serde_json::to_value(cordoned_spec())?;
+            }
+            api.patch(&spec.name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
             tracing::info!(node = spec.name, "node adopted");
         }
         Err(e) => return Err(e.into()),
@@ -110,6 +118,22 @@ async fn renew_lease(leases: &Api<Lease>, nodes: &Api<Node>, name: &str) -> Resu
     };
     leases.create(&PostParams::default(), &lease).await?;
     Ok(())
+}
+
+/// The spec of a node that runs nothing: cordoned, so that neither the scheduler nor archway's
+/// placement (which reads the cordon, not taints) picks it, and tainted, so that DaemonSets (whose pods
+/// tolerate a cordon) stay off it too.
+fn cordoned_spec() -> NodeObjectSpec {
+    NodeObjectSpec {
+        unschedulable: Some(true),
+        taints: Some(vec![Taint {
+            key: EXTRA_NODE_TAINT.into(),
+            value: Some("true".into()),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
 }
 
 async fn remove_startup_taints(api: &Api<Node>, name: &str) -> Result<()> {
@@ -197,5 +221,15 @@ mod tests {
         assert_eq!(ready.last().unwrap().type_, "Ready");
         assert_eq!(ready.last().unwrap().status, "True");
         assert_eq!(status.addresses.unwrap()[0].address, "127.0.0.1");
+    }
+
+    #[test]
+    fn cordoned_spec_keeps_every_pod_off() {
+        let spec = cordoned_spec();
+        assert_eq!(spec.unschedulable, Some(true));
+        let taints = spec.taints.unwrap();
+        assert_eq!(taints.len(), 1);
+        assert_eq!((taints[0].key.as_str(), taints[0].effect.as_str()), (EXTRA_NODE_TAINT, "NoSchedule"));
+        assert!(!STARTUP_TAINTS.contains(&EXTRA_NODE_TAINT), "the heartbeat would remove it");
     }
 }

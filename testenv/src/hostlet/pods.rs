@@ -76,6 +76,10 @@ impl PodTable {
         let (Some(uid), Some(node)) = (pod.metadata.uid.clone(), node_of(&pod)) else {
             return;
         };
+        // Only pods of the nodes we run; an extra node's pods (they are watched by none) never run.
+        if self.ctx.node(&node).is_none() {
+            return;
+        }
         let deleting = pod.metadata.deletion_timestamp.is_some();
         let mut inner = self.lock();
         if let Some(entry) = inner.pods.get_mut(&uid) {
@@ -193,7 +197,8 @@ async fn finish(
     sandbox.remove();
 }
 
-/// Watches the pods bound to each of our nodes and hands every event to the table.
+/// Watches the pods bound to each of our nodes (the extra nodes run nothing) and hands every event to
+/// the table.
 pub(crate) async fn watch(table: Arc<PodTable>) {
     let api: Api<Pod> = Api::all(table.ctx.client.clone());
     let streams = table.ctx.config.nodes.iter().map(|node| {
