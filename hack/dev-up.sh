@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Starts the local environment in the background (archway-testenv up) and waits until it is ready.
+# ARCHWAY_TESTENV_ARGS adds arguments to `archway-testenv up`, split on spaces (e.g. "--extra-nodes 100").
 set -euo pipefail
 dir=${1:-.dev}
+read -r -a extra_args <<<"${ARCHWAY_TESTENV_ARGS:-}"
 mkdir -p "$dir"
 pidfile="$dir/testenv.pid"
 if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$dir/ready" ]; then
@@ -9,7 +11,7 @@ if [ -f "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null && [ -f "$dir/re
   exit 0
 fi
 rm -f "$dir/ready"
-nohup target/debug/archway-testenv up --dir "$dir" >"$dir/testenv.log" 2>&1 &
+nohup target/debug/archway-testenv up --dir "$dir" "${extra_args[@]}" >"$dir/testenv.log" 2>&1 &
 pid=$!
 echo "starting the local environment (log: $dir/testenv.log) ..."
 for _ in $(seq 1 600); do
