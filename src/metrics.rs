@@ -143,7 +143,8 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) {
 fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
     let (status, content_type, body) = match path {
         "/metrics" => (StatusCode::OK, "application/openmetrics-text; version=1.0.0; charset=utf-8", metrics.encode()),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        // Alive either way (a standby must not be restarted for waiting); the body says which it is.
+        "/healthz" => (StatusCode::OK, "text/plain", health(metrics.leading.get() == 1).to_string()),
         _ => (StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics or /healthz\n".to_string()),
     };
     let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -152,6 +153,10 @@ fn respond(metrics: &Metrics, path: &str) -> Response<Full<Bytes>> {
         response.headers_mut().insert(hyper::header::CONTENT_TYPE, value);
     }
     response
+}
+
+fn health(leading: bool) -> &'static str {
+    if leading { "ok: leading\n" } else { "ok: standby, not leading (waiting for the leader Lease)\n" }
 }
 
 #[cfg(test)]
@@ -185,5 +190,18 @@ mod tests {
         assert_eq!(respond(&metrics, "/metrics").status(), StatusCode::OK);
         assert_eq!(respond(&metrics, "/healthz").status(), StatusCode::OK);
         assert_eq!(respond(&metrics, "/").status(), StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn healthz_says_whether_this_replica_leads() {
+        use http_body_util::BodyExt;
+        let metrics = Metrics::default();
+        let body = |metrics: &Metrics| {
+            let response = respond(metrics, "/healthz");
+            async move { String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap() }
+        };
+        assert!(body(&metrics).await.starts_with("ok: standby"));
+        metrics.leading.set(1);
+        assert_eq!(body(&metrics).await, "ok: leading\n");
     }
 }

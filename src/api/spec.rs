@@ -327,7 +327,7 @@ pub struct RolloutTarget {
 }
 
 /// Kind of a workload that archway can roll out.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum WorkloadKind {
     /// apps/v1 Deployment.
     #[default]

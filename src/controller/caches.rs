@@ -1,23 +1,31 @@
 //! Watch caches that a reconcile reads instead of the apiserver: the nodes, archway's Jobs and their
-//! pods (by archway's `managed-by` label), and the metadata of Secrets and ConfigMaps. A reconcile of
-//! a build where nothing changed then makes no API request. A ConfigMap context's content is read
-//! once per change of the ConfigMap (its resourceVersion), and its fingerprint kept.
+//! pods (by archway's `managed-by` label), and the metadata of Secrets, ConfigMaps and the workloads
+//! rollouts can target. A reconcile of a build where nothing changed then makes no API request. A
+//! ConfigMap context's content is read once per change of the ConfigMap (its resourceVersion), and its
+//! fingerprint kept; so is the body of a rollout target, once per change of the workload.
 //!
-//! The caches are filled by watches of their own, so one may lag behind the event that woke a
-//! reconcile by a moment: a build whose Jobs run is looked at again soon (see the controller).
+//! One watch per kind: the streams that fill the caches of what also wakes builds are handed to the
+//! controller as its triggers ([`Triggers`]); a store is updated before its object wakes a build. The
+//! pod cache has a watch of its own, so it may lag behind the Job event that woke a reconcile by a
+//! moment: a build whose Jobs run is looked at again soon (see the controller).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
 
+use crate::api::WorkloadKind;
 use crate::plan::job::MANAGED_BY;
+use crate::plan::workload::Workload;
 
 pub struct Caches {
     pub nodes: Store<Node>,
@@ -25,25 +33,67 @@ pub struct Caches {
     pub pods: Store<Pod>,
     pub secrets: Store<PartialObjectMeta<Secret>>,
     pub config_maps: Store<PartialObjectMeta<ConfigMap>>,
+    deployments: Store<PartialObjectMeta<Deployment>>,
+    statefulsets: Store<PartialObjectMeta<StatefulSet>>,
+    daemonsets: Store<PartialObjectMeta<DaemonSet>>,
     /// `(namespace, name)` of a ConfigMap context -> `(resourceVersion, fingerprint)`.
     fingerprints: Mutex<HashMap<(String, String), (String, String)>>,
+    /// The bodies of rollout targets as last read, each at its resourceVersion.
+    workloads: Mutex<HashMap<WorkloadKey, Workload>>,
+}
+
+/// `(kind, namespace, name)` of a workload.
+pub type WorkloadKey = (WorkloadKind, String, String);
+
+/// A watch stream of changed (or deleted) objects, that fills a cache as it is polled.
+pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
+
+/// The streams behind the caches of what wakes builds; the controller polls them as its triggers.
+pub struct Triggers {
+    pub jobs: Trigger<Job>,
+    pub secrets: Trigger<PartialObjectMeta<Secret>>,
+    pub config_maps: Trigger<PartialObjectMeta<ConfigMap>>,
+    pub deployments: Trigger<PartialObjectMeta<Deployment>>,
+    pub statefulsets: Trigger<PartialObjectMeta<StatefulSet>>,
+    pub daemonsets: Trigger<PartialObjectMeta<DaemonSet>>,
 }
 
 impl Caches {
-    /// Starts the watches that fill the caches, for the operator's lifetime; the node watch is the
-    /// caller's, as it also wakes builds.
-    pub fn start(client: &Client, nodes: Store<Node>) -> Caches {
+    /// The caches and the watches that fill them, for the operator's lifetime: the pod watch runs on
+    /// its own, the node watch is the caller's, the others are polled by the controller (`Triggers`).
+    pub fn start(client: &Client, nodes: Store<Node>) -> (Caches, Triggers) {
         let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-        let all = watcher::Config::default;
-        Caches {
+        let (pods, pod_changes) = reflected(watcher(Api::all(client.clone()), managed.clone()));
+        tokio::spawn(pod_changes.for_each(|_| futures::future::ready(())));
+        let (jobs, job_changes) = reflected(watcher(Api::all(client.clone()), managed));
+        // Metadata only: a Secret's data is read when it is used (to publish), never kept; a ConfigMap's
+        // or a workload's when its resourceVersion moved.
+        let (secrets, secret_changes) = metadata(client);
+        let (config_maps, config_map_changes) = metadata(client);
+        let (deployments, deployment_changes) = metadata(client);
+        let (statefulsets, statefulset_changes) = metadata(client);
+        let (daemonsets, daemonset_changes) = metadata(client);
+        let caches = Caches {
             nodes,
-            jobs: reflect(watcher(Api::all(client.clone()), managed.clone())),
-            pods: reflect(watcher(Api::all(client.clone()), managed)),
-            // Metadata only: a Secret's data is read when it is used (to publish), never kept.
-            secrets: reflect(watcher(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all())),
-            config_maps: reflect(watcher(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), all())),
+            jobs,
+            pods,
+            secrets,
+            config_maps,
+            deployments,
+            statefulsets,
+            daemonsets,
             fingerprints: Mutex::new(HashMap::new()),
-        }
+            workloads: Mutex::new(HashMap::new()),
+        };
+        let triggers = Triggers {
+            jobs: job_changes,
+            secrets: secret_changes,
+            config_maps: config_map_changes,
+            deployments: deployment_changes,
+            statefulsets: statefulset_changes,
+            daemonsets: daemonset_changes,
+        };
+        (caches, triggers)
     }
 
     /// Whether every watch has listed once.
@@ -54,6 +104,9 @@ impl Caches {
             && listed(self.pods.wait_until_ready().now_or_never())
             && listed(self.secrets.wait_until_ready().now_or_never())
             && listed(self.config_maps.wait_until_ready().now_or_never())
+            && listed(self.deployments.wait_until_ready().now_or_never())
+            && listed(self.statefulsets.wait_until_ready().now_or_never())
+            && listed(self.daemonsets.wait_until_ready().now_or_never())
     }
 
     pub fn secret_exists(&self, namespace: &str, name: &str) -> bool {
@@ -61,7 +114,7 @@ impl Caches {
     }
 
     pub fn config_map_version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.config_maps.get(&ObjectRef::new(name).within(namespace)).and_then(|c| c.meta().resource_version.clone())
+        version(&self.config_maps, namespace, name)
     }
 
     /// The fingerprint kept for this ConfigMap at `version`, if any.
@@ -75,16 +128,67 @@ impl Caches {
             kept.insert((namespace.to_string(), name.to_string()), (version, fingerprint));
         }
     }
+
+    /// The rollout target `key` names: as kept while its resourceVersion in the cache is unchanged,
+    /// else read (one GET) and kept. `None` when there is no such workload.
+    pub async fn workload(&self, client: &Client, key: &WorkloadKey) -> Result<Option<Workload>, kube::Error> {
+        let (kind, namespace, name) = key;
+        let version = match kind {
+            WorkloadKind::Deployment => version(&self.deployments, namespace, name),
+            WorkloadKind::StatefulSet => version(&self.statefulsets, namespace, name),
+            WorkloadKind::DaemonSet => version(&self.daemonsets, namespace, name),
+        };
+        let kept = self.workloads.lock().ok().and_then(|kept| kept.get(key).cloned());
+        if let Some(kept) = kept.filter(|w| version.is_some() && w.metadata().resource_version == version) {
+            return Ok(Some(kept));
+        }
+        let client = client.clone();
+        let read = match kind {
+            WorkloadKind::Deployment => {
+                Api::<Deployment>::namespaced(client, namespace).get_opt(name).await?.map(Workload::Deployment)
+            }
+            WorkloadKind::StatefulSet => {
+                Api::<StatefulSet>::namespaced(client, namespace).get_opt(name).await?.map(Workload::StatefulSet)
+            }
+            WorkloadKind::DaemonSet => {
+                Api::<DaemonSet>::namespaced(client, namespace).get_opt(name).await?.map(Workload::DaemonSet)
+            }
+        };
+        if let Ok(mut kept) = self.workloads.lock() {
+            match &read {
+                Some(workload) => kept.insert(key.clone(), workload.clone()),
+                None => kept.remove(key),
+            };
+        }
+        Ok(read)
+    }
+
+    /// Forgets the workloads no build targets any more.
+    pub fn retain_workloads(&self, targeted: impl Fn(&WorkloadKey) -> bool) {
+        if let Ok(mut kept) = self.workloads.lock() {
+            kept.retain(|key, _| targeted(key));
+        }
+    }
 }
 
-/// A store kept up to date by a watch that runs for the operator's lifetime.
-fn reflect<K, S>(watch: S) -> Store<K>
+fn version<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str, name: &str) -> Option<String> {
+    store.get(&ObjectRef::new(name).within(namespace)).and_then(|object| object.meta().resource_version.clone())
+}
+
+/// A store and the watch stream that keeps it up to date as it is polled.
+fn reflected<K, S>(watch: S) -> (Store<K>, Trigger<K>)
 where
     K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watch).default_backoff().touched_objects();
-    tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-    store
+    (store, reflector::reflector(writer, watch).default_backoff().touched_objects().boxed())
+}
+
+/// [`reflected`] for the metadata of every object of a kind.
+fn metadata<K>(client: &Client) -> (Store<PartialObjectMeta<K>>, Trigger<PartialObjectMeta<K>>)
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+{
+    reflected(watcher(Api::<PartialObjectMeta<K>>::all(client.clone()), watcher::Config::default()))
 }

@@ -19,11 +19,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
-use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{PartialObjectMeta, Patch, PatchParams};
+use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Reporter};
@@ -32,7 +30,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
-use caches::Caches;
+use caches::{Caches, WorkloadKey};
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
@@ -71,7 +69,8 @@ pub struct Context {
     /// The registry CA the operator itself trusts, as PEM (`--registry-ca-file`).
     registry_ca: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
-    /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes.
+    /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes, as
+    /// do the kept bodies of workloads no build targets any more.
     written: Mutex<HashMap<String, MultiArchBuildStatus>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
@@ -89,6 +88,16 @@ impl Context {
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|build, _| refs.contains(build));
         }
+        let targeted: HashSet<WorkloadKey> = live
+            .iter()
+            .filter_map(|guarded| guarded.0.as_ref().ok())
+            .flat_map(|build| {
+                let namespace = build.namespace().unwrap_or_default();
+                let targets = build.spec.rollout.iter().flat_map(|r| &r.targets);
+                targets.map(move |t| (t.kind, namespace.clone(), t.name.clone()))
+            })
+            .collect();
+        self.caches.retain_workloads(|key| targeted.contains(key));
     }
 }
 
@@ -136,7 +145,7 @@ async fn reconcile_until_shutdown(
         reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
             .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
-    let caches = Caches::start(&client, nodes);
+    let (caches, triggers) = Caches::start(&client, nodes);
     let ctx = Arc::new(Context {
         metrics,
         reporter,
@@ -162,7 +171,7 @@ async fn reconcile_until_shutdown(
             pruning.forget_deleted(&builds_now);
         }
     });
-    // A rollout target's status follows its workload: watch their metadata, wake the builds naming them.
+    // A rollout target's status follows its workload: wake the builds naming it.
     let targeting = |kind: WorkloadKind| {
         let store = store.clone();
         move |meta: ObjectMeta| builds_targeting(&store, kind, &meta)
@@ -178,20 +187,13 @@ async fn reconcile_until_shutdown(
         (naming(MultiArchBuildSpec::names_config_map), naming(MultiArchBuildSpec::names_secret));
     let reading = store.clone();
     let node_wakes = node_changes.flat_map(move |()| futures::stream::iter(builds_reading_nodes(&reading)));
-    let all = watcher::Config::default();
     controller
-        .owns(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<PartialObjectMeta<ConfigMap>>::all(client.clone()), all.clone(), move |c| {
-            config_maps(c.metadata)
-        })
-        .watches(Api::<PartialObjectMeta<Secret>>::all(client.clone()), all.clone(), move |s| secrets(s.metadata))
-        .watches(Api::<PartialObjectMeta<Deployment>>::all(client.clone()), all.clone(), move |w| {
-            deployments(w.metadata)
-        })
-        .watches(Api::<PartialObjectMeta<StatefulSet>>::all(client.clone()), all.clone(), move |w| {
-            statefulsets(w.metadata)
-        })
-        .watches(Api::<PartialObjectMeta<DaemonSet>>::all(client.clone()), all, move |w| daemonsets(w.metadata))
+        .owns_stream(triggers.jobs)
+        .watches_stream(triggers.config_maps, move |c| config_maps(c.metadata))
+        .watches_stream(triggers.secrets, move |s| secrets(s.metadata))
+        .watches_stream(triggers.deployments, move |w| deployments(w.metadata))
+        .watches_stream(triggers.statefulsets, move |w| statefulsets(w.metadata))
+        .watches_stream(triggers.daemonsets, move |w| daemonsets(w.metadata))
         .reconcile_on(node_wakes)
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
@@ -355,8 +357,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,
     };
-    let targets =
-        rollout::roll_out(&ctx.client, &ctx.fence, build, &valid, published, &observed.node_objects, &now).await?;
+    let targets = rollout::roll_out(ctx, build, &valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     // The Job and pod caches may lag a moment behind the event that woke this reconcile: while
     // platforms build, look again soon (it costs no API request).

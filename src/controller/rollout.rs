@@ -9,12 +9,11 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 use tracing::info;
 
+use super::Context;
 use super::error::Error;
-use super::leader::Fence;
 use crate::api::{MultiArchBuild, RolloutTarget, TargetState, TargetStatus, WorkloadKind};
 use crate::plan::rollout::{RESTRICTED_TO_ANNOTATION, TargetInput, TemplateFields, pending, plan_target};
 use crate::plan::validate::ValidBuild;
-use crate::plan::workload::Workload;
 use crate::platform::Platform;
 
 /// The field manager of archway's workload patches; a GitOps tool's own fields stay its own.
@@ -29,8 +28,7 @@ pub struct Published<'a> {
 
 /// Moves every target to the published image (or reports them Pending when there is none yet).
 pub async fn roll_out(
-    client: &Client,
-    fence: &Fence,
+    ctx: &Context,
     build: &MultiArchBuild,
     valid: &ValidBuild,
     published: Option<Published<'_>>,
@@ -43,7 +41,8 @@ pub async fn roll_out(
     let namespace = build.namespace().unwrap_or_default();
     let mut statuses = Vec::new();
     for target in targets(build) {
-        let workload = get(client, &namespace, target).await?;
+        let key = (target.kind, namespace.clone(), target.name.clone());
+        let workload = ctx.caches.workload(&ctx.client, &key).await?;
         let previous = previous(build, target);
         let plan = plan_target(&TargetInput {
             target,
@@ -57,8 +56,8 @@ pub async fn roll_out(
         });
         let mut status = plan.status;
         if let Some(fields) = &plan.apply {
-            fence.check().await?;
-            match apply(client, &namespace, target, fields).await {
+            ctx.fence.check().await?;
+            match apply(&ctx.client, &namespace, target, fields).await {
                 Ok(()) => info!(kind = ?target.kind, name = target.name, image = published.image, "rolling out"),
                 // The API refused the change (the workload was deleted, or is invalid with it): say so.
                 Err(kube::Error::Api(e)) if (400..500).contains(&e.code) && e.code != 409 && e.code != 429 => {
@@ -87,21 +86,6 @@ fn targets(build: &MultiArchBuild) -> &[RolloutTarget] {
 
 fn previous(build: &MultiArchBuild, target: &RolloutTarget) -> Option<TargetStatus> {
     build.status.as_ref()?.targets.iter().find(|s| s.kind == target.kind && s.name == target.name).cloned()
-}
-
-async fn get(client: &Client, namespace: &str, target: &RolloutTarget) -> Result<Option<Workload>, Error> {
-    let client = client.clone();
-    Ok(match target.kind {
-        WorkloadKind::Deployment => {
-            Api::<Deployment>::namespaced(client, namespace).get_opt(&target.name).await?.map(Workload::Deployment)
-        }
-        WorkloadKind::StatefulSet => {
-            Api::<StatefulSet>::namespaced(client, namespace).get_opt(&target.name).await?.map(Workload::StatefulSet)
-        }
-        WorkloadKind::DaemonSet => {
-            Api::<DaemonSet>::namespaced(client, namespace).get_opt(&target.name).await?.map(Workload::DaemonSet)
-        }
-    })
 }
 
 async fn apply(

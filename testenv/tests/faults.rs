@@ -15,7 +15,7 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
 };
-use common::{GitRepo, ImageContents, kill_operator, manifest_digest_raw, scrape_operator, wait, wait_answering};
+use common::{GitRepo, ImageContents, kill_operator, manifest_digest_raw, operator_reconciles, wait, wait_answering};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -372,7 +372,7 @@ impl Expect<'_> {
 /// Changes a label of every node (as a node agent would) and waits until the operator has reconciled
 /// since: its reconcile count grows, and a moment more for a reconcile that was under way.
 async fn poke_and_settle(client: &Client) -> Result<()> {
-    let before = reconciles(client).await?;
+    let before = operator_reconciles(client).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let stamp = format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     for node in nodes.list(&ListParams::default()).await? {
@@ -380,15 +380,10 @@ async fn poke_and_settle(client: &Client) -> Result<()> {
         let patch = json!({"metadata": {"labels": {"faults.archway.dev/poked": stamp}}});
         nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
-    wait("the operator to reconcile", || async { Ok((reconciles(client).await? > before).then_some(())) }).await?;
+    wait("the operator to reconcile", || async { Ok((operator_reconciles(client).await? > before).then_some(())) })
+        .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     Ok(())
-}
-
-async fn reconciles(client: &Client) -> Result<f64> {
-    let metrics = scrape_operator(client).await?;
-    let line = metrics.lines().find(|l| l.starts_with("archway_reconciles_total ")).context("no reconcile count")?;
-    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
 }
 
 /// A namespace with `labels`, the registry's push secret and CA, and the blog's context.

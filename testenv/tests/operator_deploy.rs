@@ -144,7 +144,7 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         let restarts: i32 = statuses.iter().map(|c| c.restart_count).sum();
         assert_eq!(restarts, 0, "{:?} restarted: two replicas led at once", pod.metadata.name);
     }
-    // Each says in its metrics whether it leads.
+    // Each says in its metrics and on /healthz (alive either way) whether it leads.
     for pod in pods.list(&ListParams::default().labels(OPERATOR_SELECTOR)).await?.items {
         let name = pod.metadata.name.clone().unwrap_or_default();
         let ip = pod.status.and_then(|s| s.pod_ip).context("operator pod IP")?;
@@ -152,6 +152,11 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         let metrics = http.get(format!("http://{ip}:8080/metrics")).send().await?.text().await?;
         let want = format!("archway_leading {}", u8::from(name == leader));
         assert!(metrics.lines().any(|l| l == want), "{name}: no {want:?} in its metrics:\n{metrics}");
+        let health = http.get(format!("http://{ip}:8080/healthz")).send().await?;
+        assert!(health.status().is_success(), "{name}: /healthz {}", health.status());
+        let health = health.text().await?;
+        let want = if name == leader { "ok: leading" } else { "ok: standby" };
+        assert!(health.starts_with(want), "{name}: /healthz says {health:?}, not {want:?}");
     }
 
     // The plain installation (no dev overlay) is valid for the apiserver as well.

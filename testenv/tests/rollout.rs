@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use anyhow::{Context, Result, ensure};
 use archway_testenv::env::Env;
 use common::blog::{NS, api, blog_build, is_ready, raw_index, start, wait_status};
-use common::{scrape_operator, wait};
+use common::{audit_mark, operator_reconciles, operator_requests_since, scrape_operator, wait};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
@@ -110,6 +110,21 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     let again = wait_status(&client, "blog", is_ready).await?;
     ensure!(again["image"] == image.as_str(), "a rebuild of the same inputs published {}", again["image"]);
     ensure!(deployments.get("blog").await?.metadata.generation == generation, "the Deployment was rolled again");
+
+    // A reconcile of the finished build reads its caches only: woken three times (an annotation of
+    // its own changes), the operator makes no API request beyond its watches and the Lease.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let (mark, before) = (audit_mark(&env)?, operator_reconciles(&client).await?);
+    for poke in 1..=3 {
+        let annotation = json!({"metadata": {"annotations": {"test.archway.dev/poke": poke.to_string()}}});
+        api(&client).patch("blog", &PatchParams::default(), &Patch::Merge(annotation)).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    wait("three reconciles", || async { Ok((operator_reconciles(&client).await? >= before + 3.0).then_some(())) })
+        .await?;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let requests = operator_requests_since(&env, mark)?;
+    ensure!(requests.is_empty(), "reconciles of a finished build made API requests: {requests:?}");
 
     // An index without arm/v7: the Deployment could land on pi-1, so it is not patched.
     let partial_repo = format!("{}/asksven/blog-partial", env.registry.host);

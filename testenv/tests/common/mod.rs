@@ -201,6 +201,40 @@ pub async fn scrape_operator(client: &kube::Client) -> Result<String> {
     Ok(response.text().await?)
 }
 
+/// How many reconciles the leading operator has run (its `archway_reconciles_total`).
+pub async fn operator_reconciles(client: &kube::Client) -> Result<f64> {
+    let metrics = scrape_operator(client).await?;
+    let line = metrics.lines().find(|l| l.starts_with("archway_reconciles_total ")).context("no reconcile count")?;
+    Ok(line.rsplit(' ').next().unwrap_or_default().parse()?)
+}
+
+/// The apiserver's audit log, which records the operator's ServiceAccount only.
+fn audit_log(env: &archway_testenv::env::Env) -> Result<String> {
+    let path = env.dir.join("logs/audit.log");
+    std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Where the audit log ends now: pass it to [`operator_requests_since`].
+pub fn audit_mark(env: &archway_testenv::env::Env) -> Result<usize> {
+    Ok(audit_log(env)?.lines().count())
+}
+
+/// The operator's requests since `mark`, as "verb resource/name", apart from the leader Lease and the
+/// watches (and the lists that start them) that fill its caches.
+pub fn operator_requests_since(env: &archway_testenv::env::Env, mark: usize) -> Result<Vec<String>> {
+    let mut requests = Vec::new();
+    for line in audit_log(env)?.lines().skip(mark).filter(|l| !l.trim().is_empty()) {
+        let entry: Value = serde_json::from_str(line)?;
+        let (verb, object) = (entry["verb"].as_str().unwrap_or_default(), &entry["objectRef"]);
+        let resource = object["resource"].as_str().unwrap_or_default();
+        if matches!(verb, "watch" | "list") || resource == "leases" {
+            continue;
+        }
+        requests.push(format!("{verb} {resource}/{}", object["name"].as_str().unwrap_or_default()));
+    }
+    Ok(requests)
+}
+
 /// SIGKILL for the operator: the pod that holds the leader Lease deleted with no grace period (the
 /// hostlet kills its process group at once). The other replica leads once the Lease runs out, and the
 /// Deployment starts a new follower. Waits until another pod leads and runs.
