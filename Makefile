@@ -1,15 +1,19 @@
 # archway: the two commands a newcomer needs are `make demo` and `make test` (see README.md).
 SHELL := /bin/bash
 DEV_DIR ?= .dev
+# make bench-scale's own environment, beside the one of DEV_DIR.
+SCALE_DIR ?= .dev-scale
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench image test unit-test e2e-test lint
+.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench bench-scale image test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
 	@echo "make test      all tests: unit, CRD freshness, and end-to-end against the local environment"
 	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
 	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests"
+	@echo "make bench-scale  1,000 builds on an environment of its own with 100 extra nodes: API requests,"
+	@echo "                  reconcile times, RSS and index latency against issue 9's goals (a table)"
 	@echo "make image     build the operator's image (Dockerfile) for linux/amd64 into the local registry"
 
 deps:
@@ -48,6 +52,11 @@ demo: dev-up
 bench: dev-up
 	@hack/bench.sh "$(DEV_DIR)"
 	@hack/bench-idle.sh "$(DEV_DIR)"
+
+# The operator at scale (BENCH_SCALE_BUILDS, BENCH_SCALE_EXTRA_NODES, ...: see the script), on an
+# environment of its own in SCALE_DIR that the script brings up and tears down.
+bench-scale: build control-plane buildkit
+	@hack/bench-scale.sh "$(SCALE_DIR)"
 
 # The operator's image from the Dockerfile, pushed to the local environment's registry.
 image: dev-up

@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# The operator at scale (make bench-scale), on a local environment of its own (default dir .dev-scale,
+# brought up with --extra-nodes and torn down at the end; one that already runs there is used as it
+# is and left up). N MultiArchBuilds: most wait (linux/riscv64, placement native, no such node), some
+# build for real (a RUN-less Dockerfile, linux/amd64 and linux/arm64). Then idle, heartbeats and node
+# label changes. Prints one markdown table with the goals of issue 9 beside the figures; asserts
+# nothing. API requests are counted in the apiserver's audit log, which records the operator's
+# ServiceAccount only; leader-election Lease requests are counted apart.
+#
+#   BENCH_SCALE_BUILDS        builds in all (1000)
+#   BENCH_SCALE_REAL_BUILDS   of which build for real (50)
+#   BENCH_SCALE_EXTRA_NODES   extra nodes of a new environment (100)
+#   BENCH_SCALE_IDLE_SECONDS  the idle window (60)
+#   BENCH_SCALE_TIMEOUT       seconds the real builds may take to be Ready (1800)
+#   BENCH_SCALE_KEEP=1        leave the environment up afterwards
+set -euo pipefail
+dir=${1:-.dev-scale}
+n=${BENCH_SCALE_BUILDS:-1000}
+real=${BENCH_SCALE_REAL_BUILDS:-50}
+extra=${BENCH_SCALE_EXTRA_NODES:-100}
+idle=${BENCH_SCALE_IDLE_SECONDS:-60}
+timeout=${BENCH_SCALE_TIMEOUT:-1800}
+[ "$real" -le "$n" ] || { echo "BENCH_SCALE_REAL_BUILDS ($real) > BENCH_SCALE_BUILDS ($n)" >&2; exit 1; }
+waiting=$((n - real))
+started=$(date +%s)
+
+ours=
+if ! { [ -f "$dir/ready" ] && [ -f "$dir/testenv.pid" ] && kill -0 "$(cat "$dir/testenv.pid")" 2>/dev/null; }; then
+  ARCHWAY_TESTENV_ARGS="--extra-nodes $extra ${ARCHWAY_TESTENV_ARGS:-}" hack/dev-up.sh "$dir" >&2
+  ours=1
+fi
+# shellcheck source=/dev/null
+source "$dir/env.sh"
+audit="$dir/logs/audit.log"
+run="scale-$(date +%s)"
+work=$(mktemp -d)
+cleanup() {
+  kubectl delete mab -l "archway.dev/bench=$run" --wait=false >/dev/null 2>&1 || true
+  kubectl delete configmap "$run-context" --ignore-not-found >/dev/null 2>&1 || true
+  kubectl label node -l "archway.dev/bench-poke" archway.dev/bench-poke- >/dev/null 2>&1 || true
+  rm -rf "$work"
+  if [ -n "$ours" ] && [ -z "${BENCH_SCALE_KEEP:-}" ]; then hack/dev-down.sh "$dir" >&2 || true; fi
+}
+trap cleanup EXIT
+say() { echo "[bench-scale $(($(date +%s) - started)) s] $*" >&2; }
+
+leader() { kubectl -n archway-system get lease archway-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
+# The leading operator's /metrics (on its pod IP, a loopback address here) into file $1.
+scrape() {
+  local ip
+  ip=$(kubectl -n archway-system get pod "$(leader)" -o jsonpath='{.status.podIP}')
+  curl -sf --noproxy '*' "http://$ip:8080/metrics" >"$1"
+}
+reconciles() { awk '/^archway_reconciles_total / {print $2}' "$1"; }
+lines() { wc -l <"$audit"; }
+# The audit log's requests in lines ($1, $2] as JSON: total and writes (Lease apart), Lease, by verb
+# and by verb and resource.
+requests() {
+  sed -n "$(($1 + 1)),$2p" "$audit" | python3 -c '
+import json, sys
+rs = [json.loads(l) for l in sys.stdin if l.strip()]
+lease = [r for r in rs if r.get("objectRef", {}).get("resource") == "leases"]
+rest = [r for r in rs if r.get("objectRef", {}).get("resource") != "leases"]
+writes = [r for r in rest if r["verb"] in ("create", "update", "patch", "delete", "deletecollection")]
+by = {}
+for r in rest:
+    o = r.get("objectRef", {})
+    key = r["verb"] + " " + o.get("resource", "?") + ("/" + o["subresource"] if o.get("subresource") else "")
+    by[key] = by.get(key, 0) + 1
+print(json.dumps({"total": len(rest), "writes": len(writes), "lease": len(lease), "by": by}))'
+}
+# Builds of this run whose .status.phase is $1 (or the platform phase with $2).
+count_phase() {
+  kubectl get mab -l "archway.dev/bench=$run,archway.dev/bench-kind=$1" \
+    -o jsonpath='{range .items[*]}{.status.phase}/{.status.platforms[0].phase}{"\n"}{end}' | grep -c -E "$2" || true
+}
+
+until [ -n "$(leader)" ] && scrape "$work/m0"; do sleep 1; done
+holder0=$(leader)
+nodes=$(kubectl get nodes -o name | wc -l)
+extras=$(kubectl get nodes -o name | grep -c '^node/extra-' || true)
+say "environment $dir: $nodes nodes ($extras extra), operator leader $holder0"
+
+# A RUN-less variant of the blog's context: nothing runs under qemu, each build's image is its own.
+mkdir "$work/context"
+cp examples/blog/context/index.html "$work/context/"
+cat >"$work/context/Dockerfile" <<'DOCKERFILE'
+ARG BASE_IMAGE=busybox:latest
+FROM ${BASE_IMAGE}
+ARG BENCH_BUILD=none
+LABEL dev.archway.bench.build=${BENCH_BUILD}
+COPY index.html /srv/
+DOCKERFILE
+kubectl create configmap "$run-context" --from-file="$work/context" >/dev/null
+
+# 1. The waiting builds.
+a0=$(lines)
+t0=$(date +%s.%N)
+for i in $(seq 1 "$waiting"); do
+  cat <<YAML
+---
+apiVersion: archway.dev/v1alpha1
+kind: MultiArchBuild
+metadata: {name: $run-w$i, labels: {archway.dev/bench: $run, archway.dev/bench-kind: waiting}}
+spec:
+  source: {configMap: {name: $run-context}}
+  platforms: [linux/riscv64]
+  placement: native
+  output: {image: $ARCHWAY_REGISTRY/bench-scale/waiting, pushSecret: {name: registry-credentials}}
+YAML
+done | kubectl create -f - >/dev/null
+until [ "$(count_phase waiting '/Waiting$')" -ge "$waiting" ]; do sleep 2; done
+t1=$(date +%s.%N)
+sleep 5
+a1=$(lines)
+scrape "$work/m1"
+say "$waiting builds wait ($(awk "BEGIN {printf \"%.0f\", $t1 - $t0}") s)"
+
+# 2. The builds that build, each to a repository of its own.
+for i in $(seq 1 "$real"); do
+  cat <<YAML
+---
+apiVersion: archway.dev/v1alpha1
+kind: MultiArchBuild
+metadata: {name: $run-b$i, labels: {archway.dev/bench: $run, archway.dev/bench-kind: real}}
+spec:
+  source: {configMap: {name: $run-context}}
+  platforms: [linux/amd64, linux/arm64]
+  buildArgs: {BASE_IMAGE: $ARCHWAY_REGISTRY/library/busybox:latest, BENCH_BUILD: $run-b$i}
+  output: {image: $ARCHWAY_REGISTRY/bench-scale/$run-b$i, tags: [bench], pushSecret: {name: registry-credentials}}
+YAML
+done | kubectl create -f - >/dev/null
+deadline=$(($(date +%s) + timeout))
+until [ "$(count_phase real '^(Ready|Failed)/')" -ge "$real" ] || [ "$(date +%s)" -gt "$deadline" ]; do sleep 2; done
+t2=$(date +%s.%N)
+ready=$(count_phase real '^Ready/')
+sleep 5
+a2=$(lines)
+scrape "$work/m2"
+say "$real builds: $ready Ready ($(awk "BEGIN {printf \"%.0f\", $t2 - $t1}") s)"
+
+# 3. Idle: nothing changes but the hostlet's heartbeats (node status every 20 s, node Lease every 10 s).
+sleep 10
+a3=$(lines)
+scrape "$work/m3"
+sleep "$idle"
+a4=$(lines)
+scrape "$work/m4"
+say "idle for $idle s"
+
+# 4. Ten label changes, each on another node (extra ones when there are any): any label counts for
+# placement (NodeFingerprints).
+mapfile -t poke < <(kubectl get nodes -o name | sed 's#^node/##' | grep '^extra-' | head -n 10)
+[ "${#poke[@]}" -eq 10 ] || mapfile -t poke < <(for _ in $(seq 1 10); do echo x86-1; done)
+for i in "${!poke[@]}"; do
+  kubectl label node "${poke[$i]}" "archway.dev/bench-poke=$run-$i" --overwrite >/dev/null
+  sleep 1
+done
+sleep 10
+a5=$(lines)
+scrape "$work/m5"
+say "10 label changes"
+
+rss=$(hack/lib/operator-rss.sh "$dir")
+holder1=$(leader)
+requests "$a0" "$a1" >"$work/r-waiting"
+requests "$a1" "$a2" >"$work/r-real"
+requests "$a3" "$a4" >"$work/r-idle"
+requests "$a4" "$a5" >"$work/r-labels"
+# Build pods done (the hostlet's log) and index manifests pushed (the registry's log), for the builds
+# that built.
+sed 's/\x1b\[[0-9;]*m//g' "$dir/testenv.log" | grep -F "pod done pod=\"default/$run-b" >"$work/pods-done" || true
+grep -F 'msg="response completed"' "$dir/logs/registry.log" | grep -F "/v2/bench-scale/$run-b" |
+  grep -F 'http.request.method=PUT' | grep -F 'image.index' >"$work/index-puts" || true
+
+python3 - "$work" "$run" "$n" "$waiting" "$real" "$ready" "$nodes" "$extras" "$idle" "$t0" "$t1" "$t2" \
+  "$rss" "$holder0" "$holder1" "$(($(date +%s) - started))" <<'PY'
+import json, re, sys
+from datetime import datetime
+work, run = sys.argv[1], sys.argv[2]
+n, waiting, real, ready, nodes, extras, idle = map(int, sys.argv[3:10])
+t0, t1, t2 = map(float, sys.argv[10:13])
+rss, holder0, holder1, took = sys.argv[13], sys.argv[14], sys.argv[15], int(sys.argv[16])
+
+def metrics(name):
+    out = {}
+    for line in open(f"{work}/{name}"):
+        if line.startswith("archway_reconciles_total "):
+            out["reconciles"] = float(line.split()[1])
+        m = re.match(r'archway_reconcile_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if m:
+            out.setdefault("buckets", []).append((float(m.group(1)), float(m.group(2))))
+        if line.startswith("archway_reconcile_duration_seconds_sum "):
+            out["sum"] = float(line.split()[1])
+    return out
+m = {k: metrics(k) for k in ("m0", "m1", "m2", "m3", "m4", "m5")}
+reconciles = lambda a, b: int(m[b].get("reconciles", 0) - m[a].get("reconciles", 0))
+r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
+
+def quantile(q, a="m0", b="m5"):
+    """Bucket-interpolated, like PromQL's histogram_quantile, over the reconciles between a and b."""
+    buckets = [(le, c - c0) for (le, c), (_, c0) in zip(m[b]["buckets"], m[a]["buckets"])]
+    total = buckets[-1][1]
+    if total <= 0:
+        return float("nan"), 0
+    rank, lower, below = q * total, 0.0, 0.0
+    for le, count in buckets:
+        if count >= rank:
+            if le == float("inf"):
+                return lower, total
+            return lower + (le - lower) * (rank - below) / max(count - below, 1e-9), total
+        lower, below = le, count
+    return lower, total
+
+# Pod finished -> index pushed, per build that built: the last of its pods' "pod done" (the hostlet
+# wrote Succeeded) to the first index PUT to its repository after it.
+def ts(s):
+    s = s.rstrip("Z")
+    head, _, frac = s.partition(".")
+    return datetime.fromisoformat(head + "+00:00").timestamp() + float("0." + (frac or "0"))
+done = {}
+for line in open(f"{work}/pods-done"):
+    mm = re.search(rf'pod="default/({re.escape(run)}-b\d+)-linux-', line)
+    if mm:
+        done[mm.group(1)] = max(done.get(mm.group(1), 0), ts(line.split()[0]))
+puts = {}
+for line in open(f"{work}/index-puts"):
+    mm = re.search(rf'time="([^"]+)".*/v2/bench-scale/({re.escape(run)}-b\d+)/manifests/', line)
+    if mm:
+        puts.setdefault(mm.group(2), []).append(ts(mm.group(1)))
+lags = sorted(min(p for p in puts[b] if p >= t) - t for b, t in done.items() if any(p >= t for p in puts.get(b, [])))
+
+p50, count = quantile(0.5)
+p99, _ = quantile(0.99)
+kb = int(rss.split()[0]) if rss.split()[0].isdigit() else None
+heartbeats = nodes * idle // 20
+writes_per = r["real"]["writes"] / (2 * real) if real else float("nan")
+yes = lambda ok: "yes" if ok else "**no**"
+ms = lambda s: f"{s * 1000:.0f} ms"
+rows = [
+    (f"apply {n:,} builds: requests while {waiting:,} reach Waiting ({t1 - t0:.0f} s)",
+     f"{r['waiting']['total']:,} ({r['waiting']['total'] / max(waiting, 1):.1f} per build; {reconciles('m0', 'm1'):,} reconciles)",
+     "—", "—"),
+    (f"... and while {real} build 2 platforms each to Ready ({ready} Ready, {t2 - t1:.0f} s)",
+     f"{r['real']['total']:,} ({r['real']['total'] / max(real, 1):.1f} per build; {reconciles('m1', 'm2'):,} reconciles)",
+     "—", "—"),
+    (f"idle for {idle} s, requests per second",
+     f"{r['idle']['total'] / idle:.2f}/s ({r['idle']['total']:,} requests, {r['idle']['lease']} on the leader Lease apart)",
+     "0 per heartbeat", yes(r["idle"]["total"] == 0)),
+    (f"the same {idle} s: {heartbeats:,} node heartbeats ({nodes} nodes every 20 s) and nothing else",
+     f"{r['idle']['total']:,} requests, {reconciles('m3', 'm4'):,} reconciles",
+     "0", yes(r["idle"]["total"] == 0 and reconciles("m3", "m4") == 0)),
+    ("10 label changes, one on each of 10 nodes",
+     f"{r['labels']['total']:,} requests, {reconciles('m4', 'm5'):,} reconciles",
+     "—", "—"),
+    (f"reconcile p50 / p99 ({count:,.0f} reconciles, bucket-interpolated)",
+     f"{ms(p50)} / {ms(p99)}", "p99 <= 50 ms", yes(p99 <= 0.05)),
+    (f"operator RSS (VmHWM) with {n:,} builds", f"{kb / 1024:.1f} MiB" if kb else rss,
+     "<= 64 MiB", yes(kb is not None and kb <= 64 * 1024)),
+    (f"last pod finished -> index pushed ({len(lags)} builds; hostlet and registry logs)",
+     f"p50 {lags[len(lags) // 2]:.2f} s, max {lags[-1]:.2f} s" if lags else "n/a",
+     "<= 1 s", yes(bool(lags) and lags[-1] <= 1.0)),
+    (f"API writes per platform build ({2 * real} platform builds)",
+     f"{writes_per:.1f} ({r['real']['writes']:,} writes)", "<= 4", yes(writes_per <= 4)),
+]
+print(f"| {n:,} builds ({waiting:,} waiting, {real} building), {nodes} nodes ({extras} extra) | measured | goal | met |")
+print("|---|---|---|---|")
+for row in rows:
+    print("| " + " | ".join(row) + " |")
+writes = {k: v for k, v in r["real"]["by"].items() if k.split()[0] in ("create", "update", "patch", "delete")}
+print(f"\nwrites while building (events included): {dict(sorted(writes.items(), key=lambda kv: -kv[1]))}")
+print(f"requests on label changes: {dict(sorted(r['labels']['by'].items(), key=lambda kv: -kv[1])[:6])}")
+if holder0 != holder1:
+    print(f"the leader changed during the run ({holder0} -> {holder1}): metrics are the new leader's only")
+print(f"run took {took} s")
+PY
