@@ -45,13 +45,19 @@ trap cleanup EXIT
 say() { echo "[bench-scale $(($(date +%s) - started)) s] $*" >&2; }
 
 leader() { kubectl -n archway-system get lease archway-operator -o jsonpath='{.spec.holderIdentity}' 2>/dev/null; }
-# The leading operator's /metrics (on its pod IP, a loopback address here) into file $1.
+# Every operator replica's /metrics (on its pod IP, a loopback address here) into $1.<pod>: a
+# replica that loses the Lease restarts, and its counters with it; the figures add up each replica's
+# increase (from 0 after a restart). The standby reconciles nothing.
 scrape() {
-  local ip
-  ip=$(kubectl -n archway-system get pod "$(leader)" -o jsonpath='{.status.podIP}')
-  curl -sf --noproxy '*' "http://$ip:8080/metrics" >"$1"
+  local pod ip
+  rm -f "$1".* "$1.tmp"
+  while read -r pod ip; do
+    if [ -n "$ip" ] && curl -sf --noproxy '*' "http://$ip:8080/metrics" >"$1.tmp"; then mv "$1.tmp" "$1.$pod"; fi
+  done < <(kubectl -n archway-system get pods -l app.kubernetes.io/name=archway \
+    -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
+  rm -f "$1.tmp"
+  compgen -G "$1.*" >/dev/null
 }
-reconciles() { awk '/^archway_reconciles_total / {print $2}' "$1"; }
 lines() { wc -l <"$audit"; }
 # The audit log's requests in lines ($1, $2] as JSON: total and writes (Lease apart), Lease, by verb
 # and by verb and resource.
@@ -175,32 +181,49 @@ grep -F 'msg="response completed"' "$dir/logs/registry.log" | grep -F "/v2/bench
 
 python3 - "$work" "$run" "$n" "$waiting" "$real" "$ready" "$nodes" "$extras" "$idle" "$t0" "$t1" "$t2" \
   "$rss" "$holder0" "$holder1" "$(($(date +%s) - started))" <<'PY'
-import json, re, sys
+import json, os, re, sys
 from datetime import datetime
 work, run = sys.argv[1], sys.argv[2]
 n, waiting, real, ready, nodes, extras, idle = map(int, sys.argv[3:10])
 t0, t1, t2 = map(float, sys.argv[10:13])
 rss, holder0, holder1, took = sys.argv[13], sys.argv[14], sys.argv[15], int(sys.argv[16])
 
-def metrics(name):
-    out = {}
-    for line in open(f"{work}/{name}"):
+def parse(path):
+    out = {"reconciles": 0.0, "sum": 0.0, "buckets": []}
+    for line in open(path):
         if line.startswith("archway_reconciles_total "):
             out["reconciles"] = float(line.split()[1])
-        m = re.match(r'archway_reconcile_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
-        if m:
-            out.setdefault("buckets", []).append((float(m.group(1)), float(m.group(2))))
+        mm = re.match(r'archway_reconcile_duration_seconds_bucket\{le="([^"]+)"\} (\S+)', line)
+        if mm:
+            out["buckets"].append((float(mm.group(1)), float(mm.group(2))))
         if line.startswith("archway_reconcile_duration_seconds_sum "):
             out["sum"] = float(line.split()[1])
     return out
-m = {k: metrics(k) for k in ("m0", "m1", "m2", "m3", "m4", "m5")}
-reconciles = lambda a, b: int(m[b].get("reconciles", 0) - m[a].get("reconciles", 0))
+# Per scrape, per replica (pod).
+m = {k: {p.split(".", 1)[1]: parse(f"{work}/{p}") for p in os.listdir(work) if p.startswith(k + ".")} for k in ("m0", "m1", "m2", "m3", "m4", "m5")}
+restarted = set()
+def increase(a, b):
+    """Each replica's increase from scrape a to scrape b, from zero when it restarted in between, summed:
+    (reconciles, duration sum, [(le, count)])."""
+    total, secs, buckets = 0.0, 0.0, None
+    for pod, end in m[b].items():
+        start = m[a].get(pod)
+        if start is None or end["reconciles"] < start["reconciles"] or end["sum"] < start["sum"]:
+            if start is not None:
+                restarted.add(pod)
+            start = {"reconciles": 0.0, "sum": 0.0, "buckets": [(le, 0.0) for le, _ in end["buckets"]]}
+        total += end["reconciles"] - start["reconciles"]
+        secs += end["sum"] - start["sum"]
+        diff = [(le, c - c0) for (le, c), (_, c0) in zip(end["buckets"], start["buckets"])]
+        buckets = diff if buckets is None else [(le, c + d) for (le, c), (_, d) in zip(buckets, diff)]
+    return total, secs, buckets or []
+reconciles = lambda a, b: int(increase(a, b)[0])
 r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
 
 def quantile(q, a="m0", b="m5"):
     """Bucket-interpolated, like PromQL's histogram_quantile, over the reconciles between a and b."""
-    buckets = [(le, c - c0) for (le, c), (_, c0) in zip(m[b]["buckets"], m[a]["buckets"])]
-    total = buckets[-1][1]
+    buckets = increase(a, b)[2]
+    total = buckets[-1][1] if buckets else 0
     if total <= 0:
         return float("nan"), 0
     rank, lower, below = q * total, 0.0, 0.0
@@ -231,9 +254,9 @@ for line in open(f"{work}/index-puts"):
 lags = sorted(min(p for p in puts[b] if p >= t) - t for b, t in done.items() if any(p >= t for p in puts.get(b, [])))
 
 p50, count = quantile(0.5)
-mean = (m["m5"].get("sum", 0) - m["m0"].get("sum", 0)) / count if count else float("nan")
+mean = increase("m0", "m5")[1] / count if count else float("nan")
 def bucket(x):
-    bounds = [0.0] + [le for le, _ in m["m5"]["buckets"]]
+    bounds = [0.0] + [le for le, _ in increase("m0", "m5")[2]]
     for lo, hi in zip(bounds, bounds[1:]):
         if x <= hi:
             return f"{lo * 1000:g}-{hi * 1000:g} ms"
@@ -280,7 +303,8 @@ events = writes.get("create events", 0)
 print(f"\nrequests while {waiting:,} reach Waiting: {top(r['waiting']['by'])}")
 print(f"writes while {real} build: {top(writes)}; {(r['real']['writes'] - events) / max(2 * real, 1):.1f} per platform build without events")
 print(f"requests on label changes: {top(r['labels']['by'])}")
-if holder0 != holder1:
-    print(f"the leader changed during the run ({holder0} -> {holder1}): metrics are the new leader's only")
+if holder0 != holder1 or restarted:
+    print(f"the leader changed during the run ({holder0} -> {holder1}; restarted: {', '.join(sorted(restarted)) or 'none'}):"
+          " a restarted replica's reconciles between the last scrape and its restart are not counted")
 print(f"run took {took} s")
 PY
