@@ -24,7 +24,7 @@ pub(super) async fn apply_jobs(
     let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
     let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
     let builder = &ctx.builder;
-    if !decision.create.is_empty() {
+    if !decision.create.is_empty() || !decision.delete.is_empty() {
         ctx.fence.check().await?;
     }
     for create in &decision.create {
@@ -55,8 +55,10 @@ pub(super) async fn apply_resolve(
 ) -> Result<(), Error> {
     let namespace = build.namespace().unwrap_or_default();
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
-    if let Some(name) = &step.create {
+    if step.create.is_some() || !step.delete.is_empty() {
         ctx.fence.check().await?;
+    }
+    if let Some(name) = &step.create {
         let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
         let job = resolve_job(&ResolveRequest {
             name,

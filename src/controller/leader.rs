@@ -56,10 +56,10 @@ pub async fn while_leading<F: Future<Output = ()>>(client: Client, election: &El
     outcome
 }
 
-/// The check before a write that must happen once (a build Job, the index push, a workload patch):
-/// this replica holds the Lease, renewed less than its duration ago. A leader that was paused past its
-/// Lease (a stopped process, a frozen VM, a partition) learns it here, before writing, rather than
-/// after the new leader has written too. Without leader election there is nothing to check.
+/// The check before a write that must happen once or not on stale knowledge (a build Job created or
+/// deleted, the index push, a workload patch): this replica holds the Lease, renewed less than its
+/// duration ago. A leader that was paused past its Lease (a stopped process, a frozen VM, a
+/// partition) learns it here, before writing, rather than after the new leader has written too. Without leader election there is nothing to check.
 #[derive(Clone)]
 pub struct Fence {
     leases: Option<(Api<Lease>, String)>,

@@ -137,8 +137,11 @@ pub fn decide(input: &Inputs) -> Decision {
             (None, Some(job)) => match observed_status(platform, job, input) {
                 Observed::Status(status) => {
                     keep.push(name);
-                    if let (JobState::Running, Some(since)) = (&job.state, &job.unplaced_since) {
-                        let left = remaining(since, input.timeout, input.now);
+                    let unplaced = match (&job.state, &job.unplaced_since) {
+                        (JobState::Running, Some(since)) => Some(remaining(since, input.timeout, input.now)),
+                        _ => None,
+                    };
+                    if let Some(left) = unplaced.or_else(|| awaiting_pod_result(job, input.now)) {
                         decision.recheck_in = Some(decision.recheck_in.map_or(left, |r| r.min(left)));
                     }
                     status
@@ -178,6 +181,22 @@ fn remaining(since: &Time, timeout: Duration, now: &Time) -> Duration {
     timeout.saturating_sub(waited).max(Duration::from_secs(1))
 }
 
+/// How long a Job may be Complete before its pod's result shows in the pod cache: Jobs and pods come
+/// by separate watches, and one can run behind the other (a reconnect, a paused process). Only after
+/// this is a Complete Job without a readable pod taken as one whose pods were deleted.
+const POD_CACHE_LAG: Duration = Duration::from_secs(30);
+
+/// For a Complete Job whose pod's result is not seen yet, within [`POD_CACHE_LAG`] of its completion:
+/// how long until that runs out.
+fn awaiting_pod_result(job: &JobObservation, now: &Time) -> Option<Duration> {
+    if job.state != (JobState::Succeeded { message: None }) {
+        return None;
+    }
+    let completed = job.completed_at.as_ref()?;
+    let waited = now.0.duration_since(completed.0).unsigned_abs();
+    (waited < POD_CACHE_LAG).then(|| remaining(completed, POD_CACHE_LAG, now))
+}
+
 fn waiting(platform: &Platform, why: &Unplaceable) -> PlatformStatus {
     PlatformStatus {
         platform: platform.to_string(),
@@ -205,6 +224,9 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
             }
             _ => (PlatformPhase::Building, None, job.problem.clone()),
         },
+        JobState::Succeeded { message: None } if awaiting_pod_result(job, input.now).is_some() => {
+            (PlatformPhase::Building, None, None)
+        }
         JobState::Succeeded { message: None } => {
             return Observed::Lost(PlatformStatus {
                 platform: platform.to_string(),
@@ -422,7 +444,16 @@ mod tests {
     fn a_complete_job_whose_result_was_never_recorded_is_built_again() {
         let mut world = World::new(spec(&["linux/amd64"]));
         let name = world.job_names().remove(0);
-        world.jobs = vec![observed(&name, JobState::Succeeded { message: None })];
+        let complete =
+            JobObservation { completed_at: Some(time(990)), ..observed(&name, JobState::Succeeded { message: None }) };
+        world.jobs = vec![complete];
+        // Complete 10 s ago: its pod's result may be on its way in the pod cache, so look again later.
+        let decision = world.decide();
+        assert!(decision.delete.is_empty() && decision.create.is_empty(), "{decision:?}");
+        assert_eq!(decision.platforms[0].phase, PlatformPhase::Building);
+        assert_eq!(decision.recheck_in, Some(Duration::from_secs(20)));
+        // Still nothing to read 30 s after: its pods were deleted.
+        world.now = time(1020);
         let decision = world.decide();
         assert_eq!(decision.delete, [name]);
         assert!(decision.create.is_empty(), "created again once the old Job is gone");

@@ -15,7 +15,10 @@ use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
 };
-use common::{GitRepo, ImageContents, kill_operator, manifest_digest_raw, operator_reconciles, wait, wait_answering};
+use common::{
+    GitRepo, ImageContents, kill_operator, manifest_digest_raw, operator_reconciles, pause_operator, wait,
+    wait_answering,
+};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
@@ -185,39 +188,63 @@ async fn a_git_branch_builds_one_commit_for_every_platform_and_polls_for_new_one
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_killed_again_and_again_publishes_one_index_and_patches_once() -> Result<()> {
-    let (env, client) = start("faults-kill").await?;
+    // SIGKILLed as soon as another leads, until it is done: after Job creation, mid build, around the
+    // publish and the rollout, wherever it lands.
+    once_despite("kill", "Dockerfile", |client| async move { kill_operator(&client).await }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_writes_nothing_twice() -> Result<()> {
+    // SIGSTOPped past its Lease while another takes over and works for 2 s, then resumed in the middle
+    // of whatever it was doing: its fence stops the writes that the new leader makes too. Each pause
+    // lasts a Lease (6 s) and more: slow builds, so that several land within the build.
+    once_despite(
+        "pause",
+        "Dockerfile.slow",
+        |client| async move { pause_operator(&client, Duration::from_secs(2)).await },
+    )
+    .await
+}
+
+/// A four-platform build with a rollout, with the leading operator disrupted by `disrupt` again and
+/// again until the build is Ready: one Job per platform, one index push, one patch of the workload.
+async fn once_despite<F, Fut>(name: &str, dockerfile: &str, disrupt: F) -> Result<()>
+where
+    F: Fn(Client) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let (env, client) = start(&format!("faults-{name}")).await?;
     let repo = format!("{}/asksven/blog", env.registry.host);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    deployments.patch("site", &PatchParams::apply("gitops"), &Patch::Apply(site(&repo))).await?;
+    deployments.patch("site", &PatchParams::apply("gitops"), &Patch::Apply(site(&repo, name))).await?;
     let generation = |d: Deployment| d.metadata.generation.unwrap_or_default();
     let before = generation(deployments.get("site").await?);
 
-    // Four platforms and a rollout, with the leading operator SIGKILLed as soon as another leads, until
-    // it is done: after Job creation, mid build, around the publish and the rollout, wherever it lands.
-    let mut build =
-        blog_build(&env, "blog-kill", &["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"], "Dockerfile");
-    build["spec"]["output"]["tags"] = json!(["kill"]);
+    let build_name = format!("blog-{name}");
+    let platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"];
+    let mut build = blog_build(&env, &build_name, &platforms, dockerfile);
+    build["spec"]["output"]["tags"] = json!([name]);
     build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "site"}]});
-    api(&client).patch("blog-kill", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
-    let mut kills = 0;
-    while kills < 12 && !is_ready(&serde_json::to_value(&api(&client).get("blog-kill").await?.status)?) {
-        kill_operator(&client).await?;
-        kills += 1;
+    api(&client).patch(&build_name, &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let mut disruptions = 0;
+    while disruptions < 12 && !is_ready(&serde_json::to_value(&api(&client).get(&build_name).await?.status)?) {
+        disrupt(client.clone()).await?;
+        disruptions += 1;
     }
-    let status = wait_status_in(&client, NS, "blog-kill", is_ready).await?;
-    ensure!(kills >= 3, "the build was done after {kills} kills: too few to prove anything");
+    let status = wait_status_in(&client, NS, &build_name, is_ready).await?;
+    ensure!(disruptions >= 3, "the build was done after {disruptions} disruptions: too few to prove anything");
 
-    let jobs = jobs_of(&client, "blog-kill").await?;
+    let jobs = jobs_of(&client, &build_name).await?;
     ensure!(jobs.len() == 4, "{} Jobs for 4 platforms: {:?}", jobs.len(), job_names(&jobs));
-    let pushes = manifest_puts(&env, "asksven/blog", "kill")?;
-    ensure!(pushes == 1, "the index was pushed to :kill {pushes} times over {kills} kills");
+    let pushes = manifest_puts(&env, "asksven/blog", name)?;
+    ensure!(pushes == 1, "the index was pushed to :{name} {pushes} times over {disruptions} disruptions");
     let image = status["image"].as_str().context("status.image")?;
-    let index = manifest_digest_raw(&env.registry, &format!("{repo}:kill")).await?;
-    ensure!(image.ends_with(&index), "{image} is not what :kill names");
+    let index = manifest_digest_raw(&env.registry, &format!("{repo}:{name}")).await?;
+    ensure!(image.ends_with(&index), "{image} is not what :{name} names");
     let site = deployments.get("site").await?;
     let web = site.spec.template.spec.as_ref().map(|p| p.containers[0].image.clone());
     ensure!(web == Some(Some(image.to_string())), "the Deployment runs {web:?}");
-    ensure!(generation(site) == before + 1, "the Deployment was patched more than once over {kills} kills");
+    ensure!(generation(site) == before + 1, "the Deployment was patched more than once over {disruptions} disruptions");
     env.shutdown().await;
     Ok(())
 }
@@ -301,8 +328,8 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     Ok(())
 }
 
-/// A Deployment of one replica that runs `<repo>:kill` until archway rolls it out.
-fn site(repo: &str) -> Value {
+/// A Deployment of one replica that runs `<repo>:<tag>` until archway rolls it out.
+fn site(repo: &str, tag: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -312,7 +339,7 @@ fn site(repo: &str) -> Value {
             "selector": {"matchLabels": {"app": "site"}},
             "template": {
                 "metadata": {"labels": {"app": "site"}},
-                "spec": {"containers": [{"name": "web", "image": format!("{repo}:kill"), "command": ["sleep", "86400"]}]},
+                "spec": {"containers": [{"name": "web", "image": format!("{repo}:{tag}"), "command": ["sleep", "86400"]}]},
             },
         },
     })

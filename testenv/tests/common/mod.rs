@@ -255,6 +255,49 @@ pub async fn kill_operator(client: &kube::Client) -> Result<()> {
     .await
 }
 
+/// A pause of the leading operator longer than its Lease (a stopped process, a frozen VM): SIGSTOP to
+/// every process of the pod that holds the Lease, until another pod leads and has had `working` to
+/// act, then SIGCONT. The paused one resumes in the middle of whatever it was doing.
+pub async fn pause_operator(client: &kube::Client, working: Duration) -> Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    let leases: Api<Lease> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    let holder = || async {
+        let lease = leases.get_opt(archway::controller::LEASE_NAME).await?;
+        Ok::<_, anyhow::Error>(lease.and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty()))
+    };
+    let leader = wait("an operator to lead", || async { holder().await }).await?;
+    let processes = processes_of_pod(&leader)?;
+    ensure!(!processes.is_empty(), "no process of the leading pod {leader}");
+    for pid in &processes {
+        kill(*pid, Signal::SIGSTOP)?;
+    }
+    let taken_over =
+        wait("another operator pod to lead", || async { Ok(holder().await?.filter(|h| *h != leader).map(|_| ())) })
+            .await;
+    tokio::time::sleep(working).await;
+    for pid in &processes {
+        // Gone already is fine: nothing to resume.
+        let _ = kill(*pid, Signal::SIGCONT);
+    }
+    taken_over
+}
+
+/// The host processes of a hostlet pod: those whose environment has the pod's name as `HOSTNAME`.
+fn processes_of_pod(pod: &str) -> Result<Vec<nix::unistd::Pid>> {
+    let wanted = format!("HOSTNAME={pod}");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        // A process that ended meanwhile cannot be read: not ours to pause.
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|b| *b == 0).any(|var| var == wanted.as_bytes()) {
+            pids.push(nix::unistd::Pid::from_raw(pid));
+        }
+    }
+    Ok(pids)
+}
+
 /// A git repository on this host, for builds whose source is `file://` it.
 pub struct GitRepo {
     pub dir: std::path::PathBuf,
