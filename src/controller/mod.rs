@@ -25,6 +25,7 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Reporter};
+use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
@@ -158,11 +159,20 @@ async fn reconcile_until_shutdown(
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
     });
-    let builds = Api::<Guarded>::all(client.clone());
+    // A build is reconciled when its spec, labels or annotations (a rebuild request) change, not when
+    // only its status does: the operator wrote that status itself, at the end of a reconcile that saw
+    // everything. The store still gets every change.
+    let (store, writer) = reflector::store();
+    let builds = reflector::reflector(writer, watcher(Api::<Guarded>::all(client.clone()), watcher::Config::default()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(
+            predicates::generation.combine(predicates::annotations).combine(predicates::labels),
+            Default::default(),
+        );
     let concurrency = ctx.config.concurrency;
-    let controller = Controller::new(builds, watcher::Config::default())
+    let controller = Controller::for_stream(builds, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    let store = controller.store();
     // What is kept per build (the status last written, the failure count) goes once the build does.
     let (pruning, builds_now) = (ctx.clone(), store.clone());
     tokio::spawn(async move {
