@@ -56,6 +56,7 @@ scrape() {
   done < <(kubectl -n archway-system get pods -l app.kubernetes.io/name=archway \
     -o jsonpath='{range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}')
   rm -f "$1.tmp"
+  echo "${1##*/} $(leader)" >>"${1%/*}/leaders"
   compgen -G "$1.*" >/dev/null
 }
 lines() { wc -l <"$audit"; }
@@ -216,6 +217,8 @@ def increase(a, b):
         secs += end["sum"] - start["sum"]
         diff = [(le, c - c0) for (le, c), (_, c0) in zip(end["buckets"], start["buckets"])]
         buckets = diff if buckets is None else [(le, c + d) for (le, c), (_, d) in zip(buckets, diff)]
+    # A replica scraped before but not now (its process restarting) lost what it counted since.
+    restarted.update(pod for pod in m[a] if pod not in m[b])
     return total, secs, buckets or []
 reconciles = lambda a, b: int(increase(a, b)[0])
 r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
@@ -303,8 +306,16 @@ events = writes.get("create events", 0)
 print(f"\nrequests while {waiting:,} reach Waiting: {top(r['waiting']['by'])}")
 print(f"writes while {real} build: {top(writes)}; {(r['real']['writes'] - events) / max(2 * real, 1):.1f} per platform build without events")
 print(f"requests on label changes: {top(r['labels']['by'])}")
+windows = {"m1": "applying the waiting builds", "m2": "the real builds", "m3": "settling after them",
+           "m4": "the idle window", "m5": "the label changes"}
+leaders = dict(line.split(" ", 1) for line in open(f"{work}/leaders").read().splitlines())
+changes = [windows[k] for prev, k in zip(["m0"] + list(windows), list(windows)) if leaders.get(prev) != leaders.get(k)]
+if changes:
+    print(f"the leader changed during: {', '.join(changes)}")
 if holder0 != holder1 or restarted:
-    print(f"the leader changed during the run ({holder0} -> {holder1}; restarted: {', '.join(sorted(restarted)) or 'none'}):"
-          " a restarted replica's reconciles between the last scrape and its restart are not counted")
+    print(f"the leader changed during the run ({holder0} -> {holder1}; restarted or not answering: "
+          f"{', '.join(sorted(restarted)) or 'none'}): a restarted replica's reconciles between the last scrape and"
+          " its restart are not counted, its RSS is that since its restart, and the new leader's start-up"
+          " requests count in the window where it took over")
 print(f"run took {took} s")
 PY
