@@ -13,7 +13,8 @@ help:
 	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
 	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests"
 	@echo "make bench-scale  1,000 builds on an environment of its own with 100 extra nodes: API requests,"
-	@echo "                  reconcile times, RSS and index latency against issue 9's goals (a table)"
+	@echo "                  reconcile times, RSS and index latency against issue 9's goals (a table;"
+	@echo "                  one run's is in README.md, Scale)"
 	@echo "make image     build the operator's image (Dockerfile) for linux/amd64 into the local registry"
 
 deps:
