@@ -292,7 +292,7 @@ impl Registry {
                 }
             }
         };
-        retry(self.retry, move || async move {
+        let attempt = move || async move {
             let Some(http) = &self.http else { return once(&self.https).await };
             if self.is_plain(host) {
                 return once(http).await;
@@ -311,8 +311,16 @@ impl Registry {
                 }
                 result => result,
             }
-        })
-        .await
+        };
+        match retry(self.retry, attempt).await {
+            // oci-client sends a request without credentials when its auth probe failed (it drops that
+            // error: a timeout, a refused connection) and the registry answers 401. Once more, which
+            // probes again; credentials that are really refused are refused twice.
+            Err(error) if error.kind == ErrorKind::Unauthorized && self.auth != RegistryAuth::Anonymous => {
+                retry(self.retry, attempt).await
+            }
+            result => result,
+        }
     }
 
     fn is_plain(&self, host: &str) -> bool {

@@ -1,0 +1,299 @@
+//! One pass of a build's reconcile as one pure function: from what was observed, the spec checked
+//! once, the git source's next step, the Jobs to create and delete, and whether to publish (and what),
+//! or why the build cannot go on. The shell applies it, publishes, rolls out (the second pure step,
+//! [`super::rollout::plan_target`], needs the published digest) and writes the status from
+//! [`super::status::desired_status`].
+
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
+use super::git::{GitStep, ResolveObservation, git_step};
+use super::placement::{EmulationLabels, NodeView};
+use super::status::already_published;
+use super::validate::{ValidBuild, validate};
+use crate::api::{MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus};
+use crate::platform::Platform;
+
+/// What a reconcile observed of one build and the cluster, as plain data.
+pub struct Observation<'a> {
+    pub build_name: &'a str,
+    pub generation: i64,
+    pub spec: &'a MultiArchBuildSpec,
+    /// The rebuild annotation's value.
+    pub rebuild_requested_at: Option<&'a str>,
+    /// The status as last written.
+    pub status: Option<&'a MultiArchBuildStatus>,
+    pub nodes: &'a [NodeView],
+    pub emulation: &'a EmulationLabels,
+    pub jobs: &'a [JobObservation],
+    pub resolve_jobs: &'a [JobObservation],
+    pub context_fingerprint: Option<&'a str>,
+    /// A Secret or ConfigMap the spec names that does not exist, as a message naming field and fix.
+    pub missing: Option<&'a str>,
+    pub now: &'a Time,
+}
+
+/// What to do in this pass.
+#[derive(Debug)]
+pub struct BuildPlan {
+    /// The git source's resolve Jobs to create and delete, whatever comes next.
+    pub git: Option<GitStep>,
+    pub next: Next,
+}
+
+#[derive(Debug)]
+pub enum Next {
+    /// Only a change can fix this: say so in status, and look again after `recheck` at the latest.
+    Stop {
+        reason: Reason,
+        message: String,
+        recheck: Duration,
+    },
+    Go(Box<Go>),
+}
+
+/// A build that can go on: its Jobs, and its index once every platform is built.
+#[derive(Debug)]
+pub struct Go {
+    pub valid: ValidBuild,
+    pub decision: Decision,
+    pub publish: PublishStep,
+    /// The commit a git source builds.
+    pub commit: Option<String>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum PublishStep {
+    /// Not every platform is built yet.
+    NotYet,
+    /// The status already records the index of exactly these children: nothing to verify or push.
+    Done { image: String },
+    /// Verify these children and push their index.
+    Publish { built: Vec<(Platform, String)> },
+}
+
+/// When a permanent failure is looked at again if the change that fixes it is watched (a spec edit, a
+/// ConfigMap or Secret the build names, a node): a safety net only.
+pub const WAKES_IT: Duration = Duration::from_secs(300);
+/// ... and if it is not (a branch pushed to the git server, a foreign Job deleted).
+pub const LOOK_AGAIN: Duration = Duration::from_secs(60);
+
+pub fn plan(observed: &Observation) -> BuildPlan {
+    let stop = |reason, message: String, recheck| Next::Stop { reason, message, recheck };
+    let valid = match validate(observed.spec) {
+        Ok(valid) => valid,
+        Err(e) => return BuildPlan { git: None, next: stop(Reason::InvalidSpec, e.to_string(), WAKES_IT) },
+    };
+    if let Some(missing) = observed.missing {
+        return BuildPlan { git: None, next: stop(Reason::InvalidSpec, missing.to_string(), WAKES_IT) };
+    }
+    let platforms = match requested_platforms(observed.spec, observed.nodes) {
+        Ok(platforms) => platforms,
+        Err(e) => {
+            let next = stop(Reason::InvalidPlatform, format!("spec.platforms: {e}"), WAKES_IT);
+            return BuildPlan { git: None, next };
+        }
+    };
+    let git = observed.spec.source.git.as_ref().map(|git| {
+        git_step(&ResolveObservation {
+            build_name: observed.build_name,
+            git,
+            poll_interval: valid.poll_interval,
+            generation: observed.generation,
+            rebuild_requested_at: observed.rebuild_requested_at,
+            recorded: observed.status.and_then(|s| s.source.as_ref()),
+            jobs: observed.resolve_jobs,
+            now: observed.now,
+        })
+    });
+    if let Some(message) = git.as_ref().and_then(|step| step.failed.clone()) {
+        return BuildPlan { git, next: stop(Reason::RevisionUnresolved, message, LOOK_AGAIN) };
+    }
+    let commit = git.as_ref().and_then(|step| step.commit.clone());
+    let decision = decide(&decide::Inputs {
+        build_name: observed.build_name,
+        spec: observed.spec,
+        platforms: &platforms,
+        nodes: observed.nodes,
+        emulation: observed.emulation,
+        jobs: observed.jobs,
+        context_fingerprint: observed.context_fingerprint,
+        rebuild_requested_at: observed.rebuild_requested_at,
+        source: match (&git, &commit) {
+            (None, _) => SourceRevision::NotGit,
+            (Some(_), None) => SourceRevision::Resolving,
+            (Some(_), Some(commit)) => SourceRevision::Commit(commit),
+        },
+        records: observed.status.map(|s| s.platforms.as_slice()).unwrap_or_default(),
+        timeout: valid.timeout,
+        now: observed.now,
+    });
+    let publish = match (already_published(observed.status, observed.generation, &decision), decision.built()) {
+        (Some(image), _) => PublishStep::Done { image },
+        (None, Some(built)) => PublishStep::Publish { built },
+        (None, None) => PublishStep::NotYet,
+    };
+    BuildPlan { git, next: Next::Go(Box::new(Go { valid, decision, publish, commit })) }
+}
+
+impl BuildPlan {
+    /// The git source's status to write: this pass's, or `None` to keep the one last written.
+    pub fn source(&self) -> Option<SourceStatus> {
+        self.git.as_ref().map(|step| step.status.clone())
+    }
+
+    /// When to look again: soon while platforms build or a revision resolves (the caches may lag a
+    /// moment behind the event that woke this pass, and looking costs no API request), every 20 s while
+    /// a rollout progresses (for its deadline), when a wait runs out or a git poll is due, and after
+    /// 5 minutes anyway, as a safety net.
+    pub fn requeue(&self, rolling: bool) -> Duration {
+        let go = match &self.next {
+            Next::Stop { recheck, .. } => return *recheck,
+            Next::Go(go) => go,
+        };
+        let building =
+            go.decision.platforms.iter().any(|p| matches!(p.phase, PlatformPhase::Pending | PlatformPhase::Building))
+                || self.git.as_ref().is_some_and(|step| step.commit.is_none());
+        let base = Duration::from_secs(if building {
+            5
+        } else if rolling {
+            20
+        } else {
+            300
+        });
+        let rechecks = [go.decision.recheck_in, self.git.as_ref().and_then(|step| step.recheck_in)];
+        rechecks.into_iter().flatten().fold(base, Duration::min)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{LocalRef, OutputSpec, PlatformPhase, Source};
+    use crate::plan::decide::JobState;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn spec(platforms: &[&str]) -> MultiArchBuildSpec {
+        MultiArchBuildSpec {
+            source: Source { config_map: Some(LocalRef { name: "ctx".into() }), git: None },
+            platforms: platforms.iter().map(|p| p.to_string()).collect(),
+            output: OutputSpec { image: "registry.example.com/blog".into(), ..Default::default() },
+            ..Default::default()
+        }
+    }
+
+    fn nodes() -> Vec<NodeView> {
+        let node = |name: &str, platform: &str| NodeView {
+            name: name.into(),
+            platform: Some(platform.parse().unwrap()),
+            usable: true,
+            emulates: Default::default(),
+        };
+        vec![node("x86-1", "linux/amd64"), node("jetson-1", "linux/arm64")]
+    }
+
+    /// Plans `spec` on two nodes with these Jobs and status, at a fixed time.
+    fn plan_of(spec: &MultiArchBuildSpec, jobs: &[JobObservation], status: Option<&MultiArchBuildStatus>) -> BuildPlan {
+        let (nodes, now) = (nodes(), Time(Timestamp::from_second(1000).unwrap()));
+        plan(&Observation {
+            build_name: "blog",
+            generation: 2,
+            spec,
+            rebuild_requested_at: None,
+            status,
+            nodes: &nodes,
+            emulation: &EmulationLabels::default(),
+            jobs,
+            resolve_jobs: &[],
+            context_fingerprint: Some("fp"),
+            missing: None,
+            now: &now,
+        })
+    }
+
+    fn go(plan: &BuildPlan) -> &Go {
+        match &plan.next {
+            Next::Go(go) => go,
+            Next::Stop { message, .. } => panic!("stopped: {message}"),
+        }
+    }
+
+    #[test]
+    fn a_bad_spec_or_platform_stops_with_the_field_named() {
+        let mut bad = spec(&["linux/amd64"]);
+        bad.builder.timeout = "soon".into();
+        let Next::Stop { reason, message, recheck } = plan_of(&bad, &[], None).next else { panic!("went on") };
+        assert_eq!((reason, recheck), (Reason::InvalidSpec, WAKES_IT));
+        assert!(message.starts_with("spec.builder.timeout"), "{message}");
+
+        let Next::Stop { reason, message, .. } = plan_of(&spec(&["linux/m68k"]), &[], None).next else {
+            panic!("went on")
+        };
+        assert_eq!(reason, Reason::InvalidPlatform);
+        assert!(message.starts_with("spec.platforms"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_reference_stops_until_it_appears() {
+        let (nodes, now) = (nodes(), Time(Timestamp::from_second(1000).unwrap()));
+        let spec = spec(&["linux/amd64"]);
+        let planned = plan(&Observation {
+            build_name: "blog",
+            generation: 1,
+            spec: &spec,
+            rebuild_requested_at: None,
+            status: None,
+            nodes: &nodes,
+            emulation: &EmulationLabels::default(),
+            jobs: &[],
+            resolve_jobs: &[],
+            context_fingerprint: None,
+            missing: Some("spec.source.configMap: ConfigMap \"ctx\" not found"),
+            now: &now,
+        });
+        let Next::Stop { reason, message, recheck } = planned.next else { panic!("went on") };
+        assert_eq!((reason, recheck), (Reason::InvalidSpec, WAKES_IT));
+        assert!(message.contains("\"ctx\" not found"));
+    }
+
+    #[test]
+    fn jobs_first_then_one_publish_then_nothing_more() {
+        let spec = spec(&["linux/amd64", "linux/arm64"]);
+        let first = plan_of(&spec, &[], None);
+        assert_eq!(go(&first).decision.create.len(), 2);
+        assert_eq!(go(&first).publish, PublishStep::NotYet);
+        assert_eq!(first.requeue(false), Duration::from_secs(5), "looks again soon while building");
+
+        let digest = |c: char| format!("sha256:{}", c.to_string().repeat(64));
+        let jobs: Vec<JobObservation> = go(&first)
+            .decision
+            .platforms
+            .iter()
+            .zip(['a', 'b'])
+            .map(|(p, c)| JobObservation {
+                name: p.job.clone().unwrap(),
+                state: JobState::Succeeded { message: Some(digest(c)) },
+                attempts: 1,
+                ..Default::default()
+            })
+            .collect();
+        let built = plan_of(&spec, &jobs, None);
+        let PublishStep::Publish { built: children } = &go(&built).publish else { panic!("{built:?}") };
+        assert_eq!(children.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), [digest('a'), digest('b')]);
+        assert_eq!(built.requeue(false), Duration::from_secs(300));
+        assert_eq!(built.requeue(true), Duration::from_secs(20), "a rollout's deadline is looked at");
+
+        // Published at this generation: the same children are not pushed again.
+        let status = MultiArchBuildStatus {
+            observed_generation: Some(2),
+            image: Some("registry.example.com/blog@sha256:1".into()),
+            platforms: go(&built).decision.platforms.clone(),
+            ..Default::default()
+        };
+        let again = plan_of(&spec, &jobs, Some(&status));
+        assert_eq!(go(&again).publish, PublishStep::Done { image: "registry.example.com/blog@sha256:1".into() });
+        assert!(go(&again).decision.platforms.iter().all(|p| p.phase == PlatformPhase::Succeeded));
+    }
+}
