@@ -91,17 +91,20 @@ pub struct MultiArchBuildSpec {
 }
 
 impl MultiArchBuild {
-    /// Whether a change of the cluster's nodes (added, removed, Ready, cordoned, labels, taints) can
-    /// change what this build does: it is not settled at its generation (a platform may wait for a node
-    /// or run on one that goes), its platforms follow the nodes (`[auto]`), or its rollout's coverage
-    /// reads them. A Ready or Failed build of fixed platforms without rollout does not.
-    pub fn reads_nodes(&self) -> bool {
+    /// Whether a change of what placement reads of the nodes (added, removed, Ready, cordoned, platform,
+    /// emulation) can change what this build does: it is not settled at its generation (a platform may
+    /// wait for a node or run on one that goes), or its platforms follow the nodes (`[auto]`). A Ready or
+    /// Failed build of fixed platforms does not.
+    pub fn places_on_nodes(&self) -> bool {
         let status = self.status.as_ref();
         let observed = status.and_then(|s| s.observed_generation) == self.metadata.generation;
         let settled = matches!(status.and_then(|s| s.phase), Some(BuildPhase::Ready | BuildPhase::Failed));
-        !(observed && settled)
-            || self.spec.is_auto()
-            || self.spec.rollout.as_ref().is_some_and(|r| !r.targets.is_empty())
+        !(observed && settled) || self.spec.is_auto()
+    }
+
+    /// Whether its rollout's coverage reads the nodes (any label, taint, cordon or Ready).
+    pub fn covers_nodes(&self) -> bool {
+        self.spec.rollout.as_ref().is_some_and(|r| !r.targets.is_empty())
     }
 }
 

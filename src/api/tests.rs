@@ -219,7 +219,7 @@ fn a_build_names_its_context_and_secrets() {
 }
 
 #[test]
-fn only_unsettled_auto_or_rolling_builds_read_nodes() {
+fn only_unsettled_or_auto_builds_place_on_nodes_and_only_rollouts_cover_them() {
     let build = |phase: Option<BuildPhase>, observed: i64, platforms: &[&str], rollout: bool| {
         let mut spec = full_spec();
         spec.platforms = platforms.iter().map(|p| p.to_string()).collect();
@@ -232,14 +232,16 @@ fn only_unsettled_auto_or_rolling_builds_read_nodes() {
         build
     };
     let fixed = ["linux/amd64", "linux/arm64"];
-    assert!(!build(Some(BuildPhase::Ready), 2, &fixed, false).reads_nodes());
-    assert!(!build(Some(BuildPhase::Failed), 2, &fixed, false).reads_nodes());
+    assert!(!build(Some(BuildPhase::Ready), 2, &fixed, false).places_on_nodes());
+    assert!(!build(Some(BuildPhase::Failed), 2, &fixed, false).places_on_nodes());
     // Waiting or building platforms, or a spec not yet handled.
-    assert!(build(Some(BuildPhase::Building), 2, &fixed, false).reads_nodes());
-    assert!(build(Some(BuildPhase::Pending), 2, &fixed, false).reads_nodes());
-    assert!(build(Some(BuildPhase::Ready), 1, &fixed, false).reads_nodes());
-    assert!(build(None, 0, &fixed, false).reads_nodes());
-    // The index follows the nodes; the rollout's coverage reads them.
-    assert!(build(Some(BuildPhase::Ready), 2, &[AUTO_PLATFORM], false).reads_nodes());
-    assert!(build(Some(BuildPhase::Ready), 2, &fixed, true).reads_nodes());
+    assert!(build(Some(BuildPhase::Building), 2, &fixed, false).places_on_nodes());
+    assert!(build(Some(BuildPhase::Pending), 2, &fixed, false).places_on_nodes());
+    assert!(build(Some(BuildPhase::Ready), 1, &fixed, false).places_on_nodes());
+    assert!(build(None, 0, &fixed, false).places_on_nodes());
+    // The index follows the nodes.
+    assert!(build(Some(BuildPhase::Ready), 2, &[AUTO_PLATFORM], false).places_on_nodes());
+    // The rollout's coverage reads them, settled or not.
+    assert!(build(Some(BuildPhase::Ready), 2, &fixed, true).covers_nodes());
+    assert!(!build(Some(BuildPhase::Building), 2, &fixed, false).covers_nodes());
 }

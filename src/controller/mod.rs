@@ -25,8 +25,8 @@ use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Reporter};
-use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::utils::{Predicate, predicates};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{instrument, warn};
@@ -38,17 +38,15 @@ use events::{event, publish_event, record_transitions};
 pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 
 use crate::api::{
-    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState,
-    WorkloadKind,
+    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, Reason, SourceStatus, TargetState, WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Metrics};
-use crate::plan::decide::{self, Decision, decide, requested_platforms};
-use crate::plan::git::{ResolveObservation, git_step};
+use crate::plan::build::{LOOK_AGAIN, Next, Observation, PublishStep, plan};
+use crate::plan::decide::Decision;
 use crate::plan::inputs::REBUILD_ANNOTATION;
 use crate::plan::job::BuilderConfig;
-use crate::plan::placement::NodeFingerprints;
-use crate::plan::status::{Publish, already_published, desired_status};
-use crate::plan::validate::validate;
+use crate::plan::placement::{NodeChange, NodeFingerprints};
+use crate::plan::status::{Publish, desired_status};
 use crate::platform::Platform;
 
 pub const FIELD_MANAGER: &str = "archway";
@@ -138,14 +136,17 @@ async fn reconcile_until_shutdown(
 ) {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
     // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
-    // wake the builds they can concern (`MultiArchBuild::reads_nodes`); a heartbeat changes none of that
+    // wake the builds they can concern (see `builds_reading_nodes`); a heartbeat changes none of that
     // and wakes nothing. The same watch keeps the node cache.
     let (nodes, node_writer) = reflector::store();
-    let mut seen = NodeFingerprints::default();
+    let mut seen = NodeFingerprints::new(config.emulation_labels());
     let node_changes =
         reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
             .default_backoff()
-            .filter_map(move |event| futures::future::ready(event.ok().filter(|e| seen.changed(e)).map(|_| ())));
+            .filter_map(move |event| {
+                let change = event.ok().map(|e| seen.change(&e)).filter(|c| *c != NodeChange::None);
+                futures::future::ready(change)
+            });
     let (caches, triggers) = Caches::start(&client, nodes);
     let ctx = Arc::new(Context {
         metrics,
@@ -196,7 +197,7 @@ async fn reconcile_until_shutdown(
     let (config_maps, secrets) =
         (naming(MultiArchBuildSpec::names_config_map), naming(MultiArchBuildSpec::names_secret));
     let reading = store.clone();
-    let node_wakes = node_changes.flat_map(move |()| futures::stream::iter(builds_reading_nodes(&reading)));
+    let node_wakes = node_changes.flat_map(move |change| futures::stream::iter(builds_reading_nodes(&reading, change)));
     controller
         .owns_stream(triggers.jobs)
         .watches_stream(triggers.config_maps, move |c| config_maps(c.metadata))
@@ -215,10 +216,13 @@ async fn reconcile_until_shutdown(
         .await;
 }
 
-/// The builds a change of the cluster's nodes can concern.
-fn builds_reading_nodes(store: &Store<Guarded>) -> Vec<ObjectRef<Guarded>> {
+/// The builds a change of the cluster's nodes can concern: a change of what placement reads concerns
+/// the builds that place on nodes or cover them, any other only those that cover them.
+fn builds_reading_nodes(store: &Store<Guarded>, change: NodeChange) -> Vec<ObjectRef<Guarded>> {
+    let reads =
+        |build: &MultiArchBuild| build.covers_nodes() || (change == NodeChange::Placement && build.places_on_nodes());
     let state = store.state();
-    let reading = state.iter().filter(|guarded| guarded.0.as_ref().is_ok_and(MultiArchBuild::reads_nodes));
+    let reading = state.iter().filter(|guarded| guarded.0.as_ref().is_ok_and(reads));
     reading.map(|guarded| ObjectRef::from_obj(guarded.as_ref())).collect()
 }
 
@@ -274,85 +278,53 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
     result
 }
 
+/// Observe (from the caches), plan (pure), apply: the resolve and build Jobs, the index once every
+/// platform is built, the rollout of the published image; then the status, with an event for each
+/// transition.
 async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action, Error> {
-    let name = build.name_any();
-    let generation = build.metadata.generation.unwrap_or_default();
-    let valid = match validate(&build.spec) {
-        Ok(valid) => valid,
-        Err(e) => return fail_permanently(build, ctx, Reason::InvalidSpec, &e.to_string(), None, WAKES_IT).await,
-    };
-    let emulation = ctx.config.emulation_labels();
     if !ctx.caches.is_ready() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await;
-    let observed = match observed {
-        // A ConfigMap or Secret it names is missing: its creation wakes the build.
-        Err(Error::Invalid(message)) => {
-            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, None, WAKES_IT).await;
-        }
-        other => other?,
-    };
-    let platforms = match requested_platforms(&build.spec, &observed.nodes) {
-        Ok(platforms) => platforms,
-        Err(e) => {
-            let message = format!("spec.platforms: {e}");
-            return fail_permanently(build, ctx, Reason::InvalidPlatform, &message, None, WAKES_IT).await;
-        }
-    };
-    let old = build.status.as_ref();
+    let name = build.name_any();
+    let generation = build.metadata.generation.unwrap_or_default();
+    let emulation = ctx.config.emulation_labels();
+    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
     let now = now();
-    let rebuild_requested_at = build.annotations().get(REBUILD_ANNOTATION).map(String::as_str);
-    let git = build.spec.source.git.as_ref().map(|git| {
-        git_step(&ResolveObservation {
-            build_name: &name,
-            git,
-            poll_interval: valid.poll_interval,
-            generation,
-            rebuild_requested_at,
-            recorded: old.and_then(|o| o.source.as_ref()),
-            jobs: &observed.resolve_jobs,
-            now: &now,
-        })
-    });
-    if let (Some(step), Some(git)) = (&git, &build.spec.source.git) {
-        jobs::apply_resolve(build, ctx, step, git).await?;
-    }
-    let source = git.as_ref().map(|step| step.status.clone());
-    if let Some(message) = git.as_ref().and_then(|step| step.failed.as_deref()) {
-        return fail_permanently(build, ctx, Reason::RevisionUnresolved, message, source, LOOK_AGAIN).await;
-    }
-    let commit = git.as_ref().and_then(|step| step.commit.as_deref());
-    let decision = decide(&decide::Inputs {
+    let plan = plan(&Observation {
         build_name: &name,
+        generation,
         spec: &build.spec,
-        platforms: &platforms,
+        rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
+        status: build.status.as_ref(),
         nodes: &observed.nodes,
         emulation: &emulation,
         jobs: &observed.jobs,
+        resolve_jobs: &observed.resolve_jobs,
         context_fingerprint: observed.context_fingerprint.as_deref(),
-        rebuild_requested_at,
-        source: match (&git, commit) {
-            (None, _) => decide::SourceRevision::NotGit,
-            (Some(_), None) => decide::SourceRevision::Resolving,
-            (Some(_), Some(commit)) => decide::SourceRevision::Commit(commit),
-        },
-        records: old.map(|o| o.platforms.as_slice()).unwrap_or_default(),
-        timeout: valid.timeout,
+        missing: observed.missing.as_deref(),
         now: &now,
     });
-    match jobs::apply_jobs(build, ctx, &decision, &valid).await {
+    if let (Some(step), Some(git)) = (&plan.git, &build.spec.source.git) {
+        jobs::apply_resolve(build, ctx, step, git).await?;
+    }
+    let go = match &plan.next {
+        Next::Stop { reason, message, recheck } => {
+            return fail_permanently(build, ctx, *reason, message, plan.source(), *recheck).await;
+        }
+        Next::Go(go) => go,
+    };
+    match jobs::apply_jobs(build, ctx, &go.decision, &go.valid).await {
         Err(Error::Invalid(message)) => {
-            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source, LOOK_AGAIN).await;
+            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
         }
         other => other?,
     }
-
-    let built = decision.built();
-    let publish = match (already_published(old, generation, &decision), &built) {
-        (Some(image), _) => Publish::Published { image },
-        (None, Some(built)) => {
-            match publish::publish(&ctx.client, &ctx.fence, build, &valid, built, commit, &ctx.registry_ca).await {
+    let publish = match &go.publish {
+        PublishStep::NotYet => Publish::NotYet,
+        PublishStep::Done { image } => Publish::Published { image: image.clone() },
+        PublishStep::Publish { built } => {
+            let commit = go.commit.as_deref();
+            match publish::publish(&ctx.client, &ctx.fence, build, &go.valid, built, commit, &ctx.registry_ca).await {
                 Ok(publish) => publish,
                 Err(Error::Registry(e)) if !e.is_transient() => {
                     Publish::Failed { reason: Reason::RegistryError, message: e.to_string() }
@@ -360,43 +332,18 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
                 Err(e) => return Err(e),
             }
         }
-        _ => Publish::NotYet,
     };
-    let offered: Vec<Platform> = built.unwrap_or_default().into_iter().map(|(p, _)| p).collect();
+    let offered: Vec<Platform> = go.decision.built().unwrap_or_default().into_iter().map(|(p, _)| p).collect();
     let published = match &publish {
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,
     };
-    let targets = rollout::roll_out(ctx, build, &valid, published, &observed.node_objects, &now).await?;
+    let targets = rollout::roll_out(ctx, build, &go.valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
-    // The Job and pod caches may lag a moment behind the event that woke this reconcile: while
-    // platforms build, look again soon (it costs no API request).
-    let building =
-        decision.platforms.iter().any(|p| matches!(p.phase, PlatformPhase::Pending | PlatformPhase::Building))
-            || git.as_ref().is_some_and(|step| step.commit.is_none());
-    let status =
-        MultiArchBuildStatus { source, ..desired_status(generation, &decision, &publish, &targets, old, &now) };
-    write_status(build, ctx, status).await?;
-    // Jobs, nodes and workloads wake the controller; a rollout is looked at often for its deadline, a
-    // Job without a pod when its wait runs out, a git source when its poll is due, and the long requeue
-    // is a safety net only.
-    let rechecks = [decision.recheck_in, git.and_then(|step| step.recheck_in)];
-    let base = Duration::from_secs(if building {
-        5
-    } else if rolling {
-        20
-    } else {
-        300
-    });
-    let next = rechecks.into_iter().flatten().fold(base, Duration::min);
-    Ok(Action::requeue(next))
+    let status = desired_status(generation, &go.decision, &publish, &targets, build.status.as_ref(), &now);
+    write_status(build, ctx, MultiArchBuildStatus { source: plan.source(), ..status }).await?;
+    Ok(Action::requeue(plan.requeue(rolling)))
 }
-
-/// When a permanent failure is looked at again if the change that fixes it is watched (a spec edit, a
-/// ConfigMap or Secret the build names, a node): a safety net only.
-const WAKES_IT: Duration = Duration::from_secs(300);
-/// ... and if it is not (a branch pushed to the git server, a foreign Job deleted).
-const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
 /// A problem only a change can fix: say so in status and an event, and wait for the change, or `recheck`.
 /// `source` replaces the git source's status when given; otherwise the one last written stays.

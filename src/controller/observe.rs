@@ -30,6 +30,8 @@ pub struct Observed {
     /// The Jobs that resolve a git revision.
     pub resolve_jobs: Vec<JobObservation>,
     pub context_fingerprint: Option<String>,
+    /// A Secret or ConfigMap the build names that does not exist: what to say.
+    pub missing: Option<String>,
 }
 
 /// What one reconcile of `build` reads: everything from the watch caches, except a ConfigMap context
@@ -71,13 +73,23 @@ pub async fn observe(
             observed.push(observe_job(job, pods, create_failure, BUILDER_CONTAINER));
         }
     }
-    require_push_secret(client, caches, build, &namespace).await?;
+    // A Secret or ConfigMap the build names that does not exist is for the planner to report.
+    let referenced = async {
+        require_push_secret(client, caches, build, &namespace).await?;
+        context_fingerprint(client, caches, build, &namespace).await
+    };
+    let (context_fingerprint, missing) = match referenced.await {
+        Ok(fingerprint) => (fingerprint, None),
+        Err(Error::Invalid(message)) => (None, Some(message)),
+        Err(e) => return Err(e),
+    };
     Ok(Observed {
         nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
         node_objects: nodes,
         jobs: observed,
         resolve_jobs,
-        context_fingerprint: context_fingerprint(client, caches, build, &namespace).await?,
+        context_fingerprint,
+        missing,
     })
 }
 

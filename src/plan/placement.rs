@@ -2,6 +2,7 @@
 //! labelled as able to emulate it. Pure: nodes in, a decision out.
 
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
 
@@ -67,11 +68,10 @@ impl NodeView {
     }
 }
 
-/// A hash of what placement and rollout coverage read of a node: its labels (architecture, variant,
-/// emulation, hostname), taints, cordon and Ready status. Heartbeats and resource figures change the
+/// A hash of what rollout coverage reads of a node: its labels (which a workload's node selectors and
+/// affinities may name), taints, cordon and Ready status. Heartbeats and resource figures change the
 /// Node object every few seconds without changing this, so they need not wake any build.
-pub fn placement_fingerprint(node: &Node) -> u64 {
-    use std::hash::{Hash, Hasher};
+pub fn coverage_fingerprint(node: &Node) -> u64 {
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     node.metadata.name.hash(&mut hasher);
     node.metadata.labels.hash(&mut hasher);
@@ -85,25 +85,48 @@ pub fn placement_fingerprint(node: &Node) -> u64 {
     hasher.finish()
 }
 
-/// The fingerprint (see [`placement_fingerprint`]) of each node seen, to pass on only the node events
-/// that change what placement or coverage reads: an added, changed or deleted node, not a heartbeat.
-#[derive(Default)]
-pub struct NodeFingerprints(HashMap<String, u64>);
+/// How a node event can concern builds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum NodeChange {
+    /// Nothing builds read (a heartbeat).
+    None,
+    /// Only what rollout coverage reads (a label of its own, a taint).
+    Coverage,
+    /// What placement reads too: a node added or removed, its platform, emulation, Ready or cordon.
+    Placement,
+}
+
+/// What was seen of each node, to pass on only the node events that change what placement or
+/// coverage reads: an added, changed or deleted node, not a heartbeat.
+pub struct NodeFingerprints {
+    emulation: EmulationLabels,
+    /// Node name -> (placement's view, coverage fingerprint).
+    seen: HashMap<String, (NodeView, u64)>,
+}
 
 impl NodeFingerprints {
-    pub fn changed(&mut self, event: &kube::runtime::watcher::Event<Node>) -> bool {
+    pub fn new(emulation: EmulationLabels) -> NodeFingerprints {
+        NodeFingerprints { emulation, seen: HashMap::new() }
+    }
+
+    pub fn change(&mut self, event: &kube::runtime::watcher::Event<Node>) -> NodeChange {
+        use kube::runtime::watcher::Event;
         match event {
-            kube::runtime::watcher::Event::Apply(node) | kube::runtime::watcher::Event::InitApply(node) => {
-                let fingerprint = placement_fingerprint(node);
-                self.0.insert(node.metadata.name.clone().unwrap_or_default(), fingerprint) != Some(fingerprint)
+            Event::Apply(node) | Event::InitApply(node) => {
+                let now = (NodeView::from_node(node, &self.emulation), coverage_fingerprint(node));
+                match self.seen.insert(now.0.name.clone(), now.clone()) {
+                    Some(before) if before == now => NodeChange::None,
+                    Some(before) if before.0 == now.0 => NodeChange::Coverage,
+                    _ => NodeChange::Placement,
+                }
             }
-            kube::runtime::watcher::Event::Delete(node) => {
-                self.0.remove(&node.metadata.name.clone().unwrap_or_default());
-                true
+            Event::Delete(node) => {
+                self.seen.remove(node.metadata.name.as_deref().unwrap_or_default());
+                NodeChange::Placement
             }
             // A relist ends with InitDone: after a break in the watch, look at every build once.
-            kube::runtime::watcher::Event::InitDone => true,
-            kube::runtime::watcher::Event::Init => false,
+            Event::InitDone => NodeChange::Placement,
+            Event::Init => NodeChange::None,
         }
     }
 }
@@ -321,29 +344,33 @@ mod tests {
     }
 
     #[test]
-    fn a_heartbeat_leaves_the_placement_fingerprint_alone_and_a_cordon_does_not() {
-        let node = |heartbeat: &str, unschedulable: bool, ready: &str| -> Node {
+    fn a_heartbeat_changes_nothing_a_label_coverage_and_a_cordon_placement() {
+        let node = |heartbeat: &str, unschedulable: bool, ready: &str, team: &str| -> Node {
             serde_json::from_value(serde_json::json!({
-                "metadata": {"name": "jetson-1", "labels": {"kubernetes.io/arch": "arm64"}, "resourceVersion": heartbeat},
+                "metadata": {"name": "jetson-1", "labels": {"kubernetes.io/arch": "arm64", "team": team},
+                             "resourceVersion": heartbeat},
                 "spec": {"unschedulable": unschedulable},
                 "status": {"conditions": [{"type": "Ready", "status": ready, "lastHeartbeatTime": heartbeat}],
                            "allocatable": {"cpu": heartbeat}},
             }))
             .unwrap()
         };
-        let before = placement_fingerprint(&node("2026-01-01T00:00:00Z", false, "True"));
-        assert_eq!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", false, "True")));
-        assert_ne!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", true, "True")));
-        assert_ne!(before, placement_fingerprint(&node("2026-01-01T00:00:10Z", false, "Unknown")));
+        let before = coverage_fingerprint(&node("2026-01-01T00:00:00Z", false, "True", "a"));
+        assert_eq!(before, coverage_fingerprint(&node("2026-01-01T00:00:10Z", false, "True", "a")));
+        assert_ne!(before, coverage_fingerprint(&node("2026-01-01T00:00:10Z", true, "True", "a")));
+        assert_ne!(before, coverage_fingerprint(&node("2026-01-01T00:00:10Z", false, "Unknown", "a")));
 
         use kube::runtime::watcher::Event;
-        let mut seen = NodeFingerprints::default();
+        let mut seen = NodeFingerprints::new(EmulationLabels::default());
         let at = |second: u8| format!("2026-01-01T00:00:{second:02}Z");
-        assert!(seen.changed(&Event::InitApply(node(&at(1), false, "True"))), "a new node");
-        assert!(!seen.changed(&Event::Apply(node(&at(2), false, "True"))), "a heartbeat");
-        assert!(seen.changed(&Event::Apply(node(&at(3), true, "True"))), "a cordon");
-        assert!(seen.changed(&Event::Delete(node(&at(4), true, "True"))), "a deletion");
-        assert!(seen.changed(&Event::Apply(node(&at(5), true, "True"))), "back again");
+        let mut change = |event| seen.change(&event);
+        assert_eq!(change(Event::InitApply(node(&at(1), false, "True", "a"))), NodeChange::Placement, "a new node");
+        assert_eq!(change(Event::Apply(node(&at(2), false, "True", "a"))), NodeChange::None, "a heartbeat");
+        assert_eq!(change(Event::Apply(node(&at(3), false, "True", "b"))), NodeChange::Coverage, "a label of its own");
+        assert_eq!(change(Event::Apply(node(&at(4), true, "True", "b"))), NodeChange::Placement, "a cordon");
+        assert_eq!(change(Event::Apply(node(&at(5), true, "False", "b"))), NodeChange::Coverage, "NotReady, cordoned");
+        assert_eq!(change(Event::Delete(node(&at(6), true, "True", "b"))), NodeChange::Placement, "a deletion");
+        assert_eq!(change(Event::Apply(node(&at(7), true, "True", "b"))), NodeChange::Placement, "back again");
     }
 
     #[test]

@@ -396,15 +396,17 @@ impl Expect<'_> {
     }
 }
 
-/// Changes a label of every node (as a node agent would) and waits until the operator has reconciled
+/// Changes what placement reads of every node (as a node agent would): each node starts or stops
+/// offering emulation of s390x, which no build asks for. Then waits until the operator has reconciled
 /// since: its reconcile count grows, and a moment more for a reconcile that was under way.
 async fn poke_and_settle(client: &Client) -> Result<()> {
+    const LABEL: &str = "emulate.archway.dev/s390x";
     let before = operator_reconciles(client).await?;
     let nodes: Api<Node> = Api::all(client.clone());
-    let stamp = format!("{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis());
     for node in nodes.list(&ListParams::default()).await? {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let patch = json!({"metadata": {"labels": {"faults.archway.dev/poked": stamp}}});
+        let offered = node.metadata.labels.as_ref().is_some_and(|l| l.contains_key(LABEL));
+        let patch = json!({"metadata": {"labels": {LABEL: if offered { Value::Null } else { json!("true") }}}});
         nodes.patch(&name, &PatchParams::default(), &Patch::Merge(patch)).await?;
     }
     wait("the operator to reconcile", || async { Ok((operator_reconciles(client).await? > before).then_some(())) })
