@@ -4,10 +4,10 @@
 //! ConfigMap context's content is read once per change of the ConfigMap (its resourceVersion), and its
 //! fingerprint kept; so is the body of a rollout target, once per change of the workload.
 //!
-//! One watch per kind: the streams that fill the caches of what also wakes builds are handed to the
-//! controller as its triggers ([`Triggers`]); a store is updated before its object wakes a build. The
-//! pod cache has a watch of its own, so it may lag behind the Job event that woke a reconcile by a
-//! moment: a build whose Jobs run is looked at again soon (see the controller).
+//! One watch per kind: the streams that fill the caches are handed to the controller as its triggers
+//! ([`Triggers`]); a store is updated before its object wakes a build. Jobs and pods come by separate
+//! watches, so the pod cache may lag behind the Job event that woke a reconcile by a moment; the pod's
+//! own event wakes the build again.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -51,6 +51,7 @@ pub type Trigger<K> = BoxStream<'static, Result<K, watcher::Error>>;
 /// The streams behind the caches of what wakes builds; the controller polls them as its triggers.
 pub struct Triggers {
     pub jobs: Trigger<Job>,
+    pub pods: Trigger<Pod>,
     pub secrets: Trigger<PartialObjectMeta<Secret>>,
     pub config_maps: Trigger<PartialObjectMeta<ConfigMap>>,
     pub deployments: Trigger<PartialObjectMeta<Deployment>>,
@@ -59,12 +60,11 @@ pub struct Triggers {
 }
 
 impl Caches {
-    /// The caches and the watches that fill them, for the operator's lifetime: the pod watch runs on
-    /// its own, the node watch is the caller's, the others are polled by the controller (`Triggers`).
+    /// The caches and the watches that fill them, for the operator's lifetime: the node watch is the
+    /// caller's, the others are polled by the controller (`Triggers`).
     pub fn start(client: &Client, nodes: Store<Node>) -> (Caches, Triggers) {
         let managed = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
         let (pods, pod_changes) = reflected(watcher(Api::all(client.clone()), managed.clone()));
-        tokio::spawn(pod_changes.for_each(|_| futures::future::ready(())));
         let (jobs, job_changes) = reflected(watcher(Api::all(client.clone()), managed));
         // Metadata only: a Secret's data is read when it is used (to publish), never kept; a ConfigMap's
         // or a workload's when its resourceVersion moved.
@@ -87,6 +87,7 @@ impl Caches {
         };
         let triggers = Triggers {
             jobs: job_changes,
+            pods: pod_changes,
             secrets: secret_changes,
             config_maps: config_map_changes,
             deployments: deployment_changes,

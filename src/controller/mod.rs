@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
 use kube::core::DeserializeGuard;
@@ -43,7 +43,8 @@ use crate::api::{
 use crate::metrics::{ErrorLabels, Metrics};
 use crate::plan::build::{LOOK_AGAIN, Next, Observation, PublishStep, plan};
 use crate::plan::decide::Decision;
-use crate::plan::inputs::REBUILD_ANNOTATION;
+use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
+use crate::plan::job::BUILD_LABEL;
 use crate::plan::job::BuilderConfig;
 use crate::plan::placement::{NodeChange, NodeFingerprints};
 use crate::plan::status::{Publish, desired_status};
@@ -198,8 +199,11 @@ async fn reconcile_until_shutdown(
         (naming(MultiArchBuildSpec::names_config_map), naming(MultiArchBuildSpec::names_secret));
     let reading = store.clone();
     let node_wakes = node_changes.flat_map(move |change| futures::stream::iter(builds_reading_nodes(&reading, change)));
+    // A build pod's change (scheduled, pulling, running, ended) wakes its build.
+    let pods_of = store.clone();
     controller
         .owns_stream(triggers.jobs)
+        .watches_stream(triggers.pods, move |pod| build_of_pod(&pods_of, &pod))
         .watches_stream(triggers.config_maps, move |c| config_maps(c.metadata))
         .watches_stream(triggers.secrets, move |s| secrets(s.metadata))
         .watches_stream(triggers.deployments, move |w| deployments(w.metadata))
@@ -224,6 +228,16 @@ fn builds_reading_nodes(store: &Store<Guarded>, change: NodeChange) -> Vec<Objec
     let state = store.state();
     let reading = state.iter().filter(|guarded| guarded.0.as_ref().is_ok_and(reads));
     reading.map(|guarded| ObjectRef::from_obj(guarded.as_ref())).collect()
+}
+
+/// The build a build pod belongs to, by its `archway.dev/build` label (the build's name, shortened
+/// when longer than a label value may be).
+fn build_of_pod(store: &Store<Guarded>, pod: &Pod) -> Option<ObjectRef<Guarded>> {
+    let label = pod.labels().get(BUILD_LABEL)?;
+    let namespace = pod.namespace();
+    let state = store.state();
+    let build = state.iter().find(|b| b.namespace() == namespace && build_label(&b.name_any()) == *label)?;
+    Some(ObjectRef::from_obj(build.as_ref()))
 }
 
 /// The builds that roll out to the workload of this kind and name.

@@ -187,14 +187,14 @@ fn remaining(since: &Time, timeout: Duration, now: &Time) -> Duration {
 const POD_CACHE_LAG: Duration = Duration::from_secs(30);
 
 /// For a Complete Job whose pod's result is not seen yet, within [`POD_CACHE_LAG`] of its completion:
-/// how long until that runs out.
+/// when to look again (soon: the pod's event is usually a moment behind, and wakes the build too).
 fn awaiting_pod_result(job: &JobObservation, now: &Time) -> Option<Duration> {
     if job.state != (JobState::Succeeded { message: None }) {
         return None;
     }
     let completed = job.completed_at.as_ref()?;
     let waited = now.0.duration_since(completed.0).unsigned_abs();
-    (waited < POD_CACHE_LAG).then(|| remaining(completed, POD_CACHE_LAG, now))
+    (waited < POD_CACHE_LAG).then(|| remaining(completed, POD_CACHE_LAG, now).min(Duration::from_secs(1)))
 }
 
 fn waiting(platform: &Platform, why: &Unplaceable) -> PlatformStatus {
@@ -451,7 +451,7 @@ mod tests {
         let decision = world.decide();
         assert!(decision.delete.is_empty() && decision.create.is_empty(), "{decision:?}");
         assert_eq!(decision.platforms[0].phase, PlatformPhase::Building);
-        assert_eq!(decision.recheck_in, Some(Duration::from_secs(20)));
+        assert_eq!(decision.recheck_in, Some(Duration::from_secs(1)));
         // Still nothing to read 30 s after: its pods were deleted.
         world.now = time(1020);
         let decision = world.decide();
