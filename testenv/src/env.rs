@@ -144,6 +144,12 @@ impl Env {
         self.processes.signal(name, nix::sys::signal::Signal::SIGCONT)
     }
 
+    /// Stops the process `name` (`kube-apiserver`, `registry`, ...), leaves it down for `down`, and
+    /// starts it again as it was; the caller waits until it answers.
+    pub async fn restart(&mut self, name: &str, down: std::time::Duration) -> Result<()> {
+        self.processes.restart(name, down).await
+    }
+
     /// Like a drop, but waits for the hostlet's pods to be gone before the control plane stops.
     pub async fn shutdown(mut self) {
         if let Some(hostlet) = self.hostlet.take() {

@@ -32,6 +32,8 @@ struct Proc {
     name: String,
     child: Child,
     log: PathBuf,
+    /// Kept to start it again: its output still goes to the same log, after what it wrote.
+    command: Command,
 }
 
 impl Processes {
@@ -54,11 +56,31 @@ impl Processes {
             .env("NO_PROXY", "127.0.0.1,localhost")
             .env("no_proxy", "127.0.0.1,localhost")
             .process_group(0);
+        let child = self.start(name, &mut cmd)?;
+        self.children.push(Proc { name: name.to_string(), child, log, command: cmd });
+        Ok(())
+    }
+
+    fn start(&self, name: &str, cmd: &mut Command) -> Result<Child> {
         let child = cmd.spawn().with_context(|| format!("starting {name} ({:?})", cmd.get_program()))?;
         let mut pids = OpenOptions::new().create(true).append(true).open(self.dir.join("pids"))?;
         writeln!(pids, "{} {name}", child.id())?;
         tracing::debug!(name, pid = child.id(), "started");
-        self.children.push(Proc { name: name.to_string(), child, log });
+        Ok(child)
+    }
+
+    /// Stops `name` as a drop would (SIGTERM, then SIGKILL), leaves it down for `down`, and starts it
+    /// again with the same command: a restart, as of a crashed or upgraded server. The caller waits
+    /// until it answers.
+    pub async fn restart(&mut self, name: &str, down: Duration) -> Result<()> {
+        stop(self.get_mut(name)?);
+        tokio::time::sleep(down).await;
+        let index = self.children.iter().position(|p| p.name == name).context("no such process")?;
+        let mut command = std::mem::replace(&mut self.children[index].command, Command::new("true"));
+        let started = self.start(name, &mut command);
+        let proc = &mut self.children[index];
+        proc.command = command;
+        proc.child = started?;
         Ok(())
     }
 

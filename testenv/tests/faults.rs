@@ -307,6 +307,23 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     tokio::time::sleep(Duration::from_secs(15)).await;
     env.resume("registry")?;
     let status = wait_status_in(&client, NS, "blog-registry", is_ready).await?;
+    // ... and down (stopped, as in a crash or an upgrade) while a second build publishes.
+    let mut down = blog_build(&env, "blog-registry-down", &["linux/amd64", "linux/arm64"], "Dockerfile");
+    down["spec"]["output"]["tags"] = json!(["down"]);
+    api(&client).patch("blog-registry-down", &PatchParams::apply("test"), &Patch::Apply(&down)).await?;
+    wait("both build Jobs to complete", || async {
+        let jobs = jobs_of(&client, "blog-registry-down").await?;
+        let complete = |j: &Job| {
+            let conditions = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True")
+        };
+        Ok((jobs.len() == 2 && jobs.iter().all(complete)).then_some(()))
+    })
+    .await?;
+    env.restart("registry", Duration::from_secs(10)).await?;
+    let restarted = wait_status_in(&client, NS, "blog-registry-down", is_ready).await?;
+    let pushes = manifest_puts(&env, "asksven/blog", "down")?;
+    ensure!(pushes == 1, "the index was pushed to :down {pushes} times: {restarted}");
     let pushes = manifest_puts(&env, "asksven/blog", "outage")?;
     ensure!(pushes == 1, "the index was pushed to :outage {pushes} times");
     let image = status["image"].as_str().context("status.image")?;

@@ -163,27 +163,34 @@ pub(crate) async fn add_container_env(
     Ok(())
 }
 
-/// Reads an object, retrying briefly: a Job's pod may start a moment before the secret it names is
-/// created. `Ok(None)` only for an optional reference.
+/// Reads an object, retrying briefly when it is not there: a Job's pod may start a moment before the
+/// secret it names is created; and for up to [`API_PATIENCE`] while the apiserver does not answer (a
+/// kubelet retries a mount for as long as it takes). `Ok(None)` only for an optional reference.
 pub(crate) async fn get<K>(api: &Api<K>, name: &str, optional: bool) -> Result<Option<K>, PodError>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     K::DynamicType: Default,
 {
     let kind = K::kind(&K::DynamicType::default()).to_lowercase();
-    for attempt in 0..10 {
+    let started = std::time::Instant::now();
+    let mut missing = 0;
+    loop {
         match api.get_opt(name).await {
             Ok(Some(obj)) => return Ok(Some(obj)),
             Ok(None) if optional => return Ok(None),
-            Ok(None) if attempt < 9 => {}
-            Ok(None) => break,
-            Err(e) if attempt < 9 => tracing::debug!(kind, name, error = %e, "read failed, retrying"),
+            Ok(None) if missing < 9 => missing += 1,
+            Ok(None) => return Err(PodError::config(format!("{kind} {name:?} not found"))),
+            Err(e) if started.elapsed() < API_PATIENCE => {
+                tracing::debug!(kind, name, error = %e, "read failed, retrying")
+            }
             Err(e) => return Err(PodError::config(format!("reading {kind} {name:?}: {e}"))),
         }
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
-    Err(PodError::config(format!("{kind} {name:?} not found")))
 }
+
+/// How long the hostlet keeps trying a request the apiserver does not answer (a restart, an outage).
+pub(crate) const API_PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
 
 fn missing_key(kind: &str, name: &str, key: &str) -> PodError {
     PodError::config(format!("couldn't find key {key} in {kind} {name:?}"))

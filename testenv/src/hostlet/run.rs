@@ -525,10 +525,20 @@ async fn patch_status(ctx: &Ctx, pod: &Pod, patch: serde_json::Value) {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(e)) if e.code == 404 => tracing::debug!(pod = pod_name(pod), "pod gone before its status"),
-        Err(e) => tracing::warn!(pod = pod_name(pod), error = %e, "status update failed"),
+    // Retried while the apiserver does not answer: a status lost here would never be reported again.
+    let started = std::time::Instant::now();
+    loop {
+        match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                return tracing::debug!(pod = pod_name(pod), "pod gone before its status");
+            }
+            Err(e) if started.elapsed() < super::env::API_PATIENCE => {
+                tracing::debug!(pod = pod_name(pod), error = %e, "status update failed, retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return tracing::warn!(pod = pod_name(pod), error = %e, "status update failed"),
+        }
     }
 }
 
