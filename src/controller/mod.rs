@@ -1,7 +1,7 @@
 //! The thin I/O shell around the pure core in [`crate::plan`]: observe the build, its Jobs and the
-//! nodes; decide; create and delete Jobs; publish when every platform is built; roll the published
-//! image out to the targets; write status by server-side apply (only when it changed), with an event
-//! for each transition.
+//! nodes (from watch caches); plan ([`crate::plan::build`]); create and delete Jobs; publish when every
+//! platform is built; roll the published image out to the targets; write status by server-side apply
+//! (only when it changed), with an event for each transition.
 
 mod caches;
 pub mod config;

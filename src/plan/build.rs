@@ -171,18 +171,10 @@ impl BuildPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{LocalRef, OutputSpec, PlatformPhase, Source};
+    use crate::api::PlatformPhase;
     use crate::plan::decide::JobState;
+    use crate::plan::decide::tests::spec;
     use k8s_openapi::jiff::Timestamp;
-
-    fn spec(platforms: &[&str]) -> MultiArchBuildSpec {
-        MultiArchBuildSpec {
-            source: Source { config_map: Some(LocalRef { name: "ctx".into() }), git: None },
-            platforms: platforms.iter().map(|p| p.to_string()).collect(),
-            output: OutputSpec { image: "registry.example.com/blog".into(), ..Default::default() },
-            ..Default::default()
-        }
-    }
 
     fn nodes() -> Vec<NodeView> {
         let node = |name: &str, platform: &str| NodeView {

@@ -300,12 +300,13 @@ fn tail(text: &str, max: usize) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::api::{BuildMode, LocalRef, OutputSpec, Placement, Source};
     use k8s_openapi::jiff::Timestamp;
 
-    fn spec(platforms: &[&str]) -> MultiArchBuildSpec {
+    /// A build of a ConfigMap context `ctx` for `platforms`, to registry.example.com/blog.
+    pub(crate) fn spec(platforms: &[&str]) -> MultiArchBuildSpec {
         MultiArchBuildSpec {
             source: Source { config_map: Some(LocalRef { name: "ctx".into() }), git: None },
             platforms: platforms.iter().map(|p| p.to_string()).collect(),

@@ -294,15 +294,7 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     let mut build = blog_build(&env, "blog-registry", &["linux/amd64", "linux/arm64"], "Dockerfile");
     build["spec"]["output"]["tags"] = json!(["outage"]);
     api(&client).patch("blog-registry", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
-    wait("both build Jobs to complete", || async {
-        let jobs = jobs_of(&client, "blog-registry").await?;
-        let complete = |j: &Job| {
-            let conditions = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-            conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True")
-        };
-        Ok((jobs.len() == 2 && jobs.iter().all(complete)).then_some(()))
-    })
-    .await?;
+    jobs_complete(&client, "blog-registry", 2).await?;
     env.pause("registry")?;
     tokio::time::sleep(Duration::from_secs(15)).await;
     env.resume("registry")?;
@@ -311,15 +303,7 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     let mut down = blog_build(&env, "blog-registry-down", &["linux/amd64", "linux/arm64"], "Dockerfile");
     down["spec"]["output"]["tags"] = json!(["down"]);
     api(&client).patch("blog-registry-down", &PatchParams::apply("test"), &Patch::Apply(&down)).await?;
-    wait("both build Jobs to complete", || async {
-        let jobs = jobs_of(&client, "blog-registry-down").await?;
-        let complete = |j: &Job| {
-            let conditions = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-            conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True")
-        };
-        Ok((jobs.len() == 2 && jobs.iter().all(complete)).then_some(()))
-    })
-    .await?;
+    jobs_complete(&client, "blog-registry-down", 2).await?;
     env.restart("registry", Duration::from_secs(10)).await?;
     let restarted = wait_status_in(&client, NS, "blog-registry-down", is_ready).await?;
     let pushes = manifest_puts(&env, "asksven/blog", "down")?;
@@ -343,6 +327,19 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     ensure!(jobs_of(&client, "blog-apiserver").await?.len() == 1, "more than one Job: {status}");
     env.shutdown().await;
     Ok(())
+}
+
+/// Waits until `build` has `count` Jobs, all Complete.
+async fn jobs_complete(client: &Client, build: &str, count: usize) -> Result<()> {
+    wait("the build Jobs to complete", || async {
+        let jobs = jobs_of(client, build).await?;
+        let complete = |j: &Job| {
+            let conditions = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+            conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True")
+        };
+        Ok((jobs.len() == count && jobs.iter().all(complete)).then_some(()))
+    })
+    .await
 }
 
 /// A Deployment of one replica that runs `<repo>:<tag>` until archway rolls it out.
