@@ -30,6 +30,8 @@ enum Error {
     Stdout(#[from] std::io::Error),
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    #[error("cannot find the cluster's configuration (in-cluster or kubeconfig): {0}")]
+    Config(#[source] kube::config::InferConfigError),
     #[error("cannot connect to the cluster: {0}")]
     Connect(#[source] kube::Error),
     #[error("cannot read the apiserver's version: {0}")]
@@ -78,11 +80,12 @@ async fn operator(config: archway::controller::OperatorConfig) -> Result<(), Err
         .with_writer(std::io::stderr)
         .init();
 
-    let client = kube::Client::try_default().await.map_err(Error::Connect)?;
-    let version = client.apiserver_version().await.map_err(Error::ApiserverVersion)?;
+    let kube_config = kube::Config::infer().await.map_err(Error::Config)?;
+    let clients = archway::controller::Clients::new(kube_config).map_err(Error::Connect)?;
+    let version = clients.requests.apiserver_version().await.map_err(Error::ApiserverVersion)?;
     tracing::info!(version = %version.git_version, platform = %version.platform, "connected to the apiserver");
 
-    archway::controller::run(client, config).await?;
+    archway::controller::run(clients, config).await?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -101,9 +101,32 @@ impl Context {
     }
 }
 
+/// The operator's two connections to the apiserver. kube sets no read timeout by default (watches
+/// guard themselves), so a request that the apiserver never answers (one sent while it restarts)
+/// would hold its build's reconcile for good; requests get one, watches (idle for minutes) do not.
+#[derive(Clone)]
+pub struct Clients {
+    /// For watches and the leader Lease.
+    pub watches: Client,
+    /// For every other request: reads, writes, events.
+    pub requests: Client,
+}
+
+/// How long a request may wait for the apiserver's answer before it fails (and is retried).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Clients {
+    pub fn new(config: kube::Config) -> Result<Clients, kube::Error> {
+        let mut requests = config.clone();
+        requests.read_timeout = Some(REQUEST_TIMEOUT);
+        requests.reset_reader_on_write = true;
+        Ok(Clients { watches: Client::try_from(config)?, requests: Client::try_from(requests)? })
+    }
+}
+
 /// Runs the controller until a shutdown signal; with `--leader-elect`, only while this replica leads.
 /// Metrics and `/healthz` are served either way.
-pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
+pub async fn run(clients: Clients, config: OperatorConfig) -> Result<(), Error> {
     let registry_ca = match &config.registry_ca_file {
         Some(path) => Some(
             std::fs::read_to_string(path)
@@ -113,11 +136,11 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
     };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
-    let (election, lease_client) = (config.election(), client.clone());
+    let (election, lease_client) = (config.election(), clients.watches.clone());
     let leading = metrics.leading.clone();
     let work = async move {
         leading.set(1);
-        reconcile_until_shutdown(client.clone(), config, registry_ca, metrics).await;
+        reconcile_until_shutdown(clients, config, registry_ca, metrics).await;
         leading.set(0);
     };
     match election {
@@ -130,12 +153,13 @@ pub async fn run(client: Client, config: OperatorConfig) -> Result<(), Error> {
 }
 
 async fn reconcile_until_shutdown(
-    client: Client,
+    clients: Clients,
     config: OperatorConfig,
     registry_ca: Option<String>,
     metrics: Arc<Metrics>,
 ) {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
+    let client = clients.watches;
     // Node changes that placement or coverage reads (a node added, Ready, cordoned, labelled, tainted)
     // wake the builds they can concern (see `builds_reading_nodes`); a heartbeat changes none of that
     // and wakes nothing. The same watch keeps the node cache.
@@ -152,9 +176,9 @@ async fn reconcile_until_shutdown(
     let ctx = Arc::new(Context {
         metrics,
         reporter,
-        client: client.clone(),
+        client: clients.requests.clone(),
         caches,
-        fence: Fence::new(client.clone(), config.election().as_ref()),
+        fence: Fence::new(clients.requests, config.election().as_ref()),
         builder: config.builder(registry_ca.clone()),
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
