@@ -1,5 +1,6 @@
 //! The whole local environment in one value: start it with [`Env::start`], drop it (or
-//! [`Env::shutdown`]) to tear everything down, last started first.
+//! [`Env::shutdown`]) to tear everything down, last started first; [`Env::remove`] also deletes its
+//! directory.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -154,6 +155,17 @@ impl Env {
     pub async fn shutdown(mut self) {
         if let Some(hostlet) = self.hostlet.take() {
             hostlet.shutdown().await;
+        }
+    }
+
+    /// Shuts down, then deletes the environment's directory: the end of a test that passed (a
+    /// failed one never gets here and keeps its logs). Each directory holds etcd's data, the
+    /// registry's blobs and the pods' unpacked images, and CI's disk is shared.
+    pub async fn remove(self) {
+        let dir = self.dir.clone();
+        self.shutdown().await;
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            eprintln!("warning: could not remove {}: {e}", dir.display());
         }
     }
 }

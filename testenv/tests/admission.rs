@@ -61,7 +61,7 @@ async fn crd_admits_valid_and_rejects_invalid_resources() -> Result<()> {
         checked += 1;
     }
     ensure!(checked >= 10, "only {checked} invalid examples found");
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

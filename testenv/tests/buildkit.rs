@@ -52,6 +52,6 @@ async fn blog_builds_with_buildkit_for_amd64_and_arm64() -> Result<()> {
         ensure!(tagged.digest == digest, "{repo}:new-{arch} is {}, the index names {digest}", tagged.digest);
     }
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }

@@ -59,7 +59,7 @@ async fn buildah_builds_every_platform_and_workloads_follow_containerd_rules() -
     for node in ["x86-1", "jetson-1", "pi-1", "qemu-1"] {
         wait_phase(&pods, &format!("base-on-{node}"), "Running").await?;
     }
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

@@ -128,7 +128,7 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     ensure!(message.contains("exit code") && message.contains("false"), "{message}");
     ensure!(status.get("image").is_none(), "{status}");
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -204,7 +204,7 @@ async fn changes_and_crashes_leave_one_job_per_platform_and_one_index() -> Resul
         &common::manifest_digest_raw(&env.registry, &format!("{}/asksven/blog:new", env.registry.host)).await?
     ));
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

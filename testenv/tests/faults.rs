@@ -75,7 +75,7 @@ async fn a_published_build_survives_drain_pod_gc_ttl_and_cordon() -> Result<()> 
         let count = events.iter().filter(|e| e.reason.as_deref() == Some(reason)).count();
         ensure!(count == 3, "{count} {reason} events for 3 platforms: {:?}", notes(&events));
     }
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -113,7 +113,7 @@ async fn waits_end_with_a_reason_and_any_valid_name_builds() -> Result<()> {
     let events = wait_events(&client, baseline, "blog-refused", |events| events.iter().any(names_psa)).await;
     ensure!(events.iter().any(names_psa), "no PlatformFailed event naming Pod Security: {:?}", notes(&events));
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -182,7 +182,7 @@ async fn a_git_branch_builds_one_commit_for_every_platform_and_polls_for_new_one
         "a build Job was created"
     );
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -245,7 +245,7 @@ where
     let web = site.spec.template.spec.as_ref().map(|p| p.containers[0].image.clone());
     ensure!(web == Some(Some(image.to_string())), "the Deployment runs {web:?}");
     ensure!(generation(site) == before + 1, "the Deployment was patched more than once over {disruptions} disruptions");
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -281,7 +281,7 @@ async fn a_node_deleted_under_a_running_build_is_built_again_not_counted() -> Re
     let digest = platform["digest"].as_str().context("digest")?;
     let contents = ImageContents::fetch(&env.registry, &format!("{}/asksven/blog@{digest}", env.registry.host)).await?;
     ensure!(contents.read_file("/srv/slow").await.is_ok(), "not the slow build's image");
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -325,7 +325,7 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     wait_answering(&client).await?;
     let status = wait_status_in(&client, NS, "blog-apiserver", is_ready).await?;
     ensure!(jobs_of(&client, "blog-apiserver").await?.len() == 1, "more than one Job: {status}");
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

@@ -147,7 +147,7 @@ async fn kstatus_helm_wait_and_argo_cd_tell_busy_from_failed_from_ready() -> Res
     let status = wait_status(&client, "helm-fails", |s| s["phase"] == "Failed").await?;
     ensure!(status["conditions"].to_string().contains("Stalled"), "{status}");
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -280,7 +280,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
     ensure!(crds.get_opt("multiarchbuilds.archway.dev").await?.is_some(), "the CRD went with the release");
     ensure!(api(&client).get_opt("blog").await?.is_some(), "the build went with the release");
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

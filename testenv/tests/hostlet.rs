@@ -47,7 +47,7 @@ async fn hostlet_runs_pods_on_per_architecture_nodes() -> Result<()> {
         in_cluster_api_access(&client),
         always_restarts(&client),
     )?;
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
@@ -124,7 +124,7 @@ async fn a_restarted_hostlet_runs_nothing_twice() -> Result<()> {
     pods.delete("once", &DeleteParams::default()).await?;
     wait("once gone", || async { Ok(pods.get_opt("once").await?.is_none().then_some(())) }).await?;
     second.shutdown().await;
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

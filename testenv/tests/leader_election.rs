@@ -48,6 +48,6 @@ async fn replicas_that_start_together_elect_one_leader() -> Result<()> {
         }
         assert_eq!(led, 1, "round {round}: {led} replicas led at once");
     }
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }

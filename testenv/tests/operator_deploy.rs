@@ -174,7 +174,7 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         String::from_utf8_lossy(&out.stderr)
     );
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

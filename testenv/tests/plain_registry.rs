@@ -41,7 +41,7 @@ async fn a_plain_http_registry_works_when_the_build_opts_in() -> Result<()> {
     ensure!(archs == ["amd64", "arm64"], "{index}");
 
     drop(procs);
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 

@@ -166,7 +166,7 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
         "{by_node:?}"
     );
 
-    env.shutdown().await;
+    env.remove().await;
     Ok(())
 }
 
