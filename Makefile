@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 SCALE_DIR ?= .dev-scale
 CARGO ?= cargo
 
-.PHONY: help deps build control-plane buildkit gitops-tools crds dev-up dev-down demo bench bench-scale image test unit-test e2e-test lint
+.PHONY: help deps build control-plane buildkit registry-v3 gitops-tools crds dev-up dev-down demo bench bench-scale image test unit-test e2e-test lint
 
 help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
@@ -26,6 +26,10 @@ control-plane: deps
 # BuildKit for the build pods of `spec.builder.kind: buildkit` (Debian packages none).
 buildkit: deps
 	@hack/build-buildkit.sh >/dev/null
+
+# distribution v3, the tests' second registry (the main one is Debian's distribution 2.8).
+registry-v3: deps
+	@hack/build-registry.sh >/dev/null
 
 # Helm and gitops-check (kstatus, Argo CD's Lua), with which the tests read status as GitOps tools do.
 gitops-tools: deps
@@ -70,7 +74,7 @@ lint:
 unit-test: deps
 	$(CARGO) test --workspace --lib --bins
 
-e2e-test: build control-plane buildkit gitops-tools
+e2e-test: build control-plane buildkit registry-v3 gitops-tools
 	$(CARGO) test --workspace --test '*' -- --test-threads=2
 
 test: lint unit-test e2e-test

@@ -66,6 +66,8 @@ reasons! {
     PlatformFailed,
     /// Event: a platform left the build (`[auto]` lost its last node of it, or the spec dropped it).
     PlatformDropped,
+    /// Event: the registry kept the builders' temporary tags after a publish (it cannot delete tags).
+    TemporaryTagsKept,
     /// Event: archway patched a target.
     RollingOut,
     /// Event: the build's phase changed.

@@ -360,9 +360,8 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
     let publish = match &go.publish {
         PublishStep::NotYet => Publish::NotYet,
         PublishStep::Done { image } => Publish::Published { image: image.clone() },
-        PublishStep::Publish { built } => {
-            let commit = go.commit.as_deref();
-            match publish::publish(&ctx.client, &ctx.fence, build, &go.valid, built, commit, &ctx.registry_ca).await {
+        PublishStep::Publish { built, temporary_tags } => {
+            match publish::publish(ctx, build, &go.valid, built, temporary_tags, go.commit.as_deref()).await {
                 Ok(publish) => publish,
                 Err(Error::Registry(e)) if !e.is_transient() => {
                     Publish::Failed { reason: Reason::RegistryError, message: e.to_string() }

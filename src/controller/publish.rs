@@ -1,28 +1,34 @@
 //! Verify each platform's image and push the index: the registry side of a build.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client, ResourceExt};
+use kube::runtime::events::EventType;
+use kube::{Api, Resource, ResourceExt};
+use tracing::{info, warn};
 
+use super::Context;
 use super::error::Error;
-use super::leader::Fence;
+use super::events::{event, publish_event};
 use crate::api::{MultiArchBuild, Reason};
 use crate::plan::inputs::platform_tags;
 use crate::plan::status::Publish;
 use crate::plan::validate::ValidBuild;
 use crate::platform::Platform;
-use crate::registry::{Registry, RegistryOptions, assemble_index, index_annotations, lookup, verify};
+use crate::registry::{
+    Registry, RegistryOptions, Repository, Untagged, assemble_index, index_annotations, lookup, verify,
+};
 
-/// Verifies the children and pushes the index under every tag. Problems a change must fix come back
-/// as [`Publish::Failed`]; transient ones as errors, so the reconcile retries.
+/// Verifies the children and pushes the index under every tag, then deletes `temporary_tags`.
+/// Problems a change must fix come back as [`Publish::Failed`]; transient ones as errors, so the
+/// reconcile retries.
 pub async fn publish(
-    client: &Client,
-    fence: &Fence,
+    ctx: &Context,
     build: &MultiArchBuild,
     valid: &ValidBuild,
     built: &[(Platform, String)],
+    temporary_tags: &[String],
     commit: Option<&str>,
-    extra_ca_pem: &[Vec<u8>],
 ) -> Result<Publish, Error> {
+    let client = &ctx.client;
     let output = &build.spec.output;
     let repository = &valid.repository;
     let auth = match &output.push_secret {
@@ -52,7 +58,7 @@ pub async fn publish(
     };
     let options = RegistryOptions {
         insecure: output.insecure_registry,
-        extra_ca_pem: extra_ca_pem.to_vec(),
+        extra_ca_pem: ctx.registry_ca.clone(),
         ..Default::default()
     };
     let registry = Registry::new(options, auth)?;
@@ -78,7 +84,7 @@ pub async fn publish(
     if current.metadata.generation != build.metadata.generation {
         return Ok(Publish::NotYet);
     }
-    fence.check().await?;
+    ctx.fence.check().await?;
     // Each platform's tags name its image only once it is verified, as the index does.
     for (platform, manifest) in &manifests {
         let tags = platform_tags(output, platform);
@@ -87,7 +93,40 @@ pub async fn publish(
         }
     }
     let digest = registry.push_index(repository, &output.tags, &index).await?;
+    delete_temporary_tags(ctx, build, &registry, repository, temporary_tags).await;
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
+}
+
+/// Deletes the tags buildah pushed to, now that the index names the children by digest. Where the
+/// registry cannot delete tags (distribution v2, Docker Hub), they stay, and one event says so; a
+/// failure here never fails the build (the index is published).
+async fn delete_temporary_tags(
+    ctx: &Context,
+    build: &MultiArchBuild,
+    registry: &Registry,
+    repository: &Repository,
+    tags: &[String],
+) {
+    let mut kept = Vec::new();
+    for tag in tags {
+        match registry.delete_tag(repository, tag).await {
+            Ok(Untagged::Deleted | Untagged::Missing) => info!(%repository, tag, "deleted the temporary tag"),
+            Ok(Untagged::Refused(answer)) => kept.push(format!("{tag} ({answer})")),
+            Err(e) => kept.push(format!("{tag} ({e})")),
+        }
+    }
+    if kept.is_empty() {
+        return;
+    }
+    let note = format!(
+        "{repository}: the registry did not delete the builders' temporary tags {}; delete them by tag \
+         when the registry allows (never by digest: the index names that manifest), or use builder kind \
+         buildkit, which pushes by digest",
+        kept.join(", ")
+    );
+    warn!(%repository, "{note}");
+    let kept = event(EventType::Normal, Reason::TemporaryTagsKept, "Publish", None, note);
+    publish_event(ctx, &build.object_ref(&()), kept).await;
 }
 
 fn failed(reason: Reason, message: String) -> Publish {

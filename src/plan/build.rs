@@ -10,10 +10,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
+use super::job::build_tag;
 use super::placement::{EmulationLabels, NodeView};
 use super::status::already_published;
 use super::validate::{ValidBuild, validate};
-use crate::api::{MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus};
+use crate::api::{
+    BuilderKind, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason, SourceStatus,
+};
 use crate::platform::Platform;
 
 /// What a reconcile observed of one build and the cluster, as plain data.
@@ -70,8 +73,18 @@ pub enum PublishStep {
     NotYet,
     /// The status already records the index of exactly these children: nothing to verify or push.
     Done { image: String },
-    /// Verify these children and push their index.
-    Publish { built: Vec<(Platform, String)> },
+    /// Verify these children and push their index, then delete the tags buildah pushed them to.
+    Publish { built: Vec<(Platform, String)>, temporary_tags: Vec<String> },
+}
+
+/// The tags buildah pushed the built children to, which only gave the push a name; BuildKit pushes by
+/// digest and leaves none.
+fn temporary_tags(spec: &MultiArchBuildSpec, decision: &Decision) -> Vec<String> {
+    if spec.builder.kind != BuilderKind::Buildah {
+        return Vec::new();
+    }
+    let tag = |p: &PlatformStatus| Some(build_tag(&p.platform.parse().ok()?, p.inputs.as_deref()?));
+    decision.platforms.iter().filter_map(tag).collect()
 }
 
 /// When a permanent failure is looked at again if the change that fixes it is watched (a spec edit, a
@@ -132,7 +145,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
     });
     let publish = match (already_published(observed.status, observed.generation, &decision), decision.built()) {
         (Some(image), _) => PublishStep::Done { image },
-        (None, Some(built)) => PublishStep::Publish { built },
+        (None, Some(built)) => PublishStep::Publish { temporary_tags: temporary_tags(observed.spec, &decision), built },
         (None, None) => PublishStep::NotYet,
     };
     BuildPlan { git, next: Next::Go(Box::new(Go { valid, decision, publish, commit })) }
@@ -272,8 +285,19 @@ mod tests {
             })
             .collect();
         let built = plan_of(&spec, &jobs, None);
-        let PublishStep::Publish { built: children } = &go(&built).publish else { panic!("{built:?}") };
+        let PublishStep::Publish { built: children, temporary_tags } = &go(&built).publish else { panic!("{built:?}") };
         assert_eq!(children.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>(), [digest('a'), digest('b')]);
+        let inputs: Vec<&str> = go(&built).decision.platforms.iter().filter_map(|p| p.inputs.as_deref()).collect();
+        assert_eq!(
+            *temporary_tags,
+            [format!("archway-linux-amd64-{}", inputs[0]), format!("archway-linux-arm64-{}", inputs[1])]
+        );
+        let buildkit = MultiArchBuildSpec {
+            builder: crate::api::BuilderSpec { kind: BuilderKind::Buildkit, ..spec.builder.clone() },
+            ..spec.clone()
+        };
+        let none = super::temporary_tags(&buildkit, &go(&built).decision);
+        assert!(none.is_empty(), "BuildKit pushes by digest: {none:?}");
         assert_eq!(built.requeue(false), Duration::from_secs(300));
         assert_eq!(built.requeue(true), Duration::from_secs(20), "a rollout's deadline is looked at");
 

@@ -23,6 +23,7 @@ use super::manifest::{
 };
 use super::reference::{Repository, is_sha256_digest};
 use super::retry::{RetryPolicy, retry};
+use super::untag::{Untagged, delete_tag};
 
 const USER_AGENT: &str = concat!("archway/", env!("CARGO_PKG_VERSION"));
 
@@ -63,6 +64,8 @@ pub struct Registry {
     http: Option<Client>,
     /// Hosts found to speak plain HTTP (insecure only).
     plain_hosts: Mutex<BTreeSet<String>>,
+    /// For the one request oci-client does not make (deleting a tag), with the same TLS setup.
+    untag: reqwest::Client,
     auth: RegistryAuth,
     request_timeout: Duration,
     retry: RetryPolicy,
@@ -109,10 +112,23 @@ impl Registry {
         crate::install_crypto_provider();
         // `Client::new` would fall back to defaults on a bad config; `try_from` says what is wrong.
         let build = |protocol| Client::try_from(config(protocol)).map_err(|e| setup(chain(&e)));
+        let mut roots = Vec::new();
+        for pem in &options.extra_ca_pem {
+            roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(|e| setup(chain(&e)))?);
+        }
+        let untag = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(options.insecure)
+            .tls_certs_merge(roots)
+            .connect_timeout(options.connect_timeout)
+            .read_timeout(options.read_timeout)
+            .user_agent(USER_AGENT)
+            .build()
+            .map_err(|e| setup(chain(&e)))?;
         Ok(Registry {
             https: build(ClientProtocol::Https)?,
             http: if options.insecure { Some(build(ClientProtocol::Http)?) } else { None },
             plain_hosts: Mutex::new(BTreeSet::new()),
+            untag,
             auth,
             request_timeout: options.request_timeout,
             retry: options.retry,
@@ -268,6 +284,27 @@ impl Registry {
             .await?;
         }
         Ok(digest)
+    }
+
+    /// Deletes `tag` and only the tag (see [`super::untag`]): one try, for cleaning up. A registry
+    /// that cannot delete tags answers [`Untagged::Refused`]; an error means no answer.
+    pub async fn delete_tag(&self, repository: &Repository, tag: &str) -> Result<Untagged, RegistryError> {
+        let op = Operation::DeleteTag;
+        let reference = repository.tag(tag).map_err(|e| invalid(op, format!("{repository}:{tag}"), e.to_string()))?;
+        let host = reference.resolve_registry();
+        let scheme = if self.http.is_some() && self.is_plain(host) { "http" } else { "https" };
+        let base = format!("{scheme}://{host}");
+        let request = delete_tag(&self.untag, &base, reference.repository(), tag, &self.auth);
+        match tokio::time::timeout(self.request_timeout, request).await {
+            Ok(Ok(untagged)) => Ok(untagged),
+            Ok(Err(e)) => Err(RegistryError::new(op, &reference, ErrorKind::Connect, chain(&e))),
+            Err(_) => Err(RegistryError::new(
+                op,
+                &reference,
+                ErrorKind::Timeout,
+                format!("no answer within {:?}", self.request_timeout),
+            )),
+        }
     }
 
     /// One operation: retried while its errors are transient, each try bounded in time, over HTTPS

@@ -70,6 +70,8 @@ pub enum Operation {
     PushIndex,
     /// A copy of a verified image's manifest to a platform tag.
     PushManifest,
+    /// A builder's temporary tag, after the index is pushed.
+    DeleteTag,
 }
 
 impl fmt::Display for Operation {
@@ -81,6 +83,7 @@ impl fmt::Display for Operation {
             Operation::GetConfig => "reading the image config of",
             Operation::PushIndex => "pushing the image index to",
             Operation::PushManifest => "pushing the image manifest to",
+            Operation::DeleteTag => "deleting the tag",
         })
     }
 }

@@ -19,6 +19,7 @@ pub mod index;
 pub mod manifest;
 pub mod reference;
 pub mod retry;
+mod untag;
 
 pub use auth::{AuthError, lookup};
 pub use client::{Registry, RegistryOptions};
@@ -29,3 +30,4 @@ pub use index::{
 pub use manifest::{ChildImage, ImageConfig, ManifestError, RawManifest};
 pub use reference::{ReferenceError, Repository, parse_digest, split_host};
 pub use retry::RetryPolicy;
+pub use untag::Untagged;

@@ -21,6 +21,11 @@ pub const BUILDKIT: Programs = Programs {
     binaries: &["buildkitd", "buildctl", "buildctl-daemonless.sh"],
 };
 
+/// The registry of distribution v3 (what `registry:3` runs), built by hack/build-registry.sh: the
+/// environment's second registry, beside Debian's distribution 2.8.
+pub const REGISTRY_V3: Programs =
+    Programs { script: "build-registry.sh", env_var: "ARCHWAY_REGISTRY_V3_BIN", binaries: &["registry"] };
+
 /// Helm and gitops-check (kstatus and Argo CD's Lua health checks on their real libraries), built by
 /// hack/build-gitops-tools.sh: how GitOps tools read a MultiArchBuild.
 pub const GITOPS_TOOLS: Programs =

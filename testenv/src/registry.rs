@@ -67,7 +67,8 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
         .build()?;
     // 401 is the answer of a registry with auth to a client without credentials.
     let url = format!("https://{host}/v2/");
-    serve(procs, "registry", &config, &conf.join("config.yml"), &http, &url, &[200, 401]).await?;
+    let program = Path::new("docker-registry");
+    serve(procs, "registry", program, &config, &conf.join("config.yml"), &http, &url, &[200, 401]).await?;
 
     let cert_dir = dir.join("registry-certs");
     fs::create_dir_all(&cert_dir)?;
@@ -81,26 +82,34 @@ pub async fn start(procs: &mut Processes, dir: &Path, pki: &Pki) -> Result<Regis
 }
 
 /// A second registry, plain HTTP and without auth, as some home labs run one: for the
-/// `insecureRegistry` opt-in. Returns its `127.0.0.1:PORT`; it stops with `procs`.
+/// `insecureRegistry` opt-in. It is distribution v3 (the `registry:3` image's), which deletes tags,
+/// where the main registry cannot. Returns its `127.0.0.1:PORT`; it stops with `procs`.
 pub async fn start_plain(procs: &mut Processes, dir: &Path) -> Result<String> {
     let host = format!("127.0.0.1:{}", free_port()?);
     let config = json!({
         "version": 0.1,
         "log": {"level": "info", "accesslog": {"disabled": true}},
-        "storage": {"filesystem": {"rootdirectory": dir.join("registry-plain")}},
+        "storage": {
+            "filesystem": {"rootdirectory": dir.join("registry-plain")},
+            "delete": {"enabled": true},
+        },
         "http": {"addr": host},
     });
     let http = reqwest::Client::builder().no_proxy().build()?;
     let url = format!("http://{host}/v2/");
-    serve(procs, "registry-plain", &config, &dir.join("registry-plain.yml"), &http, &url, &[200]).await?;
+    let program = crate::gobuild::REGISTRY_V3.bin_dir().await?.join("registry");
+    let config_file = dir.join("registry-plain.yml");
+    serve(procs, "registry-plain", &program, &config, &config_file, &http, &url, &[200]).await?;
     Ok(host)
 }
 
-/// Writes `config` to `config_file`, starts docker-registry on it as `name`, and waits until `GET url`
-/// answers one of `ready`.
+/// Writes `config` to `config_file`, starts the registry `program` on it as `name`, and waits until
+/// `GET url` answers one of `ready`.
+#[allow(clippy::too_many_arguments)]
 async fn serve(
     procs: &mut Processes,
     name: &str,
+    program: &Path,
     config: &serde_json::Value,
     config_file: &Path,
     http: &reqwest::Client,
@@ -108,7 +117,7 @@ async fn serve(
     ready: &[u16],
 ) -> Result<()> {
     fs::write(config_file, serde_saphyr::to_string(config)?)?;
-    let mut cmd = Command::new("docker-registry");
+    let mut cmd = Command::new(program);
     cmd.arg("serve").arg(config_file);
     procs.spawn(name, cmd)?;
     let probe = || async {

@@ -13,7 +13,8 @@ use archway::plan::inputs::build_label;
 use archway_testenv::cluster_setup::create_push_secret;
 use archway_testenv::env::Env;
 use common::blog::{
-    NS, api, apply_and_wait, blog_build, create_context, is_ready, jobs_of, raw_index, start, wait_status_in,
+    NS, api, apply_and_wait, blog_build, build_events, create_context, is_ready, jobs_of, notes, raw_index, start,
+    wait_events, wait_status_in,
 };
 use common::{
     GitRepo, ImageContents, kill_operator, manifest_digest_raw, operator_reconciles, pause_operator, wait,
@@ -443,36 +444,6 @@ async fn apply_in(client: &Client, namespace: &str, build: &Value, phase: &str) 
     let builds: Api<archway::api::MultiArchBuild> = Api::namespaced(client.clone(), namespace);
     builds.patch(name, &PatchParams::apply("test"), &Patch::Apply(build)).await?;
     wait_status_in(client, namespace, name, |s| s["phase"] == phase).await
-}
-
-async fn build_events(client: &Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
-    let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?.items;
-    let about = |e: &Event| {
-        e.regarding
-            .as_ref()
-            .is_some_and(|r| r.kind.as_deref() == Some("MultiArchBuild") && r.name.as_deref() == Some(name))
-    };
-    Ok(events.into_iter().filter(about).collect())
-}
-
-/// The build's events once `done` holds of them, or as they are after 20 s.
-async fn wait_events(client: &Client, namespace: &str, name: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
-    let mut events = Vec::new();
-    for _ in 0..40 {
-        events = build_events(client, namespace, name).await.unwrap_or(events);
-        if done(&events) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    events
-}
-
-fn notes(events: &[Event]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| format!("{}: {}", e.reason.as_deref().unwrap_or(""), e.note.as_deref().unwrap_or("")))
-        .collect()
 }
 
 fn platform_names(status: &Value) -> Vec<String> {

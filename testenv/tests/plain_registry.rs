@@ -1,5 +1,7 @@
 //! The `insecureRegistry` opt-in end to end: a registry on plain HTTP without auth (as home labs run
 //! them) takes the per-platform images and the index; without the opt-in the build fails naming it.
+//! That registry is distribution v3, which deletes tags: buildah's temporary tags are gone after the
+//! publish, and every child of the index is still there.
 
 mod common;
 
@@ -40,16 +42,29 @@ async fn a_plain_http_registry_works_when_the_build_opts_in() -> Result<()> {
     archs.sort();
     ensure!(archs == ["amd64", "arm64"], "{index}");
 
+    let tags = skopeo_plain(&["list-tags"], &format!("{plain}/asksven/blog")).await?;
+    ensure!(tags["Tags"] == json!(["new"]), "the temporary tags were not deleted: {tags}");
+    for child in index["manifests"].as_array().context("manifests")? {
+        let digest = child["digest"].as_str().context("digest")?;
+        let manifest = inspect_plain(&format!("{plain}/asksven/blog@{digest}")).await?;
+        ensure!(manifest["layers"].is_array(), "{digest}: {manifest}");
+    }
+
     drop(procs);
     env.remove().await;
     Ok(())
 }
 
 async fn inspect_plain(reference: &str) -> Result<Value> {
+    skopeo_plain(&["inspect", "--raw"], reference).await
+}
+
+async fn skopeo_plain(command: &[&str], reference: &str) -> Result<Value> {
     let out = tokio::process::Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .args(command)
+        .args(["--tls-verify=false", &format!("docker://{reference}")])
         .output()
         .await?;
-    ensure!(out.status.success(), "skopeo inspect: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(out.status.success(), "skopeo {command:?}: {}", String::from_utf8_lossy(&out.stderr));
     Ok(serde_json::from_slice(&out.stdout)?)
 }

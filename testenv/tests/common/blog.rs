@@ -1,12 +1,15 @@
 //! The blog build of the seed, as the operator tests apply it: its context ConfigMap, the
 //! MultiArchBuild, and waiting on its status.
 
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use archway::api::MultiArchBuild;
 use archway::plan::inputs::build_label;
 use archway_testenv::env::{Env, EnvOptions};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::events::v1::Event;
 use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
@@ -122,4 +125,35 @@ pub async fn create_context(client: &Client, env: &Env, namespace: &str) -> Resu
     };
     Api::<ConfigMap>::namespaced(client.clone(), namespace).create(&PostParams::default(), &context).await?;
     Ok(())
+}
+
+/// The events about the MultiArchBuild `name`.
+pub async fn build_events(client: &Client, namespace: &str, name: &str) -> Result<Vec<Event>> {
+    let events = Api::<Event>::namespaced(client.clone(), namespace).list(&ListParams::default()).await?.items;
+    let about = |e: &Event| {
+        e.regarding
+            .as_ref()
+            .is_some_and(|r| r.kind.as_deref() == Some("MultiArchBuild") && r.name.as_deref() == Some(name))
+    };
+    Ok(events.into_iter().filter(about).collect())
+}
+
+/// The build's events once `done` holds of them, or as they are after 20 s.
+pub async fn wait_events(client: &Client, namespace: &str, name: &str, done: impl Fn(&[Event]) -> bool) -> Vec<Event> {
+    let mut events = Vec::new();
+    for _ in 0..40 {
+        events = build_events(client, namespace, name).await.unwrap_or(events);
+        if done(&events) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    events
+}
+
+pub fn notes(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| format!("{}: {}", e.reason.as_deref().unwrap_or(""), e.note.as_deref().unwrap_or("")))
+        .collect()
 }
