@@ -40,7 +40,7 @@ pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 use crate::api::{
     MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, Reason, SourceStatus, TargetState, WorkloadKind,
 };
-use crate::metrics::{ErrorLabels, Metrics};
+use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
 use crate::plan::build::{LOOK_AGAIN, Next, Observation, PublishStep, plan};
 use crate::plan::decide::Decision;
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
@@ -301,9 +301,11 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         }
     };
     let started = std::time::Instant::now();
-    let result = reconcile_build(&with_last_written_status(build, &ctx), &ctx).await;
+    let mut registry = false;
+    let result = reconcile_build(&with_last_written_status(build, &ctx), &ctx, &mut registry).await;
     ctx.metrics.reconciles.inc();
-    ctx.metrics.reconcile_seconds.observe(started.elapsed().as_secs_f64());
+    let labels = ReconcileLabels { registry: registry.to_string() };
+    ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
     if let Ok(mut failures) = ctx.failures.lock() {
         match &result {
             Ok(_) => failures.remove(&ObjectRef::from_obj(guarded.as_ref())),
@@ -318,8 +320,8 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Observe (from the caches), plan (pure), apply: the resolve and build Jobs, the index once every
 /// platform is built, the rollout of the published image; then the status, with an event for each
-/// transition.
-async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action, Error> {
+/// transition. `registry` is set when it calls the registry.
+async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut bool) -> Result<Action, Error> {
     if !ctx.caches.is_ready() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
@@ -361,6 +363,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context) -> Result<Action
         PublishStep::NotYet => Publish::NotYet,
         PublishStep::Done { image } => Publish::Published { image: image.clone() },
         PublishStep::Publish { built, temporary_tags } => {
+            *registry = true;
             match publish::publish(ctx, build, &go.valid, built, temporary_tags, go.commit.as_deref()).await {
                 Ok(publish) => publish,
                 Err(Error::Registry(e)) if !e.is_transient() => {

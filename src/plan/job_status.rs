@@ -53,14 +53,20 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
         Some(pod) => pod_problem(pod),
         None => create_failure.map(|m| format!("the Job cannot create its pod: {m}")),
     };
-    let (state, completed_at) = if let Some(complete) = condition("Complete") {
-        let message = pods.iter().rev().filter_map(&builder_terminated).find(|t| t.0 == 0).map(|t| t.1);
-        (JobState::Succeeded { message }, status.completion_time.clone().or(complete.last_transition_time))
+    // A builder that exited 0 has pushed its image and said its digest: that is the platform's result,
+    // a second or more before the Job controller marks the Job Complete (and even if the Job's
+    // deadline passes meanwhile).
+    let success = pods.iter().rev().filter_map(&builder_terminated).find(|t| t.code == 0);
+    let complete = condition("Complete");
+    let (state, completed_at) = if success.is_some() || complete.is_some() {
+        let finished = success.as_ref().and_then(|t| t.finished_at.clone());
+        let completed = status.completion_time.clone().or(complete.and_then(|c| c.last_transition_time)).or(finished);
+        (JobState::Succeeded { message: success.map(|t| t.message) }, completed)
     } else if let Some(failed) = condition("Failed") {
         let last = pods.iter().rev().find_map(&builder_terminated);
-        let exit_code = last.as_ref().map(|t| t.0);
+        let exit_code = last.as_ref().map(|t| t.code);
         let job_says = failed.message.clone().unwrap_or_else(|| failed.reason.clone().unwrap_or_default());
-        let message = match (last.map(|t| t.1).filter(|m| !m.trim().is_empty()), &problem) {
+        let message = match (last.map(|t| t.message).filter(|m| !m.trim().is_empty()), &problem) {
             (Some(log), _) => log,
             (None, Some(problem)) => format!("{problem} ({job_says})"),
             (None, None) => job_says,
@@ -106,11 +112,22 @@ fn node_of(pod: &Pod) -> Option<String> {
     pod.spec.as_ref()?.node_name.clone()
 }
 
-/// Exit code and termination message of `container`, once it ended.
-fn terminated(pod: &Pod, container: &str) -> Option<(i32, String)> {
+/// How `container` ended.
+struct Ended {
+    code: i32,
+    /// Its termination message.
+    message: String,
+    finished_at: Option<Time>,
+}
+
+fn terminated(pod: &Pod, container: &str) -> Option<Ended> {
     let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == container)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
-    Some((terminated.exit_code, terminated.message.clone().unwrap_or_default()))
+    Some(Ended {
+        code: terminated.exit_code,
+        message: terminated.message.clone().unwrap_or_default(),
+        finished_at: terminated.finished_at.clone(),
+    })
 }
 
 /// Why a pod does not run, or did not get to build: the first of a failed init container (the git
@@ -188,6 +205,24 @@ mod tests {
             observe_job(&complete, vec![], None, BUILDER_CONTAINER).state,
             JobState::Succeeded { message: None }
         );
+    }
+
+    #[test]
+    fn a_builder_that_exited_0_is_the_result_before_the_job_is_complete() {
+        let mut done = terminated(0, "sha256:abc");
+        done["containerStatuses"][0]["state"]["terminated"]["finishedAt"] = json!("2026-01-01T00:00:09Z");
+        let pods = vec![
+            pod("2026-01-01T00:00:02Z", Some("x86-1"), terminated(1, "")),
+            pod("2026-01-01T00:00:05Z", Some("x86-1"), done),
+        ];
+        let seen = observe_job(&job(json!([])), pods.clone(), None, BUILDER_CONTAINER);
+        assert_eq!(seen.state, JobState::Succeeded { message: Some("sha256:abc".into()) });
+        assert_eq!(seen.completed_at, Some(serde_json::from_value(json!("2026-01-01T00:00:09Z")).unwrap()));
+        assert_eq!(seen.attempts, 2);
+        // The Job's deadline passed after the builder's push: the pushed image is still the result.
+        let deadline = job(json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]));
+        let seen = observe_job(&deadline, pods, None, BUILDER_CONTAINER);
+        assert_eq!(seen.state, JobState::Succeeded { message: Some("sha256:abc".into()) });
     }
 
     #[test]

@@ -40,6 +40,10 @@ enum Cmd {
         /// like the others but are cordoned and run nothing: node churn for benchmarks.
         #[arg(long, value_name = "N", default_value_t = 0)]
         extra_nodes: usize,
+        /// The program that stands for archway's image on the nodes (default: the `archway` beside
+        /// this program, the debug build); `make bench-scale` passes the release build.
+        #[arg(long, value_name = "FILE")]
+        archway_bin: Option<PathBuf>,
     },
     /// Stop the environment that `up` runs in this dir.
     Down {
@@ -55,12 +59,13 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     match Cli::parse().command {
-        Cmd::Up { dir, no_nodes, no_operator, operator_kustomization, extra_nodes } => {
+        Cmd::Up { dir, no_nodes, no_operator, operator_kustomization, extra_nodes, archway_bin } => {
             let opts = EnvOptions {
                 nodes: !no_nodes,
                 operator: !no_nodes && !no_operator,
                 operator_kustomization,
                 extra_nodes,
+                archway_bin,
                 ..EnvOptions::new(&dir)
             };
             up(dir, opts).await
