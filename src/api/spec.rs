@@ -207,11 +207,13 @@ pub enum Placement {
 /// How the per-platform builds run.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = rules::image_needs_kind())]
 pub struct BuilderSpec {
-    /// The image builder: `buildah` (default) or `buildkit`.
+    /// The image builder: `auto` (default: buildah, or BuildKit on the nodes that buildah's image
+    /// does not run on), `buildah` or `buildkit`.
     #[serde(default)]
     pub kind: BuilderKind,
-    /// Builder image to run instead of the operator's default for `kind`.
+    /// Builder image to run instead of the operator's default for `kind` (`buildah` or `buildkit`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
@@ -246,11 +248,41 @@ impl Default for BuilderSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BuilderKind {
-    /// buildah (daemonless, rootless-capable).
+    /// buildah where its image runs, else BuildKit (the operator reads both images' platforms).
     #[default]
+    Auto,
+    /// buildah (daemonless, rootless-capable).
     Buildah,
     /// BuildKit's buildctl-daemonless.
     Buildkit,
+}
+
+/// A builder that runs a build: what `kind` resolves to for one platform.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum BuildTool {
+    Buildah,
+    Buildkit,
+}
+
+impl BuilderKind {
+    /// The builders this kind may use, the preferred first.
+    pub fn tools(self) -> &'static [BuildTool] {
+        match self {
+            BuilderKind::Auto => &[BuildTool::Buildah, BuildTool::Buildkit],
+            BuilderKind::Buildah => &[BuildTool::Buildah],
+            BuilderKind::Buildkit => &[BuildTool::Buildkit],
+        }
+    }
+}
+
+impl std::fmt::Display for BuildTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BuildTool::Buildah => "buildah",
+            BuildTool::Buildkit => "BuildKit",
+        })
+    }
 }
 
 /// Where the image is pushed.
@@ -408,6 +440,13 @@ mod rules {
             "{field} keys must be platforms ({}); 'auto' is not allowed here",
             KNOWN_PLATFORMS.join(", ")
         )))
+    }
+
+    pub fn image_needs_kind() -> Rule {
+        Rule::new("!has(self.image) || self.kind != 'auto'").message(
+            "spec.builder.image replaces the default image of one builder: set spec.builder.kind to buildah or \
+             buildkit with it",
+        )
     }
 
     pub fn exactly_one_source() -> Rule {

@@ -7,7 +7,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::spec::WorkloadKind;
+use super::spec::{BuildTool, WorkloadKind};
 
 /// Condition types that archway sets on a `MultiArchBuild`.
 pub mod condition {
@@ -185,6 +185,13 @@ pub struct PlatformStatus {
     /// Whether the build runs natively or under emulation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<BuildMode>,
+    /// The builder that runs it: `buildah` or `buildkit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builder: Option<BuildTool>,
+    /// Why this builder or mode was chosen where another was preferred: which builder image has no
+    /// image for which nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement_reason: Option<String>,
     /// Node the build runs or ran on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,

@@ -73,6 +73,11 @@ fn full_status() -> MultiArchBuildStatus {
         platforms: vec![PlatformStatus {
             platform: "linux/arm/v7".into(),
             mode: Some(BuildMode::Native),
+            builder: Some(BuildTool::Buildkit),
+            placement_reason: Some(
+                "no image for linux/arm/v7 nodes in quay.io/buildah/stable:v1.40 (linux/amd64); built with BuildKit"
+                    .into(),
+            ),
             node: Some("pi-1".into()),
             job: Some("blog-linux-arm-v7-1a2b3c".into()),
             inputs: Some("1a2b3c4d5e".into()),
@@ -152,7 +157,7 @@ fn omitted_fields_take_their_defaults() {
     assert!(spec.build_args.is_empty() && spec.platform_build_args.is_empty());
     assert_eq!(spec.placement, Placement::Auto);
     assert_eq!(spec.builder, BuilderSpec::default());
-    assert_eq!(spec.builder.kind, BuilderKind::Buildah);
+    assert_eq!(spec.builder.kind, BuilderKind::Auto);
     assert_eq!((spec.builder.timeout.as_str(), spec.builder.retries), ("30m", 2));
     assert_eq!(spec.output.tags, ["latest"]);
     assert!(!spec.output.platform_tags && !spec.output.insecure_registry);

@@ -26,6 +26,16 @@ pub struct OperatorConfig {
     /// pod, which gets it from the operator (no namespace needs an object for it).
     #[arg(long, env = "ARCHWAY_REGISTRY_CA_FILE")]
     pub registry_ca_file: Option<PathBuf>,
+    /// Where to read the builder and clone images of a registry instead of the registry itself, as
+    /// REGISTRY=MIRROR (repeatable; the mirror a host with an optional path, e.g.
+    /// `quay.io=mirror.example.com/quay.io`): the operator reads their indexes to place each build on
+    /// nodes they run on. Give the nodes the same mirrors.
+    #[arg(long = "registry-mirror", env = "ARCHWAY_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = super::tool_images::parse_mirror)]
+    pub registry_mirrors: Vec<(String, String)>,
+    /// A Docker config.json (a kubernetes.io/dockerconfigjson Secret's `.dockerconfigjson`) with the
+    /// credentials for reading the builder and clone images; anonymous without it.
+    #[arg(long, env = "ARCHWAY_REGISTRY_AUTH_FILE")]
+    pub registry_auth_file: Option<PathBuf>,
     /// Prefix of the node labels that mark emulation: a node labelled `<prefix><arch>=true` (for example
     /// `emulate.archway.dev/arm64=true`) runs that architecture's code under qemu.
     #[arg(long, env = "ARCHWAY_EMULATION_LABEL_PREFIX", default_value = EMULATION_LABEL_PREFIX)]

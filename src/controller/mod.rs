@@ -12,6 +12,7 @@ mod leader;
 mod observe;
 mod publish;
 mod rollout;
+mod tool_images;
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
@@ -36,6 +37,7 @@ pub use config::OperatorConfig;
 pub use error::Error;
 use events::{event, publish_event, record_transitions};
 pub use leader::{Election, Fence, LEASE_NAME, while_leading};
+use tool_images::{BuildToolImages, ToolImages};
 
 use crate::api::{
     MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, Reason, SourceStatus, TargetState, WorkloadKind,
@@ -68,6 +70,8 @@ pub struct Context {
     fence: Fence,
     /// The registry CA the operator itself trusts, as PEM (`--registry-ca-file`).
     registry_ca: Vec<Vec<u8>>,
+    /// Where the builder and clone images run.
+    tool_images: ToolImages,
     metrics: Arc<Metrics>,
     /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes, as
     /// do the kept bodies of workloads no build targets any more.
@@ -134,13 +138,19 @@ pub async fn run(clients: Clients, config: OperatorConfig) -> Result<(), Error> 
         ),
         None => None,
     };
+    let registry_auth = match &config.registry_auth_file {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| Error::Invalid(format!("--registry-auth-file {}: {e}", path.display())))?,
+        ),
+        None => None,
+    };
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
     let (election, lease_client) = (config.election(), clients.watches.clone());
     let leading = metrics.leading.clone();
     let work = async move {
         leading.set(1);
-        reconcile_until_shutdown(clients, config, registry_ca, metrics).await;
+        reconcile_until_shutdown(clients, config, registry_ca, registry_auth, metrics).await;
         leading.set(0);
     };
     match election {
@@ -156,6 +166,7 @@ async fn reconcile_until_shutdown(
     clients: Clients,
     config: OperatorConfig,
     registry_ca: Option<String>,
+    registry_auth: Option<Vec<u8>>,
     metrics: Arc<Metrics>,
 ) {
     let reporter = Reporter { controller: "archway".into(), instance: std::env::var("HOSTNAME").ok() };
@@ -180,6 +191,11 @@ async fn reconcile_until_shutdown(
         caches,
         fence: Fence::new(clients.requests, config.election().as_ref()),
         builder: config.builder(registry_ca.clone()),
+        tool_images: ToolImages::new(
+            config.registry_mirrors.clone(),
+            registry_auth,
+            registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
+        ),
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
         written: Mutex::new(HashMap::new()),
@@ -329,6 +345,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     let generation = build.metadata.generation.unwrap_or_default();
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
+    let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
     let now = now();
     let plan = plan(&Observation {
         build_name: &name,
@@ -338,6 +355,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         status: build.status.as_ref(),
         nodes: &observed.nodes,
         emulation: &emulation,
+        images: &images.view(),
         jobs: &observed.jobs,
         resolve_jobs: &observed.resolve_jobs,
         context_fingerprint: observed.context_fingerprint.as_deref(),

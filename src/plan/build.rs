@@ -11,11 +11,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
 use super::job::build_tag;
-use super::placement::{EmulationLabels, NodeView};
+use super::placement::{BuildImages, EmulationLabels, NodeView};
 use super::status::already_published;
 use super::validate::{ValidBuild, validate};
 use crate::api::{
-    BuilderKind, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason, SourceStatus,
+    BuildTool, BuilderKind, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason,
+    SourceStatus,
 };
 use crate::platform::Platform;
 
@@ -30,6 +31,8 @@ pub struct Observation<'a> {
     pub status: Option<&'a MultiArchBuildStatus>,
     pub nodes: &'a [NodeView],
     pub emulation: &'a EmulationLabels,
+    /// The builder and clone images, and where they run.
+    pub images: &'a BuildImages<'a>,
     pub jobs: &'a [JobObservation],
     pub resolve_jobs: &'a [JobObservation],
     pub context_fingerprint: Option<&'a str>,
@@ -78,13 +81,13 @@ pub enum PublishStep {
 }
 
 /// The tags buildah pushed the built children to, which only gave the push a name; BuildKit pushes by
-/// digest and leaves none.
+/// digest and leaves none. A record from before the builder was recorded was made by the spec's kind.
 fn temporary_tags(spec: &MultiArchBuildSpec, decision: &Decision) -> Vec<String> {
-    if spec.builder.kind != BuilderKind::Buildah {
-        return Vec::new();
-    }
+    let by_buildah = |p: &&PlatformStatus| {
+        p.builder == Some(BuildTool::Buildah) || (p.builder.is_none() && spec.builder.kind == BuilderKind::Buildah)
+    };
     let tag = |p: &PlatformStatus| Some(build_tag(&p.platform.parse().ok()?, p.inputs.as_deref()?));
-    decision.platforms.iter().filter_map(tag).collect()
+    decision.platforms.iter().filter(by_buildah).filter_map(tag).collect()
 }
 
 /// When a permanent failure is looked at again if the change that fixes it is watched (a spec edit, a
@@ -131,6 +134,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         platforms: &platforms,
         nodes: observed.nodes,
         emulation: observed.emulation,
+        images: observed.images,
         jobs: observed.jobs,
         context_fingerprint: observed.context_fingerprint,
         rebuild_requested_at: observed.rebuild_requested_at,
@@ -210,6 +214,7 @@ mod tests {
             status,
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
+            images: &BuildImages::unread(),
             jobs,
             resolve_jobs: &[],
             context_fingerprint: Some("fp"),
@@ -252,6 +257,7 @@ mod tests {
             status: None,
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
+            images: &BuildImages::unread(),
             jobs: &[],
             resolve_jobs: &[],
             context_fingerprint: None,
@@ -280,6 +286,7 @@ mod tests {
             .map(|(p, c)| JobObservation {
                 name: p.job.clone().unwrap(),
                 state: JobState::Succeeded { message: Some(digest(c)) },
+                tool: Some(BuildTool::Buildah),
                 attempts: 1,
                 ..Default::default()
             })
@@ -292,12 +299,17 @@ mod tests {
             *temporary_tags,
             [format!("archway-linux-amd64-{}", inputs[0]), format!("archway-linux-arm64-{}", inputs[1])]
         );
-        let buildkit = MultiArchBuildSpec {
-            builder: crate::api::BuilderSpec { kind: BuilderKind::Buildkit, ..spec.builder.clone() },
+        // BuildKit pushes by digest; a record without its builder was built by the spec's kind.
+        let mut decision = go(&built).decision.clone();
+        decision.platforms[0].builder = Some(BuildTool::Buildkit);
+        let with_kind = |kind| MultiArchBuildSpec {
+            builder: crate::api::BuilderSpec { kind, ..spec.builder.clone() },
             ..spec.clone()
         };
-        let none = super::temporary_tags(&buildkit, &go(&built).decision);
-        assert!(none.is_empty(), "BuildKit pushes by digest: {none:?}");
+        assert_eq!(super::temporary_tags(&spec, &decision), temporary_tags[1..]);
+        decision.platforms[1].builder = None;
+        assert!(super::temporary_tags(&with_kind(BuilderKind::Buildkit), &decision).is_empty());
+        assert_eq!(super::temporary_tags(&with_kind(BuilderKind::Buildah), &decision), temporary_tags[1..]);
         assert_eq!(built.requeue(false), Duration::from_secs(300));
         assert_eq!(built.requeue(true), Duration::from_secs(20), "a rollout's deadline is looked at");
 

@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, SeccompProfile, SecurityContext};
 
 use super::job::BuilderConfig;
-use crate::api::BuilderKind;
+use crate::api::BuildTool;
 
 /// Where BuildKit keeps its state: the rootless image's default root, an emptyDir in the pod.
 pub const BUILDKIT_ROOT: &str = "/home/user/.local/share/buildkit";
@@ -72,17 +72,17 @@ pub struct Builder {
 
 impl Builder {
     /// `image` is `spec.builder.image`, which replaces the operator's default for the kind.
-    pub fn new(kind: BuilderKind, image: Option<&str>, config: &BuilderConfig) -> Builder {
+    pub fn new(tool: BuildTool, image: Option<&str>, config: &BuilderConfig) -> Builder {
         let image = |default: &str| image.unwrap_or(default).to_string();
-        match kind {
-            BuilderKind::Buildah => Builder {
+        match tool {
+            BuildTool::Buildah => Builder {
                 image: image(&config.buildah_image),
                 script: BUILDAH_SCRIPT,
                 storage_dir: BUILDAH_STORAGE,
                 security_context: buildah_security_context(),
                 env: Vec::new(),
             },
-            BuilderKind::Buildkit => Builder {
+            BuildTool::Buildkit => Builder {
                 image: image(&config.buildkit_image),
                 script: BUILDKIT_SCRIPT,
                 storage_dir: BUILDKIT_ROOT,
@@ -99,10 +99,10 @@ impl Builder {
 }
 
 /// The words that pass one build arg to the builder's script.
-pub fn build_arg(kind: BuilderKind, key: &str, value: &str) -> [String; 2] {
-    match kind {
-        BuilderKind::Buildah => ["--build-arg".into(), format!("{key}={value}")],
-        BuilderKind::Buildkit => ["--opt".into(), format!("build-arg:{key}={value}")],
+pub fn build_arg(tool: BuildTool, key: &str, value: &str) -> [String; 2] {
+    match tool {
+        BuildTool::Buildah => ["--build-arg".into(), format!("{key}={value}")],
+        BuildTool::Buildkit => ["--opt".into(), format!("build-arg:{key}={value}")],
     }
 }
 

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
-use super::placement::{EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
+use super::placement::{BuildImages, EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
 use crate::api::{MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
@@ -76,6 +76,8 @@ pub struct Inputs<'a> {
     pub platforms: &'a [Platform],
     pub nodes: &'a [NodeView],
     pub emulation: &'a EmulationLabels,
+    /// The images a build pod may run, and where they run.
+    pub images: &'a BuildImages<'a>,
     pub jobs: &'a [JobObservation],
     /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
     pub context_fingerprint: Option<&'a str>,
@@ -106,6 +108,7 @@ pub fn decide(input: &Inputs) -> Decision {
         return decision;
     }
     let mut keep = Vec::new();
+    let spec = input.spec;
     for platform in input.platforms {
         let mut inputs = BuildInputs {
             rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
@@ -151,21 +154,25 @@ pub fn decide(input: &Inputs) -> Decision {
                     status
                 }
             },
-            (None, None) => match place(platform, input.spec.placement, input.nodes, input.emulation) {
-                Ok(placed) => {
-                    let status = PlatformStatus {
-                        platform: platform.to_string(),
-                        mode: Some(placed.mode),
-                        job: Some(name.clone()),
-                        phase: PlatformPhase::Pending,
-                        ..Default::default()
-                    };
-                    keep.push(name);
-                    decision.create.push(JobToCreate { platform: platform.clone(), inputs, placed });
-                    status
+            (None, None) => {
+                match place(platform, spec.placement, spec.builder.kind, input.nodes, input.emulation, input.images) {
+                    Ok(placed) => {
+                        let status = PlatformStatus {
+                            platform: platform.to_string(),
+                            mode: Some(placed.mode),
+                            builder: Some(placed.tool),
+                            placement_reason: placed.reason.clone(),
+                            job: Some(name.clone()),
+                            phase: PlatformPhase::Pending,
+                            ..Default::default()
+                        };
+                        keep.push(name);
+                        decision.create.push(JobToCreate { platform: platform.clone(), inputs, placed });
+                        status
+                    }
+                    Err(why) => waiting(platform, &why),
                 }
-                Err(why) => waiting(platform, &why),
-            },
+            }
         };
         // Every entry records the inputs it is about: the record a later pass compares with.
         decision.platforms.push(PlatformStatus { inputs: Some(hash), ..status });
@@ -231,6 +238,7 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
             return Observed::Lost(PlatformStatus {
                 platform: platform.to_string(),
                 mode: job.mode,
+                builder: job.tool,
                 job: Some(job.name.clone()),
                 phase: PlatformPhase::Pending,
                 message: Some("the build's pods were deleted before its digest was recorded; building again".into()),
@@ -259,6 +267,8 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
     Observed::Status(PlatformStatus {
         platform: platform.to_string(),
         mode: job.mode,
+        builder: job.tool,
+        placement_reason: job.placement_reason.clone(),
         node: job.node.clone(),
         job: Some(job.name.clone()),
         // Set by `decide` for every entry.
@@ -368,6 +378,7 @@ pub(crate) mod tests {
                 platforms: &platforms,
                 nodes: &self.nodes,
                 emulation: &EmulationLabels::default(),
+                images: &BuildImages::unread(),
                 jobs: &self.jobs,
                 context_fingerprint: Some(self.fingerprint),
                 rebuild_requested_at: self.rebuild.as_deref(),

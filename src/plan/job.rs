@@ -16,7 +16,7 @@ use super::builders::{Builder, build_arg};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
-use crate::api::{BuilderKind, Source};
+use crate::api::{BuildTool, Source};
 use crate::platform::Platform;
 use crate::registry::{ReferenceError, split_host};
 
@@ -24,6 +24,10 @@ pub const BUILD_LABEL: &str = "archway.dev/build";
 pub const PLATFORM_LABEL: &str = "archway.dev/platform";
 pub const INPUTS_LABEL: &str = "archway.dev/inputs";
 pub const MODE_LABEL: &str = "archway.dev/mode";
+/// The builder that runs the build (`buildah`, `buildkit`): what `spec.builder.kind` resolved to.
+pub const BUILDER_LABEL: &str = "archway.dev/builder";
+/// On the Job: why its builder or mode was chosen, when not the preferred one (see [`Placed::reason`]).
+pub const PLACEMENT_REASON_ANNOTATION: &str = "archway.dev/placement-reason";
 /// The container that builds; its termination message carries the pushed digest.
 pub const BUILDER_CONTAINER: &str = "build";
 /// On every Job archway creates and its pods: what the operator's watches select.
@@ -96,8 +100,8 @@ pub enum JobError {
 
 pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     let (registry, _) = split_host(&req.inputs.image)?;
-    let kind = req.inputs.builder.kind;
-    let builder = Builder::new(kind, req.inputs.builder.image.as_deref(), req.config);
+    let tool = req.placed.tool;
+    let builder = Builder::new(tool, req.inputs.builder.image.as_deref(), req.config);
     let hash = req.inputs.hash();
     let name = job_name(req.build_name, req.platform, &hash);
     let mut labels = build_labels(req.build_name);
@@ -105,6 +109,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         (PLATFORM_LABEL.to_string(), req.platform.slug()),
         (INPUTS_LABEL.to_string(), hash.clone()),
         (MODE_LABEL.to_string(), format!("{:?}", req.placed.mode).to_lowercase()),
+        (BUILDER_LABEL.to_string(), tool_label(tool).into()),
     ]);
     let (context_dir, init_containers, mut volumes, mut mounts) = source(req);
     volumes.push(Volume { name: "storage".into(), empty_dir: Some(Default::default()), ..Default::default() });
@@ -135,13 +140,13 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         ("ARCHWAY_INSECURE", req.inputs.insecure_registry.to_string()),
         ("ARCHWAY_REGISTRY", registry),
     ];
-    if kind == BuilderKind::Buildah {
+    if tool == BuildTool::Buildah {
         // buildah pushes to a name; BuildKit pushes by digest alone.
         env.push(("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)));
     }
     env.extend(builder.env);
     let mut args = vec!["-c".to_string(), builder.script.to_string(), "build".to_string()];
-    args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(kind, k, v)));
+    args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(tool, k, v)));
     let container = Container {
         name: BUILDER_CONTAINER.into(),
         image: Some(builder.image),
@@ -161,6 +166,11 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
             name: Some(name),
             namespace: Some(req.namespace.to_string()),
             labels: Some(labels.clone()),
+            annotations: req
+                .placed
+                .reason
+                .as_ref()
+                .map(|r| BTreeMap::from([(PLACEMENT_REASON_ANNOTATION.into(), r.clone())])),
             owner_references: Some(vec![req.owner.clone()]),
             ..Default::default()
         },
@@ -198,6 +208,14 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         }),
         status: None,
     })
+}
+
+/// The value of [`BUILDER_LABEL`].
+pub fn tool_label(tool: BuildTool) -> &'static str {
+    match tool {
+        BuildTool::Buildah => "buildah",
+        BuildTool::Buildkit => "buildkit",
+    }
 }
 
 /// The labels of every Job archway creates for a build (and of its pods): what the operator's
@@ -279,7 +297,7 @@ mod tests {
     use super::*;
     use crate::api::{BuilderKind, GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
     use crate::plan::builders::BUILDKIT_ROOT;
-    use crate::plan::placement::{NodeView, place};
+    use crate::plan::placement::{BuildImages, NodeView, place};
 
     fn spec() -> MultiArchBuildSpec {
         MultiArchBuildSpec {
@@ -311,7 +329,9 @@ mod tests {
             usable: true,
             emulates: Default::default(),
         }];
-        let placed = place(&platform, Placement::Auto, &nodes, &Default::default()).unwrap();
+        let placed =
+            place(&platform, Placement::Auto, spec.builder.kind, &nodes, &Default::default(), &BuildImages::unread())
+                .unwrap();
         let inputs = BuildInputs::new(spec, &platform, Some("rv1"));
         let req = JobRequest {
             build_name: "blog",

@@ -7,14 +7,18 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
 
-use super::job::MODE_LABEL;
-use crate::api::BuildMode;
+use super::job::{BUILDER_LABEL, MODE_LABEL, PLACEMENT_REASON_ANNOTATION};
+use crate::api::{BuildMode, BuildTool};
 
 /// What the controller saw of one build Job it owns (and of that Job's pods).
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct JobObservation {
     pub name: String,
     pub mode: Option<BuildMode>,
+    /// The builder it runs (its label; older Jobs have none).
+    pub tool: Option<BuildTool>,
+    /// Why that builder or mode (its annotation).
+    pub placement_reason: Option<String>,
     pub state: JobState,
     /// Node of the newest pod.
     pub node: Option<String>,
@@ -85,9 +89,16 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
         Some("emulated") => Some(BuildMode::Emulated),
         _ => None,
     };
+    let tool = match job.labels().get(BUILDER_LABEL).map(String::as_str) {
+        Some("buildah") => Some(BuildTool::Buildah),
+        Some("buildkit") => Some(BuildTool::Buildkit),
+        _ => None,
+    };
     JobObservation {
         name: job.name_any(),
         mode,
+        tool,
+        placement_reason: job.annotations().get(PLACEMENT_REASON_ANNOTATION).cloned(),
         state,
         node: pods.iter().rev().find_map(node_of),
         attempts: pods.len() as i32,

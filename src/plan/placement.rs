@@ -6,8 +6,8 @@ use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
 
-use crate::api::{BuildMode, Placement};
-use crate::platform::{self, ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
+use crate::api::{BuildMode, BuildTool, BuilderKind, Placement};
+use crate::platform::{self, ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform, best_match};
 
 /// Nodes that can emulate an architecture carry `<prefix><arch>: "true"`, by default
 /// `emulate.archway.dev/arm64`; qemu-user runs every variant of an architecture, so the label has none.
@@ -131,12 +131,89 @@ impl NodeFingerprints {
     }
 }
 
+/// An image a build pod runs (a builder, the git clone) and the platforms its index has children for:
+/// a node runs it when containerd would find a child for the node's platform. `platforms: None` when
+/// the index could not be read: then it is taken to run everywhere.
+#[derive(Clone, Copy, Debug)]
+pub struct ToolImage<'a> {
+    pub reference: &'a str,
+    pub platforms: Option<&'a [Platform]>,
+}
+
+impl ToolImage<'_> {
+    fn runs_on(&self, host: &Platform) -> bool {
+        self.platforms.is_none_or(|children| best_match(host, children).is_some())
+    }
+
+    /// `quay.io/buildah/stable:v1.40 (linux/amd64, linux/arm64)`.
+    fn described(&self) -> String {
+        let platforms = self.platforms.unwrap_or_default().iter().map(Platform::to_string);
+        format!("{} ({})", self.reference, platforms.collect::<Vec<_>>().join(", "))
+    }
+}
+
+/// The images the build pod of one platform may run.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildImages<'a> {
+    pub buildah: ToolImage<'a>,
+    pub buildkit: ToolImage<'a>,
+    /// The clone's image, for a git source.
+    pub git: Option<ToolImage<'a>>,
+}
+
+impl BuildImages<'static> {
+    /// Images whose platforms are not known: they count as running everywhere.
+    #[cfg(test)]
+    pub fn unread() -> BuildImages<'static> {
+        let image = |reference| ToolImage { reference, platforms: None };
+        BuildImages { buildah: image("buildah"), buildkit: image("buildkit"), git: None }
+    }
+}
+
+impl BuildImages<'_> {
+    fn builder(&self, tool: BuildTool) -> &ToolImage<'_> {
+        match tool {
+            BuildTool::Buildah => &self.buildah,
+            BuildTool::Buildkit => &self.buildkit,
+        }
+    }
+
+    /// Every image the pod of `tool` runs, the builder first.
+    fn of(&self, tool: BuildTool) -> impl Iterator<Item = &ToolImage<'_>> {
+        std::iter::once(self.builder(tool)).chain(self.git.iter())
+    }
+
+    fn run_on(&self, tool: BuildTool, host: &Platform) -> bool {
+        self.of(tool).all(|image| image.runs_on(host))
+    }
+
+    /// Whether `tool`'s images are all known: their children say where they run.
+    fn known(&self, tool: BuildTool) -> bool {
+        self.of(tool).all(|image| image.platforms.is_some())
+    }
+
+    /// The images of `tools` that have no child for `host`, with where they run.
+    fn missing_on(&self, tools: &[BuildTool], host: &Platform) -> String {
+        let mut missing: Vec<String> = Vec::new();
+        for image in tools.iter().flat_map(|tool| self.of(*tool)) {
+            let described = image.described();
+            if !image.runs_on(host) && !missing.contains(&described) {
+                missing.push(described);
+            }
+        }
+        missing.join(", ")
+    }
+}
+
 /// Where a platform's build goes, as node selector terms for the Job (ORed, as Kubernetes does).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Placed {
     pub mode: BuildMode,
-    /// The node platform (native) or the emulated platform.
+    /// The node platform (native), or the emulated platform.
     pub host: Platform,
+    pub tool: BuildTool,
+    /// Why this builder or mode, where the preferred one (`kind`'s first, native) does not run.
+    pub reason: Option<String>,
     pub node_terms: Vec<NodeSelectorTerm>,
 }
 
@@ -158,52 +235,117 @@ pub enum Unplaceable {
          add a node of that architecture or label a qemu-enabled node"
     )]
     NoNode { platform: String, label: String },
+    #[error("no builder image runs where {platform} can be built: {nodes}; {hint}")]
+    NoBuilderImage { platform: String, nodes: String, hint: String },
 }
 
-/// Decides where `platform` is built under `placement`.
+/// Decides where `platform` is built under `placement`, and with which of `kind`'s builders: a node
+/// counts only where the builder's image (and the clone's) has a child for its platform.
 pub fn place(
     platform: &Platform,
     placement: Placement,
+    kind: BuilderKind,
     nodes: &[NodeView],
     emulation: &EmulationLabels,
+    images: &BuildImages,
 ) -> Result<Placed, Unplaceable> {
+    let tools = kind.tools();
+    let usable = |host: &Platform| nodes.iter().any(|n| n.usable && n.platform.as_ref() == Some(host));
+    let native_hosts: Vec<Platform> = platform.native_hosts().into_iter().filter(|h| usable(h)).collect();
+    let arch = &platform.architecture;
+    let emulating: Vec<&NodeView> = nodes.iter().filter(|n| n.usable && n.emulates.contains(arch)).collect();
+    let emulating_hosts: Vec<Platform> =
+        emulating.iter().filter_map(|n| n.platform.clone()).collect::<BTreeSet<_>>().into_iter().collect();
+    // Why the preferred builders were passed over on these hosts, for the status.
+    let passed_over = |hosts: &[Platform], tools: &[BuildTool]| -> Vec<String> {
+        let lacking = hosts.iter().map(|h| (h, images.missing_on(tools, h))).filter(|(_, m)| !m.is_empty());
+        lacking.map(|(h, missing)| format!("no image for {h} nodes in {missing}")).collect()
+    };
     let native = || {
-        native_host(platform, nodes).map(|host| Placed {
-            mode: BuildMode::Native,
-            node_terms: native_terms(&host),
-            host,
-        })
+        for host in &native_hosts {
+            for (i, tool) in tools.iter().enumerate() {
+                if images.run_on(*tool, host) {
+                    let skipped = passed_over(std::slice::from_ref(host), &tools[..i]);
+                    let reason = (!skipped.is_empty()).then(|| format!("{}; built with {tool}", skipped.join("; ")));
+                    let node_terms = native_terms(host);
+                    return Some(Placed {
+                        mode: BuildMode::Native,
+                        host: host.clone(),
+                        tool: *tool,
+                        reason,
+                        node_terms,
+                    });
+                }
+            }
+        }
+        None
     };
     let emulated = || {
-        let arch = &platform.architecture;
-        nodes.iter().any(|n| n.usable && n.emulates.contains(arch)).then(|| Placed {
-            mode: BuildMode::Emulated,
-            host: platform.clone(),
-            node_terms: vec![term(vec![requirement(&emulation.label(platform), "In", &["true"])])],
-        })
+        let label = requirement(&emulation.label(platform), "In", &["true"]);
+        for (i, tool) in tools.iter().enumerate() {
+            let hosts: Vec<&Platform> = emulating_hosts.iter().filter(|h| images.run_on(*tool, h)).collect();
+            let node_terms = if !emulating.is_empty() && !images.known(*tool) {
+                // Where the images run is not known: any emulating node may do.
+                vec![term(vec![label.clone()])]
+            } else if !hosts.is_empty() {
+                // Only the emulating nodes whose platform runs the images.
+                let with_label = |mut t: NodeSelectorTerm| {
+                    t.match_expressions.get_or_insert_with(Vec::new).push(label.clone());
+                    t
+                };
+                hosts.iter().flat_map(|h| native_terms(h)).map(with_label).collect()
+            } else {
+                continue;
+            };
+            let mut skipped = passed_over(&native_hosts, tools);
+            skipped.extend(passed_over(&emulating_hosts, &tools[..i]));
+            let reason = (!skipped.is_empty()).then(|| format!("{}; built emulated with {tool}", skipped.join("; ")));
+            return Some(Placed { mode: BuildMode::Emulated, host: platform.clone(), tool: *tool, reason, node_terms });
+        }
+        None
+    };
+    // There are nodes, but no builder image runs on any of them.
+    let no_image = |hosts: &[Platform], hint: String| Unplaceable::NoBuilderImage {
+        platform: platform.to_string(),
+        nodes: passed_over(hosts, tools).join("; "),
+        hint,
+    };
+    let other_kind = match kind {
+        BuilderKind::Auto => "",
+        _ => "spec.builder.kind: auto also tries the other builder; ",
     };
     let label = emulation.label(platform);
     match placement {
-        Placement::Native => native().ok_or_else(|| Unplaceable::NoNativeNode {
-            platform: platform.to_string(),
-            arch: platform.architecture.clone(),
-            variant_hint: match &platform.variant {
-                Some(v) if platform.architecture == "arm" => format!(" and {ARM_VARIANT_LABEL}={v}"),
-                _ => String::new(),
-            },
+        Placement::Native => native().ok_or_else(|| {
+            if native_hosts.is_empty() {
+                Unplaceable::NoNativeNode {
+                    platform: platform.to_string(),
+                    arch: platform.architecture.clone(),
+                    variant_hint: match &platform.variant {
+                        Some(v) if platform.architecture == "arm" => format!(" and {ARM_VARIANT_LABEL}={v}"),
+                        _ => String::new(),
+                    },
+                }
+            } else {
+                no_image(&native_hosts, format!("{other_kind}placement: auto builds it emulated instead"))
+            }
         }),
-        Placement::Emulated => {
-            emulated().ok_or_else(|| Unplaceable::NoEmulationNode { platform: platform.to_string(), label })
-        }
-        Placement::Auto => {
-            native().or_else(emulated).ok_or_else(|| Unplaceable::NoNode { platform: platform.to_string(), label })
-        }
+        Placement::Emulated => emulated().ok_or_else(|| {
+            if emulating.is_empty() {
+                Unplaceable::NoEmulationNode { platform: platform.to_string(), label }
+            } else {
+                no_image(&emulating_hosts, format!("{other_kind}or label a node they run on {label}=true"))
+            }
+        }),
+        Placement::Auto => native().or_else(emulated).ok_or_else(|| {
+            if native_hosts.is_empty() && emulating.is_empty() {
+                Unplaceable::NoNode { platform: platform.to_string(), label }
+            } else {
+                let hosts: Vec<Platform> = native_hosts.iter().chain(&emulating_hosts).cloned().collect();
+                no_image(&hosts, format!("{other_kind}or label a node they run on {label}=true"))
+            }
+        }),
     }
-}
-
-/// The best platform, in [`Platform::native_hosts`] order, of a usable node that runs `platform` natively.
-fn native_host(platform: &Platform, nodes: &[NodeView]) -> Option<Platform> {
-    platform.native_hosts().into_iter().find(|host| nodes.iter().any(|n| n.usable && n.platform.as_ref() == Some(host)))
 }
 
 /// Node selector terms that match exactly the nodes of platform `host`. An arm node without the
@@ -267,11 +409,16 @@ mod tests {
         s.parse().unwrap()
     }
 
+    /// Placement with images whose platforms are not known.
+    fn place_unread(platform: &str, placement: Placement, nodes: &[NodeView]) -> Result<Placed, Unplaceable> {
+        place(&p(platform), placement, BuilderKind::Auto, nodes, &EmulationLabels::default(), &BuildImages::unread())
+    }
+
     #[test]
     fn auto_prefers_native_then_emulates() {
-        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(true), &EmulationLabels::default()).unwrap();
+        let placed = place_unread("linux/arm64", Placement::Auto, &cluster(true)).unwrap();
         assert_eq!((placed.mode, placed.host), (BuildMode::Native, p("linux/arm64")));
-        let placed = place(&p("linux/arm64"), Placement::Auto, &cluster(false), &EmulationLabels::default()).unwrap();
+        let placed = place_unread("linux/arm64", Placement::Auto, &cluster(false)).unwrap();
         assert_eq!(placed.mode, BuildMode::Emulated);
         let expr = &placed.node_terms[0].match_expressions.as_ref().unwrap()[0];
         assert_eq!(expr.key, "emulate.archway.dev/arm64");
@@ -279,7 +426,7 @@ mod tests {
 
     #[test]
     fn armv6_builds_natively_on_an_armv7_node() {
-        let placed = place(&p("linux/arm/v6"), Placement::Native, &cluster(true), &EmulationLabels::default()).unwrap();
+        let placed = place_unread("linux/arm/v6", Placement::Native, &cluster(true)).unwrap();
         assert_eq!((placed.mode, placed.host.clone()), (BuildMode::Native, p("linux/arm/v7")));
         // v7 also matches arm nodes without the variant label.
         assert_eq!(placed.node_terms.len(), 2);
@@ -291,20 +438,100 @@ mod tests {
     #[test]
     fn armv7_never_builds_natively_on_arm64() {
         let nodes = vec![node("jetson-1", "linux/arm64", true, &[])];
-        let err = place(&p("linux/arm/v7"), Placement::Native, &nodes, &EmulationLabels::default()).unwrap_err();
+        let err = place_unread("linux/arm/v7", Placement::Native, &nodes).unwrap_err();
         assert!(err.to_string().contains("kubernetes.io/arch=arm and archway.dev/arm-variant=v7"), "{err}");
     }
 
     #[test]
     fn emulated_and_missing_nodes_say_what_is_missing() {
-        let placed =
-            place(&p("linux/arm/v7"), Placement::Emulated, &cluster(true), &EmulationLabels::default()).unwrap();
+        let placed = place_unread("linux/arm/v7", Placement::Emulated, &cluster(true)).unwrap();
         assert_eq!(placed.mode, BuildMode::Emulated);
-        let err = place(&p("linux/s390x"), Placement::Auto, &cluster(true), &EmulationLabels::default()).unwrap_err();
+        let err = place_unread("linux/s390x", Placement::Auto, &cluster(true)).unwrap_err();
         assert!(err.to_string().contains("emulate.archway.dev/s390x=true"), "{err}");
         let nodes = vec![node("x86-1", "linux/amd64", true, &[]), node("qemu-1", "linux/amd64", false, &["arm64"])];
-        let err = place(&p("linux/arm64"), Placement::Emulated, &nodes, &EmulationLabels::default()).unwrap_err();
+        let err = place_unread("linux/arm64", Placement::Emulated, &nodes).unwrap_err();
         assert!(matches!(err, Unplaceable::NoEmulationNode { .. }), "{err}");
+    }
+
+    /// The platforms the published builder images have (see the README, Raspberry Pis).
+    fn published() -> (Vec<Platform>, Vec<Platform>) {
+        let list = |ps: &[&str]| ps.iter().map(|s| p(s)).collect::<Vec<_>>();
+        (
+            list(&["linux/amd64", "linux/arm64", "linux/ppc64le", "linux/s390x"]),
+            list(&["linux/amd64", "linux/arm/v7", "linux/arm64", "linux/s390x", "linux/ppc64le", "linux/riscv64"]),
+        )
+    }
+
+    fn place_published(platform: &str, placement: Placement, kind: BuilderKind) -> Result<Placed, Unplaceable> {
+        let (buildah, buildkit) = published();
+        let images = BuildImages {
+            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Some(&buildah) },
+            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Some(&buildkit) },
+            git: None,
+        };
+        place(&p(platform), placement, kind, &cluster(true), &EmulationLabels::default(), &images)
+    }
+
+    #[test]
+    fn a_pi_builds_with_buildkit_where_buildah_has_no_image() {
+        for platform in ["linux/arm/v7", "linux/arm/v6"] {
+            let placed = place_published(platform, Placement::Auto, BuilderKind::Auto).unwrap();
+            assert_eq!(
+                (placed.mode, placed.tool, placed.host),
+                (BuildMode::Native, BuildTool::Buildkit, p("linux/arm/v7"))
+            );
+            let reason = placed.reason.unwrap();
+            assert!(reason.starts_with("no image for linux/arm/v7 nodes in quay.io/buildah/stable:v1.40 (linux/amd64, linux/arm64, linux/ppc64le, linux/s390x)"), "{reason}");
+            assert!(reason.ends_with("; built with BuildKit"), "{reason}");
+        }
+        let placed = place_published("linux/arm64", Placement::Auto, BuilderKind::Auto).unwrap();
+        assert_eq!((placed.tool, placed.reason), (BuildTool::Buildah, None), "the preferred builder says nothing");
+    }
+
+    #[test]
+    fn a_pinned_builder_that_runs_on_no_pi_waits_or_builds_emulated() {
+        let err = place_published("linux/arm/v6", Placement::Native, BuilderKind::Buildah).unwrap_err();
+        let message = err.to_string();
+        assert!(matches!(err, Unplaceable::NoBuilderImage { .. }), "{message}");
+        assert!(message.contains("no image for linux/arm/v7 nodes in quay.io/buildah/stable:v1.40"), "{message}");
+        assert!(message.contains("spec.builder.kind: auto") && message.contains("placement: auto"), "{message}");
+
+        let placed = place_published("linux/arm/v6", Placement::Auto, BuilderKind::Buildah).unwrap();
+        assert_eq!((placed.mode, placed.tool), (BuildMode::Emulated, BuildTool::Buildah));
+        let reason = placed.reason.unwrap();
+        assert!(reason.ends_with("; built emulated with buildah"), "{reason}");
+        // Only emulating nodes whose own platform runs buildah: qemu-1, an amd64 node.
+        let term = placed.node_terms[0].match_expressions.as_ref().unwrap();
+        let pairs: Vec<(&str, &str)> =
+            term.iter().map(|r| (r.key.as_str(), r.values.as_ref().unwrap()[0].as_str())).collect();
+        assert_eq!(
+            pairs,
+            [("kubernetes.io/os", "linux"), ("kubernetes.io/arch", "amd64"), ("emulate.archway.dev/arm", "true")]
+        );
+        assert_eq!(placed.node_terms.len(), 1);
+    }
+
+    #[test]
+    fn no_builder_image_on_any_node_that_could_build_says_which_images_and_nodes() {
+        let (buildah, buildkit) = published();
+        let none: Vec<Platform> = vec![p("linux/s390x")];
+        let images = BuildImages {
+            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Some(&buildah) },
+            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Some(&buildkit) },
+            git: Some(ToolImage { reference: "alpine/git:2.47.2", platforms: Some(&none) }),
+        };
+        let err = place(
+            &p("linux/arm64"),
+            Placement::Auto,
+            BuilderKind::Auto,
+            &cluster(true),
+            &EmulationLabels::default(),
+            &images,
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.starts_with("no builder image runs where linux/arm64 can be built: no image for linux/arm64 nodes in alpine/git:2.47.2 (linux/s390x);"), "{message}");
+        assert!(message.contains("no image for linux/amd64 nodes in alpine/git:2.47.2"), "{message}");
     }
 
     #[test]
@@ -339,7 +566,9 @@ mod tests {
         let view = NodeView::from_node(&node, &labels);
         assert!(view.usable);
         assert_eq!(view.emulates, ["arm64".to_string()].into());
-        let placed = place(&p("linux/arm64"), Placement::Emulated, &[view], &labels).unwrap();
+        let placed =
+            place(&p("linux/arm64"), Placement::Emulated, BuilderKind::Auto, &[view], &labels, &BuildImages::unread())
+                .unwrap();
         assert_eq!(placed.node_terms[0].match_expressions.as_ref().unwrap()[0].key, "qemu.example.com/arm64");
     }
 

@@ -19,11 +19,13 @@ use oci_client::{Client, Reference};
 use super::error::{ErrorKind, Operation, RegistryError, chain};
 use super::index::digest_of;
 use super::manifest::{
-    ACCEPTED_MANIFEST_TYPES, ChildImage, ImageConfig, RawManifest, config_descriptor, media_type_of, parse_image_config,
+    ACCEPTED_MANIFEST_TYPES, ChildImage, ImageConfig, RawManifest, config_descriptor, index_platforms, is_index,
+    media_type_of, parse_image_config,
 };
 use super::reference::{Repository, is_sha256_digest};
 use super::retry::{RetryPolicy, retry};
 use super::untag::{Untagged, delete_tag};
+use crate::platform::Platform;
 
 const USER_AGENT: &str = concat!("archway/", env!("CARGO_PKG_VERSION"));
 
@@ -212,6 +214,16 @@ impl Registry {
             return Err(invalid(op, reference, why));
         }
         parse_image_config(&bytes).map_err(|e| invalid(op, reference, e.to_string()))
+    }
+
+    /// The platforms an image runs on: its index's, or a single image's own.
+    pub async fn platforms_of(&self, reference: &Reference) -> Result<Vec<Platform>, RegistryError> {
+        let manifest = self.fetch_manifest_raw(reference).await?;
+        if is_index(&manifest.media_type) {
+            return index_platforms(&manifest).map_err(|e| invalid(Operation::GetManifest, reference, e.to_string()));
+        }
+        let config = self.fetch_config(reference, &manifest).await?;
+        Ok(vec![Platform::new(&config.os, &config.architecture, config.variant.as_deref())])
     }
 
     /// Reads what a builder pushed for one platform: the manifest at `repository@digest` and its config.

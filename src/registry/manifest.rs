@@ -8,6 +8,7 @@ use oci_client::manifest::{
 use serde::Deserialize;
 
 use super::reference::is_sha256_digest;
+use crate::platform::Platform;
 
 /// The manifest media types archway reads: OCI and Docker image manifests and indexes.
 pub const ACCEPTED_MANIFEST_TYPES: &[&str] =
@@ -150,9 +151,36 @@ pub fn parse_image_config(bytes: &[u8]) -> Result<ImageConfig, ManifestError> {
     serde_json::from_slice(bytes).map_err(|e| ManifestError::ConfigJson(e.to_string()))
 }
 
+/// The platforms an index has images for, in its order; attestation entries (`unknown/unknown`)
+/// are no platform.
+pub fn index_platforms(manifest: &RawManifest) -> Result<Vec<Platform>, ManifestError> {
+    #[derive(Deserialize)]
+    struct Index {
+        manifests: Vec<Entry>,
+    }
+    #[derive(Deserialize)]
+    struct Entry {
+        platform: Option<ImageConfig>,
+    }
+    let index: Index = serde_json::from_slice(&manifest.bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
+    let platforms = index.manifests.into_iter().filter_map(|entry| entry.platform);
+    let known = platforms.filter(|p| p.os != "unknown" && p.architecture != "unknown");
+    Ok(known.map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref())).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_index_lists_its_platforms_without_attestations() {
+        let index = raw(r#"{"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": [
+            {"digest": "sha256:1", "size": 1, "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+            {"digest": "sha256:2", "size": 1, "platform": {"os": "linux", "architecture": "arm", "variant": "v7"}},
+            {"digest": "sha256:3", "size": 1, "platform": {"os": "unknown", "architecture": "unknown"}}]}"#);
+        let platforms: Vec<String> = index_platforms(&index).unwrap().iter().map(Platform::to_string).collect();
+        assert_eq!(platforms, ["linux/arm64", "linux/arm/v7"]);
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -1,0 +1,191 @@
+//! Where the builder and clone images run: the platforms of their indexes, read from the registry
+//! once per reference and kept (an hour; a minute after a failed read), shared by every build. A node
+//! can run a build pod only where containerd finds a child of each of its images for the node's platform.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use oci_client::Reference;
+use oci_client::secrets::RegistryAuth;
+use tracing::{info, warn};
+
+use crate::api::{BuildTool, MultiArchBuildSpec};
+use crate::plan::job::BuilderConfig;
+use crate::plan::placement::{BuildImages, ToolImage};
+use crate::platform::Platform;
+use crate::registry::retry::RetryPolicy;
+use crate::registry::{Registry, RegistryOptions, lookup};
+
+const KEEP: Duration = Duration::from_secs(3600);
+const KEEP_FAILURE: Duration = Duration::from_secs(60);
+
+/// What is known of one image's platforms.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ImagePlatforms {
+    Known(Vec<Platform>),
+    /// The index could not be read (the message says why): placement takes it to run everywhere, as
+    /// before archway read indexes, and the pull on the node has the last word.
+    Unknown(String),
+}
+
+impl ImagePlatforms {
+    pub fn known(&self) -> Option<&[Platform]> {
+        match self {
+            ImagePlatforms::Known(platforms) => Some(platforms),
+            ImagePlatforms::Unknown(_) => None,
+        }
+    }
+}
+
+pub struct ToolImages {
+    /// `registry=mirror` (`--registry-mirror`): where images of a registry are read instead.
+    mirrors: Vec<(String, String)>,
+    /// A dockerconfigjson (`--registry-auth-file`) with credentials for reading them.
+    auth: Option<Vec<u8>>,
+    extra_ca_pem: Vec<Vec<u8>>,
+    read: Mutex<HashMap<String, (Instant, ImagePlatforms)>>,
+}
+
+impl ToolImages {
+    pub fn new(mirrors: Vec<(String, String)>, auth: Option<Vec<u8>>, extra_ca_pem: Vec<Vec<u8>>) -> ToolImages {
+        ToolImages { mirrors, auth, extra_ca_pem, read: Mutex::new(HashMap::new()) }
+    }
+
+    /// The platforms `image` runs on, from what was read before while it is fresh, else from the registry.
+    pub async fn platforms(&self, image: &str) -> ImagePlatforms {
+        let fresh = |(at, platforms): &(Instant, ImagePlatforms)| {
+            let keep = if matches!(platforms, ImagePlatforms::Known(_)) { KEEP } else { KEEP_FAILURE };
+            (at.elapsed() < keep).then(|| platforms.clone())
+        };
+        if let Some(platforms) = self.read.lock().ok().and_then(|read| read.get(image).and_then(fresh)) {
+            return platforms;
+        }
+        let platforms = match self.fetch(image).await {
+            Ok(platforms) => {
+                let list: Vec<String> = platforms.iter().map(Platform::to_string).collect();
+                info!(image, platforms = list.join(", "), "read where a builder image runs");
+                ImagePlatforms::Known(platforms)
+            }
+            Err(why) => {
+                warn!(image, "cannot read where a builder image runs: {why}");
+                ImagePlatforms::Unknown(why)
+            }
+        };
+        if let Ok(mut read) = self.read.lock() {
+            read.insert(image.to_string(), (Instant::now(), platforms.clone()));
+        }
+        platforms
+    }
+
+    async fn fetch(&self, image: &str) -> Result<Vec<Platform>, String> {
+        let reference: Reference = image.parse().map_err(|e| format!("{image:?} is no image reference: {e}"))?;
+        let reference = mirrored(&reference, &self.mirrors);
+        let host = reference.resolve_registry().to_string();
+        let auth = match &self.auth {
+            Some(config) => lookup("--registry-auth-file", config, &host).map_err(|e| e.to_string())?,
+            None => None,
+        };
+        // One quick try: a reconcile waits for it, and a failure is read again a minute later.
+        let options = RegistryOptions {
+            extra_ca_pem: self.extra_ca_pem.clone(),
+            request_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::NONE,
+            ..Default::default()
+        };
+        let registry = Registry::new(options, auth.unwrap_or(RegistryAuth::Anonymous)).map_err(|e| e.to_string())?;
+        let platforms = registry.platforms_of(&reference).await.map_err(|e| e.to_string())?;
+        if platforms.is_empty() {
+            return Err(format!("{reference} names no platform"));
+        }
+        Ok(platforms)
+    }
+}
+
+/// The images one build's pods may run and where they run, as read for one reconcile.
+pub struct BuildToolImages {
+    buildah: (String, ImagePlatforms),
+    buildkit: (String, ImagePlatforms),
+    git: Option<(String, ImagePlatforms)>,
+}
+
+impl BuildToolImages {
+    /// Reads the images of the builders `spec.builder.kind` may use (a builder it may not use is never
+    /// read) and, for a git source, the clone's.
+    pub async fn read(images: &ToolImages, spec: &MultiArchBuildSpec, config: &BuilderConfig) -> BuildToolImages {
+        let tools = spec.builder.kind.tools();
+        let read = |tool: BuildTool, default: &str| {
+            let image = spec.builder.image.clone().unwrap_or_else(|| default.to_string());
+            async move {
+                let platforms = match tools.contains(&tool) {
+                    true => images.platforms(&image).await,
+                    false => ImagePlatforms::Unknown("not used".into()),
+                };
+                (image, platforms)
+            }
+        };
+        let buildah = read(BuildTool::Buildah, &config.buildah_image).await;
+        let buildkit = read(BuildTool::Buildkit, &config.buildkit_image).await;
+        let git = match &spec.source.git {
+            Some(_) => Some((config.git_image.clone(), images.platforms(&config.git_image).await)),
+            None => None,
+        };
+        BuildToolImages { buildah, buildkit, git }
+    }
+
+    pub fn view(&self) -> BuildImages<'_> {
+        fn image((reference, platforms): &(String, ImagePlatforms)) -> ToolImage<'_> {
+            ToolImage { reference: reference.as_str(), platforms: platforms.known() }
+        }
+        BuildImages {
+            buildah: image(&self.buildah),
+            buildkit: image(&self.buildkit),
+            git: self.git.as_ref().map(image),
+        }
+    }
+}
+
+/// `reference` as read through the first mirror of its registry: `quay.io=mirror.example.com/quay`
+/// turns `quay.io/buildah/stable:v1` into `mirror.example.com/quay/buildah/stable:v1`.
+pub fn mirrored(reference: &Reference, mirrors: &[(String, String)]) -> Reference {
+    let Some((_, mirror)) = mirrors.iter().find(|(registry, _)| registry == reference.registry()) else {
+        return reference.clone();
+    };
+    let (host, prefix) = match mirror.split_once('/') {
+        Some((host, prefix)) => (host, format!("{}/", prefix.trim_end_matches('/'))),
+        None => (mirror.as_str(), String::new()),
+    };
+    let repository = format!("{prefix}{}", reference.repository());
+    match (reference.digest(), reference.tag()) {
+        (Some(digest), _) => Reference::with_digest(host.into(), repository, digest.into()),
+        (None, tag) => Reference::with_tag(host.into(), repository, tag.unwrap_or("latest").into()),
+    }
+}
+
+/// A `--registry-mirror` value: `REGISTRY=MIRROR`, the mirror a host with an optional path.
+pub fn parse_mirror(text: &str) -> Result<(String, String), String> {
+    let (registry, mirror) =
+        text.split_once('=')
+            .filter(|(r, m)| !r.is_empty() && !m.is_empty() && !r.contains('/'))
+            .ok_or_else(|| format!("{text:?}: expected REGISTRY=MIRROR, e.g. quay.io=mirror.example.com/quay.io"))?;
+    Ok((registry.to_string(), mirror.trim_end_matches('/').to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirrors_replace_the_registry_and_keep_tag_or_digest() {
+        let mirrors =
+            vec![parse_mirror("quay.io=127.0.0.1:5000/quay.io").unwrap(), parse_mirror("docker.io=hub.local").unwrap()];
+        let read = |image: &str| mirrored(&image.parse().unwrap(), &mirrors).whole();
+        assert_eq!(read("quay.io/buildah/stable:v1.40"), "127.0.0.1:5000/quay.io/buildah/stable:v1.40");
+        assert_eq!(read("moby/buildkit:v0.26.3-rootless"), "hub.local/moby/buildkit:v0.26.3-rootless");
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        assert_eq!(read(&format!("alpine/git@{digest}")), format!("hub.local/alpine/git@{digest}"));
+        assert_eq!(read("ghcr.io/archway-dev/archway:dev"), "ghcr.io/archway-dev/archway:dev");
+        assert!(parse_mirror("quay.io").unwrap_err().contains("REGISTRY=MIRROR"));
+        assert!(parse_mirror("quay.io/x=m").is_err());
+    }
+}
