@@ -134,11 +134,24 @@ struct Ended {
 fn terminated(pod: &Pod, container: &str) -> Option<Ended> {
     let status = pod.status.as_ref()?.container_statuses.as_ref()?.iter().find(|c| c.name == container)?;
     let terminated = status.state.as_ref()?.terminated.as_ref()?;
-    Some(Ended {
-        code: terminated.exit_code,
-        message: terminated.message.clone().unwrap_or_default(),
-        finished_at: terminated.finished_at.clone(),
-    })
+    let mut message = terminated.message.clone().unwrap_or_default();
+    if terminated.reason.as_deref() == Some("OOMKilled") {
+        let spec = pod.spec.as_ref().and_then(|s| s.containers.iter().find(|c| c.name == container));
+        let limits = spec.and_then(|c| c.resources.as_ref()).and_then(|r| r.limits.as_ref());
+        let said = match limits.and_then(|l| l.get("memory")) {
+            Some(limit) => format!(
+                "OOMKilled: the builder used more than its memory limit ({}); raise \
+                 spec.builder.resources.limits.memory",
+                limit.0
+            ),
+            None => "OOMKilled: the node ran out of memory (the builder has no memory limit)".to_string(),
+        };
+        message = match message.trim() {
+            "" => said,
+            log => format!("{said}; its log ends: {log}"),
+        };
+    }
+    Some(Ended { code: terminated.exit_code, message, finished_at: terminated.finished_at.clone() })
 }
 
 /// Why a pod does not run, or did not get to build: the first of a failed init container (the git
@@ -272,6 +285,36 @@ mod tests {
             panic!()
         };
         assert!(message.starts_with("init container \"clone\" failed with exit code 128: fatal: repository"));
+    }
+
+    #[test]
+    fn an_oom_killed_builder_names_its_memory_limit() {
+        let failed = job(json!([{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]));
+        let mut killed = pod("2026-01-01T00:00:02Z", Some("pi-1"), terminated(137, "STEP 3/4: RUN make"));
+        killed.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0]
+            .state
+            .as_mut()
+            .unwrap()
+            .terminated
+            .as_mut()
+            .unwrap()
+            .reason = Some("OOMKilled".into());
+        let limits = [("memory".to_string(), k8s_openapi::apimachinery::pkg::api::resource::Quantity("384Mi".into()))];
+        killed.spec.as_mut().unwrap().containers[0].resources =
+            Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                limits: Some(limits.into()),
+                ..Default::default()
+            });
+        let JobState::Failed { exit_code, message } = observe_job(&failed, vec![killed], None, BUILDER_CONTAINER).state
+        else {
+            panic!("not failed")
+        };
+        assert_eq!(exit_code, Some(137));
+        assert_eq!(
+            message,
+            "OOMKilled: the builder used more than its memory limit (384Mi); raise \
+             spec.builder.resources.limits.memory; its log ends: STEP 3/4: RUN make"
+        );
     }
 
     #[test]
