@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Toleration;
 
-use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE};
+use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
 use crate::plan::placement::{EMULATION_LABEL_PREFIX, EmulationLabels};
 
 #[derive(clap::Args, Clone, Debug)]
@@ -17,7 +17,7 @@ pub struct OperatorConfig {
     #[arg(long, env = "ARCHWAY_BUILDKIT_IMAGE", default_value = DEFAULT_BUILDKIT_IMAGE)]
     pub buildkit_image: String,
     /// Image that clones git sources.
-    #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = "alpine/git:2.47.2")]
+    #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = DEFAULT_GIT_IMAGE)]
     pub git_image: String,
     /// A toleration every build pod gets, as KEY[=VALUE]:EFFECT (repeatable), for tainted build nodes.
     #[arg(long = "build-toleration", value_parser = parse_toleration)]
@@ -30,7 +30,7 @@ pub struct OperatorConfig {
     /// REGISTRY=MIRROR (repeatable; the mirror a host with an optional path, e.g.
     /// `quay.io=mirror.example.com/quay.io`): the operator reads their indexes to place each build on
     /// nodes they run on. Give the nodes the same mirrors.
-    #[arg(long = "registry-mirror", env = "ARCHWAY_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = super::tool_images::parse_mirror)]
+    #[arg(long = "registry-mirror", env = "ARCHWAY_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = crate::registry::parse_mirror)]
     pub registry_mirrors: Vec<(String, String)>,
     /// A Docker config.json (a kubernetes.io/dockerconfigjson Secret's `.dockerconfigjson`) with the
     /// credentials for reading the builder and clone images; anonymous without it.

@@ -15,7 +15,7 @@ use crate::plan::job::BuilderConfig;
 use crate::plan::placement::{BuildImages, ToolImage};
 use crate::platform::Platform;
 use crate::registry::retry::RetryPolicy;
-use crate::registry::{Registry, RegistryOptions, lookup};
+use crate::registry::{Registry, RegistryOptions, lookup, mirrored};
 
 const KEEP: Duration = Duration::from_secs(3600);
 const KEEP_FAILURE: Duration = Duration::from_secs(60);
@@ -142,50 +142,5 @@ impl BuildToolImages {
             buildkit: image(&self.buildkit),
             git: self.git.as_ref().map(image),
         }
-    }
-}
-
-/// `reference` as read through the first mirror of its registry: `quay.io=mirror.example.com/quay`
-/// turns `quay.io/buildah/stable:v1` into `mirror.example.com/quay/buildah/stable:v1`.
-pub fn mirrored(reference: &Reference, mirrors: &[(String, String)]) -> Reference {
-    let Some((_, mirror)) = mirrors.iter().find(|(registry, _)| registry == reference.registry()) else {
-        return reference.clone();
-    };
-    let (host, prefix) = match mirror.split_once('/') {
-        Some((host, prefix)) => (host, format!("{}/", prefix.trim_end_matches('/'))),
-        None => (mirror.as_str(), String::new()),
-    };
-    let repository = format!("{prefix}{}", reference.repository());
-    match (reference.digest(), reference.tag()) {
-        (Some(digest), _) => Reference::with_digest(host.into(), repository, digest.into()),
-        (None, tag) => Reference::with_tag(host.into(), repository, tag.unwrap_or("latest").into()),
-    }
-}
-
-/// A `--registry-mirror` value: `REGISTRY=MIRROR`, the mirror a host with an optional path.
-pub fn parse_mirror(text: &str) -> Result<(String, String), String> {
-    let (registry, mirror) =
-        text.split_once('=')
-            .filter(|(r, m)| !r.is_empty() && !m.is_empty() && !r.contains('/'))
-            .ok_or_else(|| format!("{text:?}: expected REGISTRY=MIRROR, e.g. quay.io=mirror.example.com/quay.io"))?;
-    Ok((registry.to_string(), mirror.trim_end_matches('/').to_string()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mirrors_replace_the_registry_and_keep_tag_or_digest() {
-        let mirrors =
-            vec![parse_mirror("quay.io=127.0.0.1:5000/quay.io").unwrap(), parse_mirror("docker.io=hub.local").unwrap()];
-        let read = |image: &str| mirrored(&image.parse().unwrap(), &mirrors).whole();
-        assert_eq!(read("quay.io/buildah/stable:v1.40"), "127.0.0.1:5000/quay.io/buildah/stable:v1.40");
-        assert_eq!(read("moby/buildkit:v0.26.3-rootless"), "hub.local/moby/buildkit:v0.26.3-rootless");
-        let digest = format!("sha256:{}", "ab".repeat(32));
-        assert_eq!(read(&format!("alpine/git@{digest}")), format!("hub.local/alpine/git@{digest}"));
-        assert_eq!(read("ghcr.io/archway-dev/archway:dev"), "ghcr.io/archway-dev/archway:dev");
-        assert!(parse_mirror("quay.io").unwrap_err().contains("REGISTRY=MIRROR"));
-        assert!(parse_mirror("quay.io/x=m").is_err());
     }
 }

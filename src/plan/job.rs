@@ -44,6 +44,8 @@ pub const DEFAULT_BUILDAH_IMAGE: &str = "quay.io/buildah/stable:v1.40";
 /// The version hack/build-buildkit.sh builds for the local environment, so both run one BuildKit.
 pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.26.3-rootless";
 
+pub const DEFAULT_GIT_IMAGE: &str = "alpine/git:2.47.2";
+
 pub const DEFAULT_FINISHED_JOB_TTL_SECONDS: i32 = 3600;
 
 /// Operator-level settings of build Jobs (flags of `archway operator`).
@@ -66,7 +68,7 @@ impl Default for BuilderConfig {
         BuilderConfig {
             buildah_image: DEFAULT_BUILDAH_IMAGE.into(),
             buildkit_image: DEFAULT_BUILDKIT_IMAGE.into(),
-            git_image: "alpine/git:2.47.2".into(),
+            git_image: DEFAULT_GIT_IMAGE.into(),
             tolerations: Vec::new(),
             registry_ca: None,
             finished_job_ttl_seconds: DEFAULT_FINISHED_JOB_TTL_SECONDS,

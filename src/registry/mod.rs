@@ -28,6 +28,6 @@ pub use index::{
     IndexError, Mismatch, VerifiedChild, assemble_index, digest_of, index_annotations, verify, verify_child,
 };
 pub use manifest::{ChildImage, ImageConfig, ManifestError, RawManifest};
-pub use reference::{ReferenceError, Repository, parse_digest, split_host};
+pub use reference::{ReferenceError, Repository, mirrored, parse_digest, parse_mirror, split_host};
 pub use retry::RetryPolicy;
 pub use untag::Untagged;

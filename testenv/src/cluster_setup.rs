@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use crate::controlplane::ControlPlane;
 use crate::process::run;
 use crate::registry::Registry;
+use crate::toolimages;
 
 /// Where deploy/ installs the operator.
 pub const OPERATOR_NAMESPACE: &str = "archway-system";
@@ -27,6 +28,9 @@ pub const REGISTRY_SECRET: &str = "registry-credentials";
 /// A ConfigMap in the operator's namespace whose `ca.crt` is the registry's CA: deploy/dev mounts it
 /// for `--registry-ca-file`, and the operator hands it to build pods (no other namespace needs it).
 pub const REGISTRY_CA_CONFIG_MAP: &str = "registry-ca";
+/// A ConfigMap in the operator's namespace whose `mirrors` is the `--registry-mirror` list (comma
+/// separated) of the registry's stand-ins for quay.io and Docker Hub (see [`crate::toolimages`]).
+pub const REGISTRY_MIRRORS_CONFIG_MAP: &str = "registry-mirrors";
 /// Namespaces that get the push Secret: the operator's, and where examples build.
 pub const REGISTRY_NAMESPACES: &[&str] = &["default", OPERATOR_NAMESPACE];
 
@@ -66,6 +70,13 @@ pub async fn install_operator(
         ..Default::default()
     };
     apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), REGISTRY_CA_CONFIG_MAP, &ca).await?;
+    let mirrors = toolimages::mirrors(&registry.host).iter().map(|(r, m)| format!("{r}={m}")).collect::<Vec<_>>();
+    let mirrors = ConfigMap {
+        metadata: kube::api::ObjectMeta { name: Some(REGISTRY_MIRRORS_CONFIG_MAP.into()), ..Default::default() },
+        data: Some([("mirrors".to_string(), mirrors.join(","))].into()),
+        ..Default::default()
+    };
+    apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), REGISTRY_MIRRORS_CONFIG_MAP, &mirrors).await?;
     kubectl_apply(control_plane, kustomization).await?;
     wait_running(client).await
 }

@@ -12,7 +12,7 @@ use crate::controlplane::{self, ControlPlane};
 use crate::hostlet::{self, Hostlet, HostletConfig, RegistryAccess};
 use crate::process::Processes;
 use crate::registry::{self, Registry};
-use crate::{baseimage, binfmt, certs, cluster_setup, gobuild};
+use crate::{baseimage, binfmt, certs, cluster_setup, gobuild, toolimages};
 
 /// Host programs the environment and its pods run; hack/install-deps.sh installs them.
 const TOOLS: &[&str] = &[
@@ -96,6 +96,7 @@ impl Env {
         let pki = certs::generate(&dir)?;
         let (control_plane, client) = controlplane::start(&mut processes, &dir, &pki).await?;
         let registry = registry::start(&mut processes, &dir, &pki).await?;
+        toolimages::ensure(&registry).await.context("pushing the tool image stand-ins")?;
         let base_image = match opts.base_image {
             true => Some(baseimage::ensure(&dir, &registry).await?),
             false => None,

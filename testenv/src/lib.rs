@@ -13,3 +13,4 @@ pub mod hostlet;
 pub mod operator_image;
 pub mod process;
 pub mod registry;
+pub mod toolimages;

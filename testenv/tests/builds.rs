@@ -1,5 +1,6 @@
 //! Real cross-architecture builds in hostlet pods: buildah builds `RUN uname -m > /arch` for each platform
-//! (foreign ones under qemu), pushes to the registry and reports the digest in its termination message.
+//! (foreign ones under qemu: arm/v7 on the qemu node, since buildah's image has no 32-bit ARM child to run
+//! on the Pi), pushes to the registry and reports the digest in its termination message.
 //! What the image holds is read back from the registry with skopeo, never from the build log. Then workload
 //! pods show containerd's platform rules: the multi-arch base runs everywhere, an amd64-only image does not.
 
@@ -17,7 +18,7 @@ use kube::{Api, Client};
 use serde_json::json;
 
 const NS: &str = "builds";
-const BUILDAH: &str = "quay.io/buildah/stable:v1.40";
+const BUILDAH: &str = archway::plan::job::DEFAULT_BUILDAH_IMAGE;
 
 /// Builds into a private storage and pushes; the digest goes to the termination log.
 const BUILD_SCRIPT: &str = r#"set -eu
@@ -36,13 +37,15 @@ async fn buildah_builds_every_platform_and_workloads_follow_containerd_rules() -
     let base = env.base_image.clone().context("base image")?;
     setup(&client, &env, &base).await?;
 
+    let arch = "kubernetes.io/arch";
     let cases = [
-        ("linux/arm64", "arm64", "jetson-1", "aarch64"),
-        ("linux/arm/v7", "arm", "pi-1", "armv7l"),
-        ("linux/amd64", "amd64", "x86-1 qemu-1", "x86_64"),
+        ("linux/arm64", (arch, "arm64"), "jetson-1", "aarch64"),
+        ("linux/arm/v7", ("emulate.archway.dev/arm", "true"), "qemu-1", "armv7l"),
+        ("linux/amd64", (arch, "amd64"), "x86-1 qemu-1", "x86_64"),
     ];
-    let builds =
-        cases.iter().map(|(platform, arch, node, uname)| build_and_check(&client, &env, platform, arch, node, uname));
+    let builds = cases
+        .iter()
+        .map(|(platform, selector, node, uname)| build_and_check(&client, &env, platform, *selector, node, uname));
     let digests = futures::future::try_join_all(builds).await?;
 
     // The amd64 image has no child for the Pi: the hostlet cannot pull it there, naming both platforms.
@@ -63,19 +66,20 @@ async fn buildah_builds_every_platform_and_workloads_follow_containerd_rules() -
     Ok(())
 }
 
-/// Runs one platform's build pod, checks where the scheduler put it and what the registry holds.
+/// Runs one platform's build pod on the nodes with the label `selector`, checks where the scheduler put
+/// it and what the registry holds.
 async fn build_and_check(
     client: &Client,
     env: &Env,
     platform: &str,
-    arch: &str,
+    selector: (&str, &str),
     node: &str,
     uname: &str,
 ) -> Result<String> {
     let slug = platform.replace('/', "-");
     let dest = format!("{}/builds/arch:{slug}", env.registry.host);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-    let pod = run_to_end(&pods, build_pod(&format!("build-{slug}"), platform, arch, &dest)?).await?;
+    let pod = run_to_end(&pods, build_pod(&format!("build-{slug}"), platform, selector, &dest)?).await?;
     let bound = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
     // `node` lists the acceptable nodes: both amd64 nodes fit an amd64 build.
     ensure!(bound.is_some_and(|b| node.split(' ').any(|n| n == b)), "{platform}: bound to {bound:?}, expected {node}");
@@ -93,12 +97,12 @@ async fn build_and_check(
     Ok(digest)
 }
 
-fn build_pod(name: &str, platform: &str, arch: &str, dest: &str) -> Result<Pod> {
+fn build_pod(name: &str, platform: &str, (key, value): (&str, &str), dest: &str) -> Result<Pod> {
     pod(json!({
         "metadata": {"name": name},
         "spec": {
             "restartPolicy": "Never",
-            "nodeSelector": {"kubernetes.io/arch": arch},
+            "nodeSelector": {key: value},
             "containers": [{
                 "name": "build",
                 "image": BUILDAH,

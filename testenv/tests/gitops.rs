@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use anyhow::{Context, Result, bail, ensure};
-use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, create_push_secret, wait_running};
+use archway_testenv::cluster_setup::{OPERATOR_NAMESPACE, REGISTRY_SECRET, create_push_secret, wait_running};
 use archway_testenv::env::{Env, EnvOptions};
 use archway_testenv::gobuild::GITOPS_TOOLS;
-use archway_testenv::operator_image;
+use archway_testenv::{operator_image, toolimages};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::rbac::v1::{ClusterRole, PolicyRule};
@@ -205,6 +205,11 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
     std::fs::write(&ca, &env.registry.ca_pem)?;
     let ca_value = format!("registryCA.pem={}", ca.display());
     let image_value = format!("image.repository={repository},image.tag={tag}");
+    // The builder images are read from the environment's registry, as the nodes pull them.
+    create_push_secret(&client, &env.registry, OPERATOR_NAMESPACE).await?;
+    let mirrors = toolimages::mirrors(&env.registry.host).iter().map(|(r, m)| format!("{r}={m}")).collect::<Vec<_>>();
+    let mirrors_value = format!("builders.registryMirrors={}", json!(mirrors));
+    let auth_value = format!("builders.registryAuthSecret={REGISTRY_SECRET}");
     let install = [
         "install",
         "archway",
@@ -215,6 +220,10 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
         &ca_value,
         "--set",
         &image_value,
+        "--set-json",
+        &mirrors_value,
+        "--set",
+        &auth_value,
         "--set",
         r"leaderElection.leaseDuration=6s,nodeSelector.kubernetes\.io/arch=amd64",
         "--wait",

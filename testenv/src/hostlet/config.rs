@@ -83,6 +83,9 @@ pub struct ToolImage {
     /// Env set over the container's own: the hostlet runs every image as root, and root refuses some
     /// settings made for the image's own user.
     pub root_env: Vec<(String, String)>,
+    /// Resolved first in the registry's mirror of its registry (see [`crate::toolimages`]), for the
+    /// node's platform, as a node pulls it: no child for the node's platform, no run.
+    pub mirrored: bool,
 }
 
 impl ToolImage {
@@ -97,7 +100,13 @@ impl ToolImage {
             companions: Vec::new(),
             private_dirs: Vec::new(),
             root_env: Vec::new(),
+            mirrored: false,
         }
+    }
+
+    fn mirrored(mut self) -> ToolImage {
+        self.mirrored = true;
+        self
     }
 
     fn entrypoint(mut self, argv: &[&str]) -> ToolImage {
@@ -235,14 +244,16 @@ impl HostletConfig {
                 .companion("buildkitd", buildkit_bin.join("buildkitd"))
                 .private_dir("/run/buildkit")
                 .root_env("BUILDKITD_FLAGS", "")
-                .entrypoint(&["rootlesskit", "buildkitd"]);
+                .entrypoint(&["rootlesskit", "buildkitd"])
+                .mirrored();
+        // The operator's default images have stand-ins in the registry; the others run wherever asked.
         vec![
-            buildah("quay.io/buildah/stable"),
+            buildah("quay.io/buildah/stable").mirrored(),
             buildah("quay.io/containers/buildah"),
             buildkit,
             ToolImage::new("quay.io/skopeo/stable", "skopeo", "skopeo").entrypoint(&["skopeo"]),
             ToolImage::new("quay.io/containers/skopeo", "skopeo", "skopeo").entrypoint(&["skopeo"]),
-            ToolImage::new("alpine/git", "git", "git").entrypoint(&["git"]),
+            ToolImage::new("alpine/git", "git", "git").entrypoint(&["git"]).mirrored(),
             ToolImage::new("ghcr.io/archway-dev/archway", "archway", archway_bin).entrypoint(&["archway"]),
         ]
     }

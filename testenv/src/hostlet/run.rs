@@ -28,6 +28,7 @@ use super::pull::Pulled;
 use super::sandbox::{self, ImageRoot, Launch, Mount, Sandbox, TERMINATION_LOG};
 use super::status::{Container as Status, Phase, PodView, State, Terminated, now};
 use super::volumes;
+use crate::toolimages;
 
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Shorter than the kubelet's five minutes: tests wait for images that a build is about to push.
@@ -219,35 +220,49 @@ impl PodRun {
             .collect();
         for (init, index, c) in targets {
             let image = c.image.as_deref().unwrap_or_default();
-            if let Some(tool) = self.ctx.config.tool_for(image) {
-                let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
-                slot.image_id = format!("hostlet-tool://{}", tool.program.display());
-                continue;
-            }
-            let (pulled, unpacked) = self.pull_until_resolved(init, index, image, &node).await?;
-            tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
+            let tool = self.ctx.config.tool_for(image).cloned();
+            let image_id = match tool {
+                Some(tool) if tool.mirrored => {
+                    let mirror = toolimages::mirrored(&self.ctx.config.registry.host, image)
+                        .map_err(|e| PodError::new("InvalidImageName", format!("{e:#}")))?;
+                    self.pull_until_resolved(init, index, &mirror.whole(), &node, false).await?.0.image_id
+                }
+                Some(tool) => format!("hostlet-tool://{}", tool.program.display()),
+                None => {
+                    let (pulled, unpacked) = self.pull_until_resolved(init, index, image, &node, true).await?;
+                    tracing::debug!(image, node = node.name, platform = %pulled.platform, "pulled");
+                    if let Some(unpacked) = unpacked {
+                        self.images.insert(c.name.clone(), unpacked);
+                    }
+                    pulled.image_id
+                }
+            };
             let slot = if init { &mut self.view.init[index] } else { &mut self.view.main[index] };
-            slot.image_id = pulled.image_id;
-            self.images.insert(c.name.clone(), unpacked);
+            slot.image_id = image_id;
         }
         Ok(())
     }
 
     /// Like the kubelet: a pull that fails leaves the pod Pending with `ErrImagePull`, then
     /// `ImagePullBackOff` between attempts, until the image appears or the pod goes away. A name that
-    /// cannot be parsed fails the pod at once.
+    /// cannot be parsed fails the pod at once. With `unpack`, the image is unpacked too (a tool image
+    /// runs a host program instead).
     async fn pull_until_resolved(
         &mut self,
         init: bool,
         index: usize,
         image: &str,
         node: &NodeSpec,
-    ) -> Result<(Pulled, Unpacked), PodError> {
+        unpack: bool,
+    ) -> Result<(Pulled, Option<Unpacked>), PodError> {
         let mut backoff = Duration::from_millis(500);
         loop {
             let pulled = async {
                 let pulled = self.ctx.puller.pull(image, &node.name, &node.platform).await?;
-                let unpacked = self.ctx.images.unpack(&self.ctx.puller, &pulled.image_id).await?;
+                let unpacked = match unpack {
+                    true => Some(self.ctx.images.unpack(&self.ctx.puller, &pulled.image_id).await?),
+                    false => None,
+                };
                 Ok::<_, PodError>((pulled, unpacked))
             };
             let e = match pulled.await {
