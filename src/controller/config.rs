@@ -3,9 +3,11 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
 use crate::plan::placement::{EMULATION_LABEL_PREFIX, EmulationLabels};
+use crate::platform::Platform;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct OperatorConfig {
@@ -36,6 +38,15 @@ pub struct OperatorConfig {
     /// credentials for reading the builder and clone images; anonymous without it.
     #[arg(long, env = "ARCHWAY_REGISTRY_AUTH_FILE")]
     pub registry_auth_file: Option<PathBuf>,
+    /// The `sizeLimit` of each build pod's storage (an emptyDir), as a quantity such as `8Gi`; a build
+    /// that writes more is evicted and fails saying so. Unlimited without it.
+    #[arg(long, env = "ARCHWAY_BUILD_STORAGE_LIMIT", value_parser = parse_quantity)]
+    pub build_storage_limit: Option<Quantity>,
+    /// The memory (request and limit) of a native build on nodes of a platform, as PLATFORM=QUANTITY
+    /// (repeatable, e.g. `linux/arm/v6=384Mi`), where `spec.builder.resources` names none: what fits
+    /// a Pi Zero (512 MB) or a Pi 3 (1 GB) beside the kubelet.
+    #[arg(long = "build-memory", env = "ARCHWAY_BUILD_MEMORY", value_delimiter = ',', value_parser = parse_platform_quantity)]
+    pub build_memory: Vec<(Platform, Quantity)>,
     /// Prefix of the node labels that mark emulation: a node labelled `<prefix><arch>=true` (for example
     /// `emulate.archway.dev/arm64=true`) runs that architecture's code under qemu.
     #[arg(long, env = "ARCHWAY_EMULATION_LABEL_PREFIX", default_value = EMULATION_LABEL_PREFIX)]
@@ -85,8 +96,30 @@ impl OperatorConfig {
             tolerations: self.build_tolerations.clone(),
             registry_ca,
             finished_job_ttl_seconds: self.finished_job_ttl,
+            storage_limit: self.build_storage_limit.clone(),
+            memory: self.build_memory.iter().cloned().collect(),
         }
     }
+}
+
+/// A Kubernetes quantity such as `512Mi`, `1.5Gi` or `2G`.
+fn parse_quantity(text: &str) -> Result<Quantity, String> {
+    let number_end = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(number_end);
+    let suffixes = ["", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E"];
+    if number.parse::<f64>().is_ok_and(|n| n > 0.0) && suffixes.contains(&suffix) {
+        Ok(Quantity(text.to_string()))
+    } else {
+        Err(format!("{text:?}: expected a positive quantity such as 512Mi or 8Gi"))
+    }
+}
+
+/// PLATFORM=QUANTITY, e.g. `linux/arm/v6=384Mi`.
+fn parse_platform_quantity(text: &str) -> Result<(Platform, Quantity), String> {
+    let (platform, quantity) =
+        text.split_once('=').ok_or_else(|| format!("{text:?}: expected PLATFORM=QUANTITY, e.g. linux/arm/v6=384Mi"))?;
+    let platform = crate::platform::parse_known(platform).map_err(|e| format!("{text:?}: {e}"))?;
+    Ok((platform, parse_quantity(quantity)?))
 }
 
 /// A duration such as `1h` or `90s`, in whole seconds.
@@ -133,6 +166,16 @@ mod tests {
         assert_eq!((t.operator.as_deref(), t.value), (Some("Exists"), None));
         assert!(parse_toleration("build=true").unwrap_err().contains("KEY[=VALUE]:EFFECT"));
         assert!(parse_toleration("a:Sometimes").is_err());
+    }
+
+    #[test]
+    fn build_memory_is_a_platform_and_a_quantity() {
+        let (platform, memory) = parse_platform_quantity("linux/arm/v6=384Mi").unwrap();
+        assert_eq!((platform.to_string(), memory.0.as_str()), ("linux/arm/v6".into(), "384Mi"));
+        assert_eq!(parse_platform_quantity("linux/arm=1.5Gi").unwrap().0.to_string(), "linux/arm/v7");
+        assert!(parse_platform_quantity("linux/arm/v6").unwrap_err().contains("PLATFORM=QUANTITY"));
+        assert!(parse_platform_quantity("linux/arm/v6=lots").unwrap_err().contains("512Mi"));
+        assert!(parse_quantity("0").is_err() && parse_quantity("8Gi").is_ok() && parse_quantity("1e3").is_err());
     }
 
     #[test]

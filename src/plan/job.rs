@@ -6,17 +6,18 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EnvVar, KeyToPath,
-    NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, SecretVolumeSource, Toleration, Volume,
-    VolumeMount,
+    Affinity, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
+    EnvVar, KeyToPath, NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
+    SecretVolumeSource, Toleration, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use super::builders::{Builder, build_arg};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
-use crate::api::{BuildTool, Source};
+use crate::api::{BuildMode, BuildTool, Source};
 use crate::platform::Platform;
 use crate::registry::{ReferenceError, split_host};
 
@@ -61,6 +62,12 @@ pub struct BuilderConfig {
     pub registry_ca: Option<String>,
     /// How long a finished Job stays (`ttlSecondsAfterFinished`); its result is in the build's status.
     pub finished_job_ttl_seconds: i32,
+    /// The `sizeLimit` of the builder's storage (`--build-storage-limit`): a build that writes more is
+    /// evicted, instead of filling a small device's disk.
+    pub storage_limit: Option<Quantity>,
+    /// The memory (request and limit) of a native build on a node of this platform when
+    /// `spec.builder.resources` names none (`--build-memory`): a Pi Zero has 512 MB, a Pi 3 1 GB.
+    pub memory: BTreeMap<Platform, Quantity>,
 }
 
 impl Default for BuilderConfig {
@@ -72,6 +79,8 @@ impl Default for BuilderConfig {
             tolerations: Vec::new(),
             registry_ca: None,
             finished_job_ttl_seconds: DEFAULT_FINISHED_JOB_TTL_SECONDS,
+            storage_limit: None,
+            memory: BTreeMap::new(),
         }
     }
 }
@@ -114,7 +123,8 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         (BUILDER_LABEL.to_string(), tool_label(tool).into()),
     ]);
     let (context_dir, init_containers, mut volumes, mut mounts) = source(req);
-    volumes.push(Volume { name: "storage".into(), empty_dir: Some(Default::default()), ..Default::default() });
+    let storage = EmptyDirVolumeSource { size_limit: req.config.storage_limit.clone(), ..Default::default() };
+    volumes.push(Volume { name: "storage".into(), empty_dir: Some(storage), ..Default::default() });
     mounts.push(mount("storage", builder.storage_dir, false));
     if let Some(secret) = &req.inputs.push_secret {
         volumes.push(Volume {
@@ -158,7 +168,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
             env.into_iter().map(|(k, v)| EnvVar { name: k.into(), value: Some(v), ..Default::default() }).collect(),
         ),
         volume_mounts: Some(mounts),
-        resources: req.inputs.builder.resources.clone(),
+        resources: resources(req),
         security_context: Some(builder.security_context),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
@@ -210,6 +220,28 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         }),
         status: None,
     })
+}
+
+/// `spec.builder.resources`, with the operator's memory for the node's platform where it names none.
+fn resources(req: &JobRequest) -> Option<ResourceRequirements> {
+    let spec = req.inputs.builder.resources.clone();
+    let names_memory = |r: &ResourceRequirements| {
+        [&r.requests, &r.limits].iter().any(|q| q.as_ref().is_some_and(|q| q.contains_key("memory")))
+    };
+    let memory = match req.placed.mode {
+        BuildMode::Native => req.config.memory.get(&req.placed.host),
+        BuildMode::Emulated => None,
+    };
+    match (spec, memory) {
+        (Some(spec), _) if names_memory(&spec) => Some(spec),
+        (spec, Some(memory)) => {
+            let mut resources = spec.unwrap_or_default();
+            resources.requests.get_or_insert_with(Default::default).insert("memory".into(), memory.clone());
+            resources.limits.get_or_insert_with(Default::default).insert("memory".into(), memory.clone());
+            Some(resources)
+        }
+        (spec, None) => spec,
+    }
 }
 
 /// The value of [`BUILDER_LABEL`].
@@ -354,6 +386,43 @@ mod tests {
 
     fn env<'a>(c: &'a Container, name: &str) -> &'a str {
         c.env.as_ref().unwrap().iter().find(|e| e.name == name).and_then(|e| e.value.as_deref()).unwrap()
+    }
+
+    #[test]
+    fn small_devices_get_the_operators_memory_and_a_bounded_storage() {
+        let memory = |job: &Job, side: &str| {
+            let resources = container(job).resources.clone().unwrap_or_default();
+            let quantities = if side == "requests" { resources.requests } else { resources.limits };
+            quantities.and_then(|q| q.get("memory").map(|m| m.0.clone()))
+        };
+        let config = BuilderConfig {
+            memory: [("linux/arm64".parse().unwrap(), Quantity("768Mi".into()))].into(),
+            storage_limit: Some(Quantity("4Gi".into())),
+            ..BuilderConfig::default()
+        };
+        let job = job_with(&spec(), &config).unwrap();
+        assert_eq!((memory(&job, "requests"), memory(&job, "limits")), (Some("768Mi".into()), Some("768Mi".into())));
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let storage = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "storage").unwrap();
+        assert_eq!(storage.empty_dir.as_ref().unwrap().size_limit, Some(Quantity("4Gi".into())));
+
+        // The spec's memory wins; its CPU alone gets the operator's memory beside it.
+        let mut own = spec();
+        own.builder.resources = Some(ResourceRequirements {
+            limits: Some([("memory".to_string(), Quantity("2Gi".into()))].into()),
+            ..Default::default()
+        });
+        let job = job_with(&own, &config).unwrap();
+        assert_eq!((memory(&job, "requests"), memory(&job, "limits")), (None, Some("2Gi".into())));
+        own.builder.resources = Some(ResourceRequirements {
+            requests: Some([("cpu".to_string(), Quantity("1".into()))].into()),
+            ..Default::default()
+        });
+        let job = job_with(&own, &config).unwrap();
+        assert_eq!(memory(&job, "limits"), Some("768Mi".into()));
+        assert!(container(&job).resources.as_ref().unwrap().requests.as_ref().unwrap().contains_key("cpu"));
+        let job = job_with(&spec(), &BuilderConfig::default()).unwrap();
+        assert_eq!(container(&job).resources, None, "no memory configured: none set");
     }
 
     #[test]
