@@ -1,6 +1,6 @@
-//! Stand-ins for the tool images (buildah, BuildKit, git) in the environment's registry, which the
-//! nodes and the operator use as a mirror of quay.io and Docker Hub (`<registry>/quay.io/...`,
-//! `<registry>/docker.io/...`). Each is an index with exactly the platforms the real image is
+//! Stand-ins for the tool images (buildah, BuildKit, git, and the operator's own) in the environment's
+//! registry, which the nodes and the operator use as a mirror of quay.io, Docker Hub and ghcr.io
+//! (`<registry>/quay.io/...`, `<registry>/docker.io/...`). Each is an index with exactly the platforms the real image is
 //! published for (sources in the README, Raspberry Pis); each child is a small marker image. The
 //! hostlet resolves a tool image there for its node's platform before it runs the host program
 //! that stands for it, so a pod whose image has no child for its node stays in `ImagePullBackOff`,
@@ -30,8 +30,13 @@ pub struct StandIn {
     pub platforms: &'static [&'static str],
 }
 
-/// The operator's default tool images, with the platforms their projects publish.
+/// The image `deploy/base` runs the operator from.
+pub const OPERATOR_IMAGE: &str = "ghcr.io/archway-dev/archway:dev";
+
+/// The operator's default tool images, with the platforms their projects publish, and the operator's
+/// own, with those its Dockerfile builds (README, Install).
 pub const STAND_INS: &[StandIn] = &[
+    StandIn { image: OPERATOR_IMAGE, platforms: &["linux/amd64", "linux/arm64", "linux/arm/v7"] },
     StandIn {
         image: DEFAULT_BUILDAH_IMAGE,
         platforms: &["linux/amd64", "linux/arm64", "linux/ppc64le", "linux/s390x"],
@@ -58,7 +63,7 @@ pub const STAND_INS: &[StandIn] = &[
 /// is `<registry>/quay.io/buildah/stable:v1.40` there. As `--registry-mirror` values, they are
 /// `quay.io=<registry>/quay.io`.
 pub fn mirrors(registry_host: &str) -> Vec<(String, String)> {
-    ["quay.io", "docker.io"].iter().map(|r| (r.to_string(), format!("{registry_host}/{r}"))).collect()
+    ["quay.io", "docker.io", "ghcr.io"].iter().map(|r| (r.to_string(), format!("{registry_host}/{r}"))).collect()
 }
 
 /// Where the environment's registry holds `image`.

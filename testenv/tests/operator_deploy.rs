@@ -42,6 +42,10 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
     let dropped = security.capabilities.as_ref().and_then(|c| c.drop.clone()).unwrap_or_default();
     assert_eq!(dropped, ["ALL"]);
     assert!(security.capabilities.as_ref().and_then(|c| c.add.as_ref()).is_none(), "no capability is added");
+    // Its image was pulled as a node pulls it: the stand-in's child for the node's platform.
+    let image_id = &pod.status.as_ref().and_then(|s| s.container_statuses.clone()).context("statuses")?[0].image_id;
+    let mirror = format!("{}/{}@sha256:", env.registry.host, "ghcr.io/archway-dev/archway");
+    assert!(image_id.starts_with(&mirror), "{image_id}");
 
     // The push secret where builds and the operator look for it; the registry CA in the operator's
     // namespace only (the operator hands it to build pods: every e2e build in `default` proves that).

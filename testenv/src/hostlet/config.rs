@@ -246,7 +246,8 @@ impl HostletConfig {
                 .root_env("BUILDKITD_FLAGS", "")
                 .entrypoint(&["rootlesskit", "buildkitd"])
                 .mirrored();
-        // The operator's default images have stand-ins in the registry; the others run wherever asked.
+        // The operator's default images and its own have stand-ins in the registry; the others run
+        // wherever asked.
         vec![
             buildah("quay.io/buildah/stable").mirrored(),
             buildah("quay.io/containers/buildah"),
@@ -254,7 +255,7 @@ impl HostletConfig {
             ToolImage::new("quay.io/skopeo/stable", "skopeo", "skopeo").entrypoint(&["skopeo"]),
             ToolImage::new("quay.io/containers/skopeo", "skopeo", "skopeo").entrypoint(&["skopeo"]),
             ToolImage::new("alpine/git", "git", "git").entrypoint(&["git"]).mirrored(),
-            ToolImage::new("ghcr.io/archway-dev/archway", "archway", archway_bin).entrypoint(&["archway"]),
+            ToolImage::new("ghcr.io/archway-dev/archway", "archway", archway_bin).entrypoint(&["archway"]).mirrored(),
         ]
     }
 
