@@ -128,8 +128,10 @@ pub fn decide(input: &Inputs) -> Decision {
                 && matches!(r.phase, PlatformPhase::Succeeded | PlatformPhase::Failed)
         });
         let status = match (recorded, job) {
-            (Some(record), Some(job)) if job.state == JobState::Running => {
-                // Recorded as failed while it waited for a pod: stop it, the record stands.
+            (Some(record), Some(job)) if job.state == JobState::Running && record.phase == PlatformPhase::Failed => {
+                // Recorded as failed while it waited for a pod: stop it, the record stands. (A success
+                // is recorded from the builder's exit, before the Job controller completes the Job,
+                // whose pod a drain may delete meanwhile: that Job stays and completes.)
                 decision.delete.push(job.name.clone());
                 record.clone()
             }
@@ -450,6 +452,22 @@ pub(crate) mod tests {
         // New inputs are a new build: the record of the old ones does not count.
         world.fingerprint = "fp2";
         assert_eq!(world.decide().create.len(), 2);
+    }
+
+    #[test]
+    fn a_recorded_success_keeps_its_job_that_the_job_controller_has_not_completed() {
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let first = world.decide();
+        world.records = vec![PlatformStatus {
+            phase: PlatformPhase::Succeeded,
+            digest: Some(digest('a')),
+            ..first.platforms[0].clone()
+        }];
+        // The builder exited 0 and was recorded; its pod is gone (drained) and the Job not yet Complete.
+        world.jobs = vec![observed(&world.job_names()[0], JobState::Running)];
+        let decision = world.decide();
+        assert!(decision.delete.is_empty(), "{decision:?}");
+        assert_eq!(decision.platforms[0].phase, PlatformPhase::Succeeded);
     }
 
     #[test]
