@@ -24,6 +24,8 @@ reasons! {
     Building,
     /// A platform waits for a node that can build it.
     WaitingForNode,
+    /// A platform waits for a build on its nodes to end (`--max-builds-per-node`).
+    Queued,
     /// Every platform is built.
     Built,
     /// A platform's build failed.

@@ -168,6 +168,8 @@ pub enum PlatformPhase {
     Pending,
     /// Waiting for a node that can build it (for example `placement: native` and no such node is Ready).
     Waiting,
+    /// Its nodes run as many builds as `--max-builds-per-node` allows; it starts when one ends.
+    Queued,
     /// The build Job runs.
     Building,
     /// Built and pushed; `digest` is set.

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
-use crate::plan::placement::{EMULATION_LABEL_PREFIX, EmulationLabels};
+use crate::plan::placement::{BuildSlots, EMULATION_LABEL_PREFIX, EmulationLabels};
 use crate::platform::Platform;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -47,6 +47,11 @@ pub struct OperatorConfig {
     /// a Pi Zero (512 MB) or a Pi 3 (1 GB) beside the kubelet.
     #[arg(long = "build-memory", env = "ARCHWAY_BUILD_MEMORY", value_delimiter = ',', value_parser = parse_platform_quantity)]
     pub build_memory: Vec<(Platform, Quantity)>,
+    /// How many builds a node of an architecture runs at once, as ARCH=N (`kubernetes.io/arch` values;
+    /// 0 for no bound): a platform whose nodes are all busy is Queued until a build ends. Bounded to 1
+    /// on ARM nodes unless set: a Pi runs out of memory with two builds.
+    #[arg(long = "max-builds-per-node", env = "ARCHWAY_MAX_BUILDS_PER_NODE", value_delimiter = ',', default_value = "arm=1,arm64=1", value_parser = parse_arch_count)]
+    pub max_builds_per_node: Vec<(String, u32)>,
     /// Prefix of the node labels that mark emulation: a node labelled `<prefix><arch>=true` (for example
     /// `emulate.archway.dev/arm64=true`) runs that architecture's code under qemu.
     #[arg(long, env = "ARCHWAY_EMULATION_LABEL_PREFIX", default_value = EMULATION_LABEL_PREFIX)]
@@ -83,6 +88,10 @@ impl OperatorConfig {
         })
     }
 
+    pub fn build_slots(&self) -> BuildSlots {
+        BuildSlots { per_arch: self.max_builds_per_node.iter().cloned().collect() }
+    }
+
     pub fn emulation_labels(&self) -> EmulationLabels {
         EmulationLabels { prefix: self.emulation_label_prefix.clone() }
     }
@@ -111,6 +120,15 @@ fn parse_quantity(text: &str) -> Result<Quantity, String> {
         Ok(Quantity(text.to_string()))
     } else {
         Err(format!("{text:?}: expected a positive quantity such as 512Mi or 8Gi"))
+    }
+}
+
+/// ARCH=N, e.g. `arm=1`.
+fn parse_arch_count(text: &str) -> Result<(String, u32), String> {
+    let parsed = text.split_once('=').and_then(|(arch, n)| Some((arch, n.parse::<u32>().ok()?)));
+    match parsed {
+        Some((arch, n)) if !arch.is_empty() && !arch.contains('/') => Ok((arch.to_string(), n)),
+        _ => Err(format!("{text:?}: expected ARCH=N with a kubernetes.io/arch value, e.g. arm=1 or amd64=4")),
     }
 }
 
@@ -176,6 +194,14 @@ mod tests {
         assert!(parse_platform_quantity("linux/arm/v6").unwrap_err().contains("PLATFORM=QUANTITY"));
         assert!(parse_platform_quantity("linux/arm/v6=lots").unwrap_err().contains("512Mi"));
         assert!(parse_quantity("0").is_err() && parse_quantity("8Gi").is_ok() && parse_quantity("1e3").is_err());
+    }
+
+    #[test]
+    fn max_builds_are_per_architecture() {
+        assert_eq!(parse_arch_count("arm=1"), Ok(("arm".into(), 1)));
+        assert_eq!(parse_arch_count("amd64=0"), Ok(("amd64".into(), 0)));
+        assert!(parse_arch_count("linux/arm=1").unwrap_err().contains("ARCH=N"));
+        assert!(parse_arch_count("arm=-1").is_err() && parse_arch_count("arm").is_err());
     }
 
     #[test]

@@ -92,6 +92,7 @@ fn platform_event(phase: PlatformPhase) -> (EventType, Reason) {
     match phase {
         PlatformPhase::Failed => (EventType::Warning, Reason::PlatformFailed),
         PlatformPhase::Waiting => (EventType::Warning, Reason::WaitingForNode),
+        PlatformPhase::Queued => (EventType::Normal, Reason::Queued),
         PlatformPhase::Succeeded => (EventType::Normal, Reason::PlatformBuilt),
         PlatformPhase::Pending | PlatformPhase::Building => (EventType::Normal, Reason::PlatformBuilding),
     }

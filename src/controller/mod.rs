@@ -356,6 +356,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         nodes: &observed.nodes,
         emulation: &emulation,
         images: &images.view(),
+        slots: &ctx.config.build_slots(),
         jobs: &observed.jobs,
         resolve_jobs: &observed.resolve_jobs,
         context_fingerprint: observed.context_fingerprint.as_deref(),

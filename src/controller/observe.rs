@@ -15,9 +15,9 @@ use crate::api::MultiArchBuild;
 use crate::plan::decide::JobObservation;
 use crate::plan::git;
 use crate::plan::inputs::build_label;
-use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER};
+use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER, PLATFORM_LABEL};
 use crate::plan::job_status::{has_ended, observe_job};
-use crate::plan::placement::{EmulationLabels, NodeView};
+use crate::plan::placement::{EmulationLabels, NodeView, matches_terms};
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
@@ -83,14 +83,55 @@ pub async fn observe(
         Err(Error::Invalid(message)) => (None, Some(message)),
         Err(e) => return Err(e),
     };
+    let builds = builds_by_node(caches, &nodes);
+    let view = |node: &Node| {
+        let view = NodeView::from_node(node, emulation);
+        NodeView { builds: builds.get(&view.name).copied().unwrap_or_default(), ..view }
+    };
     Ok(Observed {
-        nodes: nodes.iter().map(|node| NodeView::from_node(node, emulation)).collect(),
+        nodes: nodes.iter().map(view).collect(),
         node_objects: nodes,
         jobs: observed,
         resolve_jobs,
         context_fingerprint,
         missing,
     })
+}
+
+/// The builds each node runs or is about to run, of every MultiArchBuild: what `--max-builds-per-node`
+/// counts. A build pod on a node counts there; a build Job whose pod is not on a node yet (just created,
+/// pending) counts on every node it may land on, so two reconciles never fill one slot twice.
+fn builds_by_node(caches: &Caches, nodes: &[Node]) -> BTreeMap<String, u32> {
+    let mut builds: BTreeMap<String, u32> = BTreeMap::new();
+    let mut placed = std::collections::BTreeSet::new();
+    for pod in caches.pods.state().iter().filter(|p| p.labels().contains_key(PLATFORM_LABEL)) {
+        let ended = matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"));
+        let node = pod.spec.as_ref().and_then(|s| s.node_name.clone());
+        match (ended, node) {
+            (false, Some(node)) => *builds.entry(node).or_default() += 1,
+            (false, None) => continue,
+            (true, _) => {}
+        }
+        if let Some(job) = pod.labels().get(JOB_NAME_LABEL) {
+            placed.insert((pod.metadata.namespace.clone(), job.clone()));
+        }
+    }
+    let pending = caches.jobs.state();
+    let pending = pending.iter().filter(|job| {
+        job.labels().contains_key(PLATFORM_LABEL)
+            && !has_ended(job)
+            && !placed.contains(&(job.metadata.namespace.clone(), job.metadata.name.clone().unwrap_or_default()))
+    });
+    for job in pending {
+        let pod = job.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let affinity = pod.and_then(|p| p.affinity.as_ref()).and_then(|a| a.node_affinity.as_ref());
+        let required = affinity.and_then(|a| a.required_during_scheduling_ignored_during_execution.as_ref());
+        let terms = required.map(|r| r.node_selector_terms.as_slice()).unwrap_or_default();
+        for node in nodes.iter().filter(|n| matches_terms(n.labels(), terms)) {
+            *builds.entry(node.name_any()).or_default() += 1;
+        }
+    }
+    builds
 }
 
 /// The message of the newest `FailedCreate` event of a Job: the Job controller says only there why

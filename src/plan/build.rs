@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
 use super::job::build_tag;
-use super::placement::{BuildImages, EmulationLabels, NodeView};
+use super::placement::{BuildImages, BuildSlots, EmulationLabels, NodeView};
 use super::status::already_published;
 use super::validate::{ValidBuild, validate};
 use crate::api::{
@@ -33,6 +33,8 @@ pub struct Observation<'a> {
     pub emulation: &'a EmulationLabels,
     /// The builder and clone images, and where they run.
     pub images: &'a BuildImages<'a>,
+    /// How many builds a node may run at once.
+    pub slots: &'a BuildSlots,
     pub jobs: &'a [JobObservation],
     pub resolve_jobs: &'a [JobObservation],
     pub context_fingerprint: Option<&'a str>,
@@ -135,6 +137,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         nodes: observed.nodes,
         emulation: observed.emulation,
         images: observed.images,
+        slots: observed.slots,
         jobs: observed.jobs,
         context_fingerprint: observed.context_fingerprint,
         rebuild_requested_at: observed.rebuild_requested_at,
@@ -170,9 +173,10 @@ impl BuildPlan {
             Next::Stop { recheck, .. } => return *recheck,
             Next::Go(go) => go,
         };
-        let building =
-            go.decision.platforms.iter().any(|p| matches!(p.phase, PlatformPhase::Pending | PlatformPhase::Building))
-                || self.git.as_ref().is_some_and(|step| step.commit.is_none());
+        let building = go.decision.platforms.iter().any(|p| {
+            // A queued platform looks again as soon: another build's end frees its slot.
+            matches!(p.phase, PlatformPhase::Pending | PlatformPhase::Building | PlatformPhase::Queued)
+        }) || self.git.as_ref().is_some_and(|step| step.commit.is_none());
         let base = Duration::from_secs(if building {
             5
         } else if rolling {
@@ -199,6 +203,7 @@ mod tests {
             platform: Some(platform.parse().unwrap()),
             usable: true,
             emulates: Default::default(),
+            builds: 0,
         };
         vec![node("x86-1", "linux/amd64"), node("jetson-1", "linux/arm64")]
     }
@@ -215,6 +220,7 @@ mod tests {
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
             images: &BuildImages::unread(),
+            slots: &BuildSlots::default(),
             jobs,
             resolve_jobs: &[],
             context_fingerprint: Some("fp"),
@@ -258,6 +264,7 @@ mod tests {
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
             images: &BuildImages::unread(),
+            slots: &BuildSlots::default(),
             jobs: &[],
             resolve_jobs: &[],
             context_fingerprint: None,

@@ -7,7 +7,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
-use super::placement::{BuildImages, EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place};
+use super::placement::{
+    BuildImages, BuildSlots, EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place, take_slot,
+};
 use crate::api::{MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
@@ -78,6 +80,8 @@ pub struct Inputs<'a> {
     pub emulation: &'a EmulationLabels,
     /// The images a build pod may run, and where they run.
     pub images: &'a BuildImages<'a>,
+    /// How many builds a node may run at once.
+    pub slots: &'a BuildSlots,
     pub jobs: &'a [JobObservation],
     /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
     pub context_fingerprint: Option<&'a str>,
@@ -109,6 +113,8 @@ pub fn decide(input: &Inputs) -> Decision {
     }
     let mut keep = Vec::new();
     let spec = input.spec;
+    // Each platform placed in this pass takes a build slot on its nodes.
+    let mut nodes = input.nodes.to_vec();
     for platform in input.platforms {
         let mut inputs = BuildInputs {
             rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
@@ -157,7 +163,9 @@ pub fn decide(input: &Inputs) -> Decision {
                 }
             },
             (None, None) => {
-                match place(platform, spec.placement, spec.builder.kind, input.nodes, input.emulation, input.images) {
+                let placed = place(platform, spec.placement, spec.builder.kind, &nodes, input.emulation, input.images)
+                    .and_then(|mut placed| take_slot(&mut placed, &mut nodes, input.slots).map(|()| placed));
+                match placed {
                     Ok(placed) => {
                         let status = PlatformStatus {
                             platform: platform.to_string(),
@@ -209,7 +217,7 @@ fn awaiting_pod_result(job: &JobObservation, now: &Time) -> Option<Duration> {
 fn waiting(platform: &Platform, why: &Unplaceable) -> PlatformStatus {
     PlatformStatus {
         platform: platform.to_string(),
-        phase: PlatformPhase::Waiting,
+        phase: if why.is_queued() { PlatformPhase::Queued } else { PlatformPhase::Waiting },
         message: Some(why.to_string()),
         ..Default::default()
     }
@@ -333,6 +341,7 @@ pub(crate) mod tests {
             platform: Some(platform.parse().unwrap()),
             usable,
             emulates: emulates.iter().map(|s| s.to_string()).collect(),
+            builds: 0,
         }
     }
 
@@ -381,6 +390,7 @@ pub(crate) mod tests {
                 nodes: &self.nodes,
                 emulation: &EmulationLabels::default(),
                 images: &BuildImages::unread(),
+                slots: &BuildSlots::default(),
                 jobs: &self.jobs,
                 context_fingerprint: Some(self.fingerprint),
                 rebuild_requested_at: self.rebuild.as_deref(),

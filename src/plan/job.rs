@@ -7,11 +7,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Affinity, ConfigMapVolumeSource, Container, DownwardAPIVolumeFile, DownwardAPIVolumeSource, EmptyDirVolumeSource,
-    EnvVar, KeyToPath, NodeAffinity, NodeSelector, ObjectFieldSelector, PodSpec, PodTemplateSpec, ResourceRequirements,
-    SecretVolumeSource, Toleration, Volume, VolumeMount,
+    EnvVar, KeyToPath, NodeAffinity, NodeSelector, ObjectFieldSelector, PodAffinityTerm, PodAntiAffinity, PodSpec,
+    PodTemplateSpec, ResourceRequirements, SecretVolumeSource, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 
 use super::builders::{Builder, build_arg};
 use super::git;
@@ -206,6 +208,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
                             }),
                             ..Default::default()
                         }),
+                        pod_anti_affinity: req.placed.exclusive.then(one_build_per_node),
                         ..Default::default()
                     }),
                     tolerations: (!req.config.tolerations.is_empty()).then(|| req.config.tolerations.clone()),
@@ -220,6 +223,21 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         }),
         status: None,
     })
+}
+
+/// Keeps the pod off nodes that run another build pod (of any namespace): the scheduler's guarantee of
+/// `--max-builds-per-node` 1, where two reconciles place builds at the same moment.
+fn one_build_per_node() -> PodAntiAffinity {
+    let build_pods = LabelSelectorRequirement { key: PLATFORM_LABEL.into(), operator: "Exists".into(), values: None };
+    PodAntiAffinity {
+        required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+            label_selector: Some(LabelSelector { match_expressions: Some(vec![build_pods]), match_labels: None }),
+            namespace_selector: Some(LabelSelector::default()),
+            topology_key: "kubernetes.io/hostname".into(),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    }
 }
 
 /// `spec.builder.resources`, with the operator's memory for the node's platform where it names none.
@@ -362,6 +380,7 @@ mod tests {
             platform: Some(platform.clone()),
             usable: true,
             emulates: Default::default(),
+            builds: 0,
         }];
         let placed =
             place(&platform, Placement::Auto, spec.builder.kind, &nodes, &Default::default(), &BuildImages::unread())

@@ -1,7 +1,7 @@
 //! Where one platform's build runs: on a node that runs its code natively, or under qemu on a node
 //! labelled as able to emulate it. Pure: nodes in, a decision out.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm};
@@ -32,6 +32,24 @@ impl EmulationLabels {
     }
 }
 
+/// How many builds a node may run at once, by its architecture (`--max-builds-per-node`): a Pi that
+/// runs two builds at once is evicted or swaps; an architecture without an entry has no bound.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct BuildSlots {
+    pub per_arch: BTreeMap<String, u32>,
+}
+
+impl BuildSlots {
+    /// The bound of a node of `platform`, if any.
+    pub fn of(&self, platform: Option<&Platform>) -> Option<u32> {
+        self.per_arch.get(&platform?.architecture).copied().filter(|max| *max > 0)
+    }
+
+    fn free(&self, node: &NodeView) -> bool {
+        self.of(node.platform.as_ref()).is_none_or(|max| node.builds < max)
+    }
+}
+
 /// What the planner needs to know of a Node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeView {
@@ -42,6 +60,8 @@ pub struct NodeView {
     pub usable: bool,
     /// Architectures this node emulates (from its `emulate.archway.dev/<arch>` labels).
     pub emulates: BTreeSet<String>,
+    /// Build pods on it that have not ended.
+    pub builds: u32,
 }
 
 impl NodeView {
@@ -64,6 +84,7 @@ impl NodeView {
             platform: platform::node_platform(node).ok(),
             usable: ready && !cordoned,
             emulates,
+            builds: 0,
         }
     }
 }
@@ -215,6 +236,11 @@ pub struct Placed {
     /// Why this builder or mode, where the preferred one (`kind`'s first, native) does not run.
     pub reason: Option<String>,
     pub node_terms: Vec<NodeSelectorTerm>,
+    /// The usable nodes the terms select.
+    pub candidates: Vec<String>,
+    /// Every candidate runs one build at a time (`--max-builds-per-node` 1): the pod keeps away from
+    /// other build pods, so two builds placed at once by two reconciles never share a node.
+    pub exclusive: bool,
 }
 
 /// Why a platform cannot be placed now; the text goes to status and events as it is.
@@ -237,6 +263,18 @@ pub enum Unplaceable {
     NoNode { platform: String, label: String },
     #[error("no builder image runs where {platform} can be built: {nodes}; {hint}")]
     NoBuilderImage { platform: String, nodes: String, hint: String },
+    #[error(
+        "queued: every node that can build {platform} runs as many builds as --max-builds-per-node allows \
+         ({nodes}); it starts when one ends"
+    )]
+    Queued { platform: String, nodes: String },
+}
+
+impl Unplaceable {
+    /// Only a build that ends is missing, not a node.
+    pub fn is_queued(&self) -> bool {
+        matches!(self, Unplaceable::Queued { .. })
+    }
 }
 
 /// Decides where `platform` is built under `placement`, and with which of `kind`'s builders: a node
@@ -268,13 +306,9 @@ pub fn place(
                     let skipped = passed_over(std::slice::from_ref(host), &tools[..i]);
                     let reason = (!skipped.is_empty()).then(|| format!("{}; built with {tool}", skipped.join("; ")));
                     let node_terms = native_terms(host);
-                    return Some(Placed {
-                        mode: BuildMode::Native,
-                        host: host.clone(),
-                        tool: *tool,
-                        reason,
-                        node_terms,
-                    });
+                    let candidates = names(nodes.iter().filter(|n| n.usable && n.platform.as_ref() == Some(host)));
+                    let (mode, host, tool) = (BuildMode::Native, host.clone(), *tool);
+                    return Some(Placed { mode, host, tool, reason, node_terms, candidates, exclusive: false });
                 }
             }
         }
@@ -284,7 +318,11 @@ pub fn place(
         let label = requirement(&emulation.label(platform), "In", &["true"]);
         for (i, tool) in tools.iter().enumerate() {
             let hosts: Vec<&Platform> = emulating_hosts.iter().filter(|h| images.run_on(*tool, h)).collect();
-            let node_terms = if !emulating.is_empty() && !images.known(*tool) {
+            let known = images.known(*tool);
+            let candidates = names(
+                emulating.iter().copied().filter(|n| !known || n.platform.as_ref().is_some_and(|p| hosts.contains(&p))),
+            );
+            let node_terms = if !emulating.is_empty() && !known {
                 // Where the images run is not known: any emulating node may do.
                 vec![term(vec![label.clone()])]
             } else if !hosts.is_empty() {
@@ -300,7 +338,8 @@ pub fn place(
             let mut skipped = passed_over(&native_hosts, tools);
             skipped.extend(passed_over(&emulating_hosts, &tools[..i]));
             let reason = (!skipped.is_empty()).then(|| format!("{}; built emulated with {tool}", skipped.join("; ")));
-            return Some(Placed { mode: BuildMode::Emulated, host: platform.clone(), tool: *tool, reason, node_terms });
+            let (mode, host, tool) = (BuildMode::Emulated, platform.clone(), *tool);
+            return Some(Placed { mode, host, tool, reason, node_terms, candidates, exclusive: false });
         }
         None
     };
@@ -348,6 +387,47 @@ pub fn place(
     }
 }
 
+fn names<'a>(nodes: impl Iterator<Item = &'a NodeView>) -> Vec<String> {
+    nodes.map(|n| n.name.clone()).collect()
+}
+
+/// Where the builds placed so far run: `placed` waits while every candidate node runs as many
+/// builds as `slots` allows; else it counts on the least busy of them (where the scheduler puts it).
+pub fn take_slot(placed: &mut Placed, nodes: &mut [NodeView], slots: &BuildSlots) -> Result<(), Unplaceable> {
+    let candidates = |n: &&mut NodeView| placed.candidates.contains(&n.name);
+    let bounds: Vec<Option<u32>> = nodes.iter_mut().filter(candidates).map(|n| slots.of(n.platform.as_ref())).collect();
+    placed.exclusive = !bounds.is_empty() && bounds.iter().all(|max| *max == Some(1));
+    let free = nodes.iter_mut().filter(candidates).filter(|n| slots.free(n)).min_by_key(|n| n.builds);
+    if let Some(node) = free {
+        node.builds += 1;
+        return Ok(());
+    }
+    if bounds.is_empty() {
+        return Ok(());
+    }
+    let busy = nodes.iter_mut().filter(candidates).map(|n| {
+        let max = slots.of(n.platform.as_ref()).unwrap_or_default();
+        format!("{}: {} of {max}", n.name, n.builds)
+    });
+    Err(Unplaceable::Queued { platform: placed.host.to_string(), nodes: busy.collect::<Vec<_>>().join(", ") })
+}
+
+/// Whether a node with these labels matches any of a pod's required node selector terms (the
+/// operators archway writes: `In`, `NotIn`, `Exists`, `DoesNotExist`; no terms match every node).
+pub fn matches_terms(labels: &BTreeMap<String, String>, terms: &[NodeSelectorTerm]) -> bool {
+    let matches = |r: &NodeSelectorRequirement| {
+        let values = r.values.as_deref().unwrap_or_default();
+        match (r.operator.as_str(), labels.get(&r.key)) {
+            ("In", Some(v)) => values.contains(v),
+            ("NotIn", v) => v.is_none_or(|v| !values.contains(v)),
+            ("Exists", v) => v.is_some(),
+            ("DoesNotExist", v) => v.is_none(),
+            _ => false,
+        }
+    };
+    terms.is_empty() || terms.iter().any(|t| t.match_expressions.iter().flatten().all(matches))
+}
+
 /// Node selector terms that match exactly the nodes of platform `host`. An arm node without the
 /// variant label counts as v7, so v7 needs a second term for unlabelled nodes.
 fn native_terms(host: &Platform) -> Vec<NodeSelectorTerm> {
@@ -393,6 +473,7 @@ mod tests {
             platform: Some(platform.parse().unwrap()),
             usable,
             emulates: emulates.iter().map(|s| s.to_string()).collect(),
+            builds: 0,
         }
     }
 
@@ -600,6 +681,38 @@ mod tests {
         assert_eq!(change(Event::Apply(node(&at(5), true, "False", "b"))), NodeChange::Coverage, "NotReady, cordoned");
         assert_eq!(change(Event::Delete(node(&at(6), true, "True", "b"))), NodeChange::Placement, "a deletion");
         assert_eq!(change(Event::Apply(node(&at(7), true, "True", "b"))), NodeChange::Placement, "back again");
+    }
+
+    #[test]
+    fn builds_beyond_a_nodes_slots_are_queued() {
+        let slots = BuildSlots { per_arch: [("arm".to_string(), 1)].into() };
+        let mut nodes = cluster(true);
+        let mut v7 = place_unread("linux/arm/v7", Placement::Native, &nodes).unwrap();
+        assert_eq!(v7.candidates, ["pi-1"]);
+        take_slot(&mut v7, &mut nodes, &slots).unwrap();
+        assert!(v7.exclusive, "pi-1 runs one build at a time");
+        // The armv6 build of the same pass finds pi-1 taken.
+        let mut v6 = place_unread("linux/arm/v6", Placement::Native, &nodes).unwrap();
+        let queued = take_slot(&mut v6, &mut nodes, &slots).unwrap_err();
+        assert!(queued.is_queued());
+        assert!(queued.to_string().contains("(pi-1: 1 of 1)"), "{queued}");
+        // Unbounded architectures take any number.
+        for _ in 0..3 {
+            let mut amd64 = place_unread("linux/amd64", Placement::Native, &nodes).unwrap();
+            take_slot(&mut amd64, &mut nodes, &slots).unwrap();
+            assert!(!amd64.exclusive);
+        }
+    }
+
+    #[test]
+    fn node_selector_terms_match_as_the_scheduler_matches() {
+        let labels: BTreeMap<String, String> =
+            [("kubernetes.io/arch", "arm"), ("kubernetes.io/os", "linux")].map(|(k, v)| (k.into(), v.into())).into();
+        let v7 = native_terms(&p("linux/arm/v7"));
+        assert!(matches_terms(&labels, &v7), "an arm node without a variant label counts as v7");
+        assert!(!matches_terms(&labels, &native_terms(&p("linux/arm/v6"))));
+        assert!(!matches_terms(&labels, &native_terms(&p("linux/arm64"))));
+        assert!(matches_terms(&labels, &[]));
     }
 
     #[test]

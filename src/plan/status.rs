@@ -39,12 +39,14 @@ pub fn desired_status(
 ) -> MultiArchBuildStatus {
     let failed: Vec<String> =
         decision.failed().map(|p| format!("{}: {}", p.platform, p.message.as_deref().unwrap_or("failed"))).collect();
-    let waiting: Vec<String> = decision
-        .platforms
-        .iter()
-        .filter(|p| p.phase == PlatformPhase::Waiting)
+    let waits = |phase| decision.platforms.iter().filter(move |p| p.phase == phase);
+    let waiting: Vec<String> = waits(PlatformPhase::Waiting)
+        .chain(waits(PlatformPhase::Queued))
         .map(|p| format!("{}: {}", p.platform, p.message.as_deref().unwrap_or("waiting")))
         .collect();
+    // A missing node is news to act on; a queue only a matter of time.
+    let waiting_reason =
+        if waits(PlatformPhase::Waiting).next().is_some() { Reason::WaitingForNode } else { Reason::Queued };
     let built = decision.built().is_some();
 
     let (phase, building, published) = match (publish, failed.is_empty()) {
@@ -71,11 +73,7 @@ pub fn desired_status(
         ),
         (Publish::NotYet, true) if !waiting.is_empty() => {
             let message = waiting.join("; ");
-            (
-                BuildPhase::Building,
-                cond(true, Reason::WaitingForNode, &message),
-                cond(false, Reason::Building, &message),
-            )
+            (BuildPhase::Building, cond(true, waiting_reason, &message), cond(false, Reason::Building, &message))
         }
         (Publish::NotYet, true) => {
             let count = decision.platforms.len();

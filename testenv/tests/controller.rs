@@ -76,6 +76,11 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
         ensure!(printed.trim().starts_with(uname), "{arch} {variant:?}: /srv/arch holds {printed:?}");
         ensure!(contents.read_file("/srv/index.html").await?.contains("blog"), "index.html missing");
     }
+    // pi-1 runs one build at a time: arm/v7 and arm/v6, placed in one pass, ran one after the other.
+    let events =
+        notes(&wait_events(&client, NS, "blog", |e| e.iter().any(|e| e.reason.as_deref() == Some("Queued"))).await);
+    let queued: Vec<&String> = events.iter().filter(|n| n.starts_with("Queued")).collect();
+    ensure!(queued.len() == 1 && queued[0].contains("(pi-1: 1 of 1)"), "{events:?}");
     // distribution 2.8 cannot delete a tag (only a manifest, which the index names): buildah's
     // temporary tags stay, and one event says so with the registry's answer.
     let kept = |e: &[Event]| e.iter().any(|e| e.reason.as_deref() == Some("TemporaryTagsKept"));
