@@ -175,9 +175,10 @@ async fn job_lands_on(client: &Client, arch: &str, node: &str) -> Result<()> {
             "template": {"spec": {
                 "restartPolicy": "Never",
                 "nodeSelector": {"kubernetes.io/arch": arch},
+                // The git image has a child for every node here (buildah's has none for the Pi).
                 "containers": [{
                     "name": "build",
-                    "image": BUILDAH,
+                    "image": archway::plan::job::DEFAULT_GIT_IMAGE,
                     "command": ["sh", "-c", "printf %s \"$NODE\" > /dev/termination-log"],
                     "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
                 }],
