@@ -6,7 +6,8 @@ use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
-use crate::plan::placement::{BuildSlots, EMULATION_LABEL_PREFIX, EmulationLabels};
+use crate::plan::nodes::{EMULATION_LABEL_PREFIX, EmulationLabels};
+use crate::plan::placement::BuildSlots;
 use crate::platform::Platform;
 
 #[derive(clap::Args, Clone, Debug)]

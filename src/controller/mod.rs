@@ -48,7 +48,7 @@ use crate::plan::decide::Decision;
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::BUILD_LABEL;
 use crate::plan::job::BuilderConfig;
-use crate::plan::placement::{NodeChange, NodeFingerprints};
+use crate::plan::nodes::{NodeChange, NodeFingerprints};
 use crate::plan::status::{Publish, desired_status};
 use crate::platform::Platform;
 

@@ -17,7 +17,8 @@ use crate::plan::git;
 use crate::plan::inputs::build_label;
 use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER, PLATFORM_LABEL};
 use crate::plan::job_status::{has_ended, observe_job};
-use crate::plan::placement::{EmulationLabels, NodeView, matches_terms};
+use crate::plan::nodes::{EmulationLabels, NodeView};
+use crate::plan::placement::matches_terms;
 
 const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 

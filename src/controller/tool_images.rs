@@ -11,8 +11,8 @@ use oci_client::secrets::RegistryAuth;
 use tracing::{info, warn};
 
 use crate::api::{BuildTool, MultiArchBuildSpec};
+use crate::plan::builder_images::{BuildImages, ToolImage};
 use crate::plan::job::BuilderConfig;
-use crate::plan::placement::{BuildImages, ToolImage};
 use crate::platform::Platform;
 use crate::registry::retry::RetryPolicy;
 use crate::registry::{Registry, RegistryOptions, lookup, mirrored};

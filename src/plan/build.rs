@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::builder_images::BuildImages;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
 use super::job::build_tag;
-use super::placement::{BuildImages, BuildSlots, EmulationLabels, NodeView};
+use super::nodes::{EmulationLabels, NodeView};
+use super::placement::BuildSlots;
 use super::status::already_published;
 use super::validate::{ValidBuild, validate};
 use crate::api::{

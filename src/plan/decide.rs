@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::builder_images::BuildImages;
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
-use super::placement::{
-    BuildImages, BuildSlots, EmulationLabels, NodeView, Placed, Unplaceable, cluster_platforms, place, take_slot,
-};
+use super::nodes::{EmulationLabels, NodeView};
+use super::placement::{BuildSlots, Placed, Unplaceable, cluster_platforms, place, take_slot};
 use crate::api::{MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;

@@ -348,8 +348,10 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 mod tests {
     use super::*;
     use crate::api::{BuilderKind, GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
+    use crate::plan::builder_images::BuildImages;
     use crate::plan::builders::BUILDKIT_ROOT;
-    use crate::plan::placement::{BuildImages, NodeView, place};
+    use crate::plan::nodes::NodeView;
+    use crate::plan::placement::place;
 
     fn spec() -> MultiArchBuildSpec {
         MultiArchBuildSpec {

@@ -3,6 +3,7 @@
 //! the workloads that use it. No client, no clock, no I/O.
 
 pub mod build;
+pub mod builder_images;
 pub mod builders;
 pub mod coverage;
 pub mod decide;
@@ -10,6 +11,7 @@ pub mod git;
 pub mod inputs;
 pub mod job;
 pub mod job_status;
+pub mod nodes;
 pub mod placement;
 pub mod restrict;
 pub mod rollout;

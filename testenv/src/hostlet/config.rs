@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use archway::plan::placement::EmulationLabels;
+use archway::plan::nodes::EmulationLabels;
 use archway::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
 
 /// Well-known node label; ours say `hostlet` so that a reader of `kubectl get nodes -L` knows.
