@@ -37,8 +37,10 @@ if ! kubectl wait --for=condition=Ready mab/blog --timeout=600s; then
 fi
 kubectl get mab blog
 echo
-kubectl get mab blog -o jsonpath='{range .status.platforms[*]}{.platform}{"\t"}{.mode}{"\t"}{.node}{"\t"}{.phase}{"\t"}{.digest}{"\n"}{end}' \
-  | column -t -N PLATFORM,MODE,NODE,PHASE,DIGEST
+kubectl get mab blog -o jsonpath='{range .status.platforms[*]}{.platform}{"\t"}{.mode}{"\t"}{.builder}{"\t"}{.node}{"\t"}{.phase}{"\t"}{.digest}{"\n"}{end}' \
+  | column -t -N PLATFORM,MODE,BUILDER,NODE,PHASE,DIGEST
+# Why a platform did not get the first choice (buildah, native): the Pi's buildah image does not exist.
+kubectl get mab blog -o jsonpath='{range .status.platforms[?(@.placementReason)]}{.platform}: {.placementReason}{"\n"}{end}'
 echo
 echo "== the blog Deployment after: rolled out to the index digest, one pod per node kind, each running its node's child"
 kubectl get deployment blog -o wide
