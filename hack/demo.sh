@@ -23,6 +23,9 @@ kubectl get pods -n archway-system -o wide
 echo
 pods='custom-columns=POD:.metadata.name,NODE:.spec.nodeName,PHASE:.status.phase,WAITING:.status.containerStatuses[0].state.waiting.reason,RUNS:.status.containerStatuses[0].imageID'
 echo "== the blog Deployment before the build (examples/blog/deployment.yaml: one image by tag, no tolerations)"
+# Another run on a running environment starts afresh: re-applying the Deployment over archway's digest
+# would be a rewrite archway reports and does not undo (README, Rollout).
+kubectl delete multiarchbuild/blog deployment/blog --ignore-not-found --wait=true >/dev/null
 sed "s#registry.example.com#$ARCHWAY_REGISTRY#g" examples/blog/deployment.yaml | kubectl apply -f -
 kubectl get deployment blog -o wide
 sleep 3
