@@ -70,7 +70,7 @@ pub async fn install_operator(
         ..Default::default()
     };
     apply(&Api::namespaced(client.clone(), OPERATOR_NAMESPACE), REGISTRY_CA_CONFIG_MAP, &ca).await?;
-    let mirrors = toolimages::mirrors(&registry.host).iter().map(|(r, m)| format!("{r}={m}")).collect::<Vec<_>>();
+    let mirrors = toolimages::mirror_flags(&registry.host);
     let mirrors = ConfigMap {
         metadata: kube::api::ObjectMeta { name: Some(REGISTRY_MIRRORS_CONFIG_MAP.into()), ..Default::default() },
         data: Some([("mirrors".to_string(), mirrors.join(","))].into()),

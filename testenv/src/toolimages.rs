@@ -66,6 +66,11 @@ pub fn mirrors(registry_host: &str) -> Vec<(String, String)> {
     ["quay.io", "docker.io", "ghcr.io"].iter().map(|r| (r.to_string(), format!("{registry_host}/{r}"))).collect()
 }
 
+/// [`mirrors`] as `--registry-mirror` values: `quay.io=<registry>/quay.io`, ...
+pub fn mirror_flags(registry_host: &str) -> Vec<String> {
+    mirrors(registry_host).iter().map(|(registry, mirror)| format!("{registry}={mirror}")).collect()
+}
+
 /// Where the environment's registry holds `image`.
 pub fn mirrored(registry_host: &str, image: &str) -> Result<Reference> {
     let reference: Reference = image.parse().with_context(|| format!("image reference {image:?}"))?;

@@ -207,7 +207,7 @@ async fn helm_installs_upgrades_and_uninstalls_the_operator() -> Result<()> {
     let image_value = format!("image.repository={repository},image.tag={tag}");
     // The builder images are read from the environment's registry, as the nodes pull them.
     create_push_secret(&client, &env.registry, OPERATOR_NAMESPACE).await?;
-    let mirrors = toolimages::mirrors(&env.registry.host).iter().map(|(r, m)| format!("{r}={m}")).collect::<Vec<_>>();
+    let mirrors = toolimages::mirror_flags(&env.registry.host);
     let mirrors_value = format!("builders.registryMirrors={}", json!(mirrors));
     let auth_value = format!("builders.registryAuthSecret={REGISTRY_SECRET}");
     let install = [
