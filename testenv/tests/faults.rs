@@ -14,7 +14,7 @@ use archway_testenv::cluster_setup::create_push_secret;
 use archway_testenv::env::Env;
 use common::blog::{
     NS, api, apply_and_wait, blog_build, build_events, create_context, is_ready, jobs_of, notes, raw_index, start,
-    wait_events, wait_status_in,
+    wait_events, wait_status_in, wait_status_up_to,
 };
 use common::{
     GitRepo, ImageContents, kill_operator, manifest_digest_raw, operator_reconciles, pause_operator, wait,
@@ -341,14 +341,8 @@ async fn a_registry_or_apiserver_outage_delays_a_build_and_changes_nothing_else(
     env.restart("kube-apiserver", Duration::from_secs(10)).await?;
     wait_answering(&client).await?;
     let started = std::time::Instant::now();
-    let status = loop {
-        let status = serde_json::to_value(api(&client).get_status("blog-apiserver-restart").await?.status)?;
-        if is_ready(&status) {
-            break status;
-        }
-        ensure!(started.elapsed() < Duration::from_secs(600), "not Ready 600 s after the restart: {status}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let limit = Duration::from_secs(600);
+    let status = wait_status_up_to(&client, NS, "blog-apiserver-restart", limit, is_ready).await?;
     eprintln!("blog-apiserver-restart: Ready {:.0?} after the apiserver answered again", started.elapsed());
     ensure!(jobs_of(&client, "blog-apiserver-restart").await?.len() == 1, "more than one Job: {status}");
     env.remove().await;

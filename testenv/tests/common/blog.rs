@@ -14,7 +14,7 @@ use kube::api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::{Value, json};
 
-use super::wait;
+use super::{TIMEOUT, wait_up_to};
 
 pub const NS: &str = "default";
 
@@ -50,8 +50,19 @@ pub async fn wait_status_in(
     name: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Result<Value> {
+    wait_status_up_to(client, namespace, name, TIMEOUT, done).await
+}
+
+/// [`wait_status_in`], for at most `limit`.
+pub async fn wait_status_up_to(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Result<Value> {
     let builds: Api<MultiArchBuild> = Api::namespaced(client.clone(), namespace);
-    let found = wait(&format!("MultiArchBuild {name}"), || async {
+    let found = wait_up_to(&format!("MultiArchBuild {name}"), limit, || async {
         let build = builds.get(name).await?;
         let status = serde_json::to_value(&build.status)?;
         let current = build.metadata.generation == build.status.as_ref().and_then(|s| s.observed_generation);

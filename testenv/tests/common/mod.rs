@@ -94,12 +94,21 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<Option<T>>>,
 {
+    wait_up_to(what, TIMEOUT, probe).await
+}
+
+/// [`wait`], for at most `limit`.
+pub async fn wait_up_to<T, F, Fut>(what: &str, limit: Duration, probe: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
     let start = Instant::now();
     loop {
         if let Some(value) = probe().await.with_context(|| format!("waiting for {what}"))? {
             return Ok(value);
         }
-        if start.elapsed() > TIMEOUT {
+        if start.elapsed() > limit {
             bail!("timed out waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
