@@ -131,19 +131,9 @@ impl Clients {
 /// Runs the controller until a shutdown signal; with `--leader-elect`, only while this replica leads.
 /// Metrics and `/healthz` are served either way.
 pub async fn run(clients: Clients, config: OperatorConfig) -> Result<(), Error> {
-    let registry_ca = match &config.registry_ca_file {
-        Some(path) => Some(
-            std::fs::read_to_string(path)
-                .map_err(|e| Error::Invalid(format!("--registry-ca-file {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
-    let registry_auth = match &config.registry_auth_file {
-        Some(path) => Some(
-            std::fs::read(path).map_err(|e| Error::Invalid(format!("--registry-auth-file {}: {e}", path.display())))?,
-        ),
-        None => None,
-    };
+    let registry_ca =
+        flag_file("--registry-ca-file", config.registry_ca_file.as_deref(), |p| std::fs::read_to_string(p))?;
+    let registry_auth = flag_file("--registry-auth-file", config.registry_auth_file.as_deref(), |p| std::fs::read(p))?;
     let metrics = Arc::new(Metrics::default());
     tokio::spawn(crate::metrics::serve(config.metrics_addr, metrics.clone()));
     let (election, lease_client) = (config.election(), clients.watches.clone());
@@ -160,6 +150,15 @@ pub async fn run(clients: Clients, config: OperatorConfig) -> Result<(), Error> 
             Ok(())
         }
     }
+}
+
+/// What the file a flag names holds, if it names one; an error names the flag.
+fn flag_file<T>(
+    flag: &str,
+    path: Option<&std::path::Path>,
+    read: impl Fn(&std::path::Path) -> std::io::Result<T>,
+) -> Result<Option<T>, Error> {
+    path.map(|path| read(path).map_err(|e| Error::Invalid(format!("{flag} {}: {e}", path.display())))).transpose()
 }
 
 async fn reconcile_until_shutdown(
