@@ -45,6 +45,7 @@ pub async fn roll_out(
         let workload = ctx.caches.workload(&ctx.client, &key).await?;
         let previous = previous(build, target);
         let plan = plan_target(&TargetInput {
+            build_name: &build.name_any(),
             target,
             workload: workload.as_ref(),
             repository: &valid.repository,

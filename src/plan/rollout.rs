@@ -24,6 +24,11 @@ pub const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
 /// the next rollout can take exactly that out again (the build's status may be read stale).
 pub const RESTRICTED_TO_ANNOTATION: &str = "archway.dev/restricted-to";
 
+/// A workload opts in to archway's rollout by naming the builds allowed to move it here (a
+/// comma-separated list of `MultiArchBuild` names of its namespace): creating a build must not be enough
+/// to repoint workloads one could not patch oneself.
+pub const ROLLOUT_FROM_ANNOTATION: &str = "archway.dev/rollout-from";
+
 /// The fields archway owns on a workload: what its server-side apply sends.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TemplateFields {
@@ -39,6 +44,8 @@ pub struct TemplateFields {
 
 /// Everything the rollout of one target depends on.
 pub struct TargetInput<'a> {
+    /// The `MultiArchBuild` rolling out: the workload must name it in [`ROLLOUT_FROM_ANNOTATION`].
+    pub build_name: &'a str,
     pub target: &'a RolloutTarget,
     pub workload: Option<&'a Workload>,
     pub repository: &'a Repository,
@@ -76,6 +83,13 @@ pub fn plan_target(input: &TargetInput) -> TargetPlan {
     let Some(workload) = input.workload else {
         return blocked(format!("{:?} {:?} not found in the build's namespace", target.kind, target.name));
     };
+    if !opted_in(workload, input.build_name) {
+        return blocked(format!(
+            "{:?} {:?} does not let this build roll it out: add the annotation {ROLLOUT_FROM_ANNOTATION}: {} to its \
+             metadata (a comma-separated list of builds)",
+            target.kind, target.name, input.build_name
+        ));
+    }
     let Some(pod) = workload.template().spec.as_ref() else {
         return blocked(format!("{:?} {:?} has no pod template", target.kind, target.name));
     };
@@ -168,6 +182,12 @@ pub fn plan_target(input: &TargetInput) -> TargetPlan {
         Progress::Waiting(how_far) => (TargetState::Progressing, how_far),
     };
     TargetPlan { apply: None, status: TargetStatus { state, message: Some(message), ..status } }
+}
+
+/// Whether the workload's [`ROLLOUT_FROM_ANNOTATION`] names `build`.
+fn opted_in(workload: &Workload, build: &str) -> bool {
+    let named = workload.metadata().annotations.as_ref().and_then(|a| a.get(ROLLOUT_FROM_ANNOTATION));
+    named.is_some_and(|names| names.split(',').any(|name| name.trim() == build))
 }
 
 fn base_status(target: &RolloutTarget, previous: Option<&TargetStatus>) -> TargetStatus {

@@ -53,7 +53,7 @@ fn blog(image: &str, pod: serde_json::Value, done: bool) -> Workload {
     let updated = if done { 4 } else { 1 };
     Workload::Deployment(
         serde_json::from_value(json!({
-            "metadata": {"name": "blog", "generation": 2},
+            "metadata": {"name": "blog", "generation": 2, "annotations": {ROLLOUT_FROM_ANNOTATION: "blog"}},
             "spec": {"replicas": 4, "selector": {}, "template": {"spec": spec}},
             "status": {"observedGeneration": 2, "replicas": 4, "updatedReplicas": updated, "availableReplicas": updated},
         }))
@@ -85,6 +85,7 @@ fn plan_on(
     let repository: Repository = REPO.parse().unwrap();
     let offered = platforms(offered);
     plan_target(&TargetInput {
+        build_name: "blog",
         target,
         workload,
         repository: &repository,
@@ -118,7 +119,8 @@ fn applied(workload: &Workload, fields: &TemplateFields, done: bool) -> Workload
     let mut after = blog(&image, pod_json, done);
     let Workload::Deployment(d) = &mut after else { unreachable!() };
     if let Some(restricted_to) = &fields.restricted_to {
-        d.metadata.annotations = Some([(RESTRICTED_TO_ANNOTATION.to_string(), restricted_to.clone())].into());
+        let annotations = d.metadata.annotations.get_or_insert_with(Default::default);
+        annotations.insert(RESTRICTED_TO_ANNOTATION.to_string(), restricted_to.clone());
     }
     after
 }
@@ -231,6 +233,31 @@ fn missing_workloads_containers_and_foreign_images_are_blocked_with_the_fix() {
 }
 
 #[test]
+fn only_a_workload_that_names_the_build_in_its_annotation_is_rolled_out() {
+    let with = |annotation: Option<&str>| {
+        let mut workload = blog("127.0.0.1:5443/blog:old", json!({}), true);
+        let Workload::Deployment(d) = &mut workload else { unreachable!() };
+        d.metadata.annotations = annotation.map(|a| [(ROLLOUT_FROM_ANNOTATION.to_string(), a.to_string())].into());
+        plan(&target(), Some(&workload), &ALL, None)
+    };
+    for refused in [None, Some(""), Some("blogger"), Some("other")] {
+        let plan = with(refused);
+        assert!(plan.apply.is_none(), "{refused:?}");
+        assert_eq!(plan.status.state, TargetState::Blocked, "{refused:?}");
+        assert_eq!(
+            plan.status.message.as_deref(),
+            Some(
+                "Deployment \"blog\" does not let this build roll it out: add the annotation \
+                 archway.dev/rollout-from: blog to its metadata (a comma-separated list of builds)"
+            )
+        );
+    }
+    for allowed in ["blog", "other, blog", "blog,other"] {
+        assert!(with(Some(allowed)).apply.is_some(), "{allowed}");
+    }
+}
+
+#[test]
 fn arch_tolerations_go_once_the_tainted_nodes_are_covered() {
     let mut nodes = cluster();
     nodes.push(node("zero-1", "arm", Some("v6"), Some("arch")));
@@ -257,7 +284,7 @@ fn a_daemonset_that_does_not_finish_in_time_is_stalled() {
     let ds = |image: &str| {
         Workload::DaemonSet(
             serde_json::from_value(json!({
-                "metadata": {"generation": 1},
+                "metadata": {"generation": 1, "annotations": {ROLLOUT_FROM_ANNOTATION: "blog"}},
                 "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": image}]}}},
                 "status": {"observedGeneration": 1, "desiredNumberScheduled": 4, "currentNumberScheduled": 4,
                            "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 1, "numberAvailable": 1},

@@ -217,11 +217,11 @@ where
     let (env, client) = start(&format!("faults-{name}")).await?;
     let repo = format!("{}/asksven/blog", env.registry.host);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    deployments.patch("site", &PatchParams::apply("gitops"), &Patch::Apply(site(&repo, name))).await?;
+    let build_name = format!("blog-{name}");
+    deployments.patch("site", &PatchParams::apply("gitops"), &Patch::Apply(site(&repo, name, &build_name))).await?;
     let generation = |d: Deployment| d.metadata.generation.unwrap_or_default();
     let before = generation(deployments.get("site").await?);
 
-    let build_name = format!("blog-{name}");
     let platforms = ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/arm/v6"];
     let mut build = blog_build(&env, &build_name, &platforms, dockerfile);
     build["spec"]["output"]["tags"] = json!([name]);
@@ -362,12 +362,12 @@ async fn jobs_complete(client: &Client, build: &str, count: usize) -> Result<()>
     .await
 }
 
-/// A Deployment of one replica that runs `<repo>:<tag>` until archway rolls it out.
-fn site(repo: &str, tag: &str) -> Value {
+/// A Deployment of one replica that runs `<repo>:<tag>` until archway's build `build` rolls it out.
+fn site(repo: &str, tag: &str, build: &str) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": "site", "namespace": NS},
+        "metadata": {"name": "site", "namespace": NS, "annotations": {"archway.dev/rollout-from": build}},
         "spec": {
             "replicas": 1,
             "selector": {"matchLabels": {"app": "site"}},

@@ -133,12 +133,22 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     let mut partial = deployment("blog-partial", &partial_repo, 3);
     partial["spec"]["template"]["spec"]["tolerations"] =
         json!([{"key": "arch", "operator": "Exists"}, {"key": "example.com/gpu", "operator": "Exists"}]);
-    deployments.patch("blog-partial", &PatchParams::apply("gitops"), &Patch::Apply(partial)).await?;
+    // At first without the annotation that lets the build move it: it is not touched, and says why.
+    let opt_in = partial["metadata"]["annotations"].take();
+    deployments.patch("blog-partial", &PatchParams::apply("gitops"), &Patch::Apply(&partial)).await?;
     let mut build = blog_build(&env, "blog-partial", &["linux/amd64", "linux/arm64"], "Dockerfile");
     build["spec"]["output"]["image"] = json!(partial_repo);
     build["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "blog-partial"}]});
     api(&client).patch("blog-partial", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
     let blocked = wait_status(&client, "blog-partial", |s| s["targets"][0]["state"] == "Blocked").await?;
+    let message = blocked["targets"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("add the annotation archway.dev/rollout-from: blog-partial"), "{message}");
+    partial["metadata"]["annotations"] = opt_in;
+    deployments.patch("blog-partial", &PatchParams::apply("gitops"), &Patch::Apply(&partial)).await?;
+    let blocked = wait_status(&client, "blog-partial", |s| {
+        s["targets"][0]["message"].as_str().is_some_and(|m| m.contains("linux/arm/v7"))
+    })
+    .await?;
     let rolled_out = condition(&blocked, "RolledOut");
     ensure!(rolled_out["status"] == "False" && rolled_out["reason"] == "RolloutBlocked", "{rolled_out}");
     ensure!(rolled_out["message"].as_str().unwrap_or_default().contains("linux/arm/v7"), "{rolled_out}");
@@ -171,12 +181,13 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
 }
 
 /// The blog Deployment as its GitOps tool applies it: `replicas` pods at most one per node (so a pod
-/// is replaced before its successor starts), the image by tag, an env var of its own.
+/// is replaced before its successor starts), the image by tag, an env var of its own; the build of
+/// the same name may roll it out.
 fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "annotations": {"archway.dev/rollout-from": name}},
         "spec": {
             "replicas": replicas,
             "strategy": {"rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
@@ -199,12 +210,13 @@ fn deployment(name: &str, repo: &str, replicas: usize) -> Value {
     })
 }
 
-/// A DaemonSet (a pod on every node) or a StatefulSet (two replicas) of the blog image, container `agent`.
+/// A DaemonSet (a pod on every node) or a StatefulSet (two replicas) of the blog image, container
+/// `agent`, that the build `blog` (and another) may roll out.
 fn workload(kind: &str, name: &str, repo: &str) -> Value {
     let mut workload = json!({
         "apiVersion": "apps/v1",
         "kind": kind,
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "annotations": {"archway.dev/rollout-from": "other, blog"}},
         "spec": {
             "selector": {"matchLabels": {"app": name}},
             "template": {
