@@ -30,10 +30,10 @@ pub enum ImagePlatforms {
 }
 
 impl ImagePlatforms {
-    pub fn known(&self) -> Option<&[Platform]> {
+    pub fn known(&self) -> Result<&[Platform], &str> {
         match self {
-            ImagePlatforms::Known(platforms) => Some(platforms),
-            ImagePlatforms::Unknown(_) => None,
+            ImagePlatforms::Known(platforms) => Ok(platforms),
+            ImagePlatforms::Unknown(why) => Err(why),
         }
     }
 }

@@ -5,17 +5,20 @@ use crate::api::BuildTool;
 use crate::platform::{Platform, best_match};
 
 /// An image a build pod runs (a builder, the git clone) and the platforms its index has children for:
-/// a node runs it when containerd would find a child for the node's platform. `platforms: None` when
-/// the index could not be read: then it is taken to run everywhere.
+/// a node runs it when containerd would find a child for the node's platform. `platforms` is why not
+/// when the index could not be read: then it is taken to run everywhere, and the pull has the last word.
 #[derive(Clone, Copy, Debug)]
 pub struct ToolImage<'a> {
     pub reference: &'a str,
-    pub platforms: Option<&'a [Platform]>,
+    pub platforms: Result<&'a [Platform], &'a str>,
 }
 
 impl ToolImage<'_> {
     fn runs_on(&self, host: &Platform) -> bool {
-        self.platforms.is_none_or(|children| best_match(host, children).is_some())
+        match self.platforms {
+            Ok(children) => best_match(host, children).is_some(),
+            Err(_) => true,
+        }
     }
 
     /// `quay.io/buildah/stable:v1.40 (linux/amd64, linux/arm64)`.
@@ -38,7 +41,7 @@ impl BuildImages<'static> {
     /// Images whose platforms are not known: they count as running everywhere.
     #[cfg(test)]
     pub fn unread() -> BuildImages<'static> {
-        let image = |reference| ToolImage { reference, platforms: None };
+        let image = |reference| ToolImage { reference, platforms: Err("not read") };
         BuildImages { buildah: image("buildah"), buildkit: image("buildkit"), git: None }
     }
 }
@@ -62,7 +65,15 @@ impl BuildImages<'_> {
 
     /// Whether `tool`'s images are all known: their children say where they run.
     pub(super) fn known(&self, tool: BuildTool) -> bool {
-        self.of(tool).all(|image| image.platforms.is_some())
+        self.of(tool).all(|image| image.platforms.is_ok())
+    }
+
+    /// For the status: which of `tool`'s images were placed blind, and why.
+    pub(super) fn placed_blind(&self, tool: BuildTool) -> Vec<String> {
+        let unread = self.of(tool).filter_map(|image| image.platforms.err().map(|why| (image.reference, why)));
+        unread
+            .map(|(image, why)| format!("where {image} runs is not known ({why}); placed as if on every node"))
+            .collect()
     }
 
     /// The images of `tools` that have no child for `host`, with where they run.

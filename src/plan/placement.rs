@@ -156,7 +156,7 @@ pub fn place(
         _ => "spec.builder.kind: auto also tries the other builder; ",
     };
     let label = emulation.label(platform);
-    match placement {
+    let placed = match placement {
         Placement::Native => native().ok_or_else(|| {
             if native_hosts.is_empty() {
                 Unplaceable::NoNativeNode {
@@ -186,7 +186,14 @@ pub fn place(
                 no_image(&hosts, format!("{other_kind}or label a node they run on {label}=true"))
             }
         }),
-    }
+    };
+    placed.map(|mut placed| {
+        let unread = images.placed_blind(placed.tool);
+        if !unread.is_empty() {
+            placed.reason = Some(placed.reason.into_iter().chain(unread).collect::<Vec<_>>().join("; "));
+        }
+        placed
+    })
 }
 
 fn names<'a>(nodes: impl Iterator<Item = &'a NodeView>) -> Vec<String> {
@@ -350,8 +357,8 @@ mod tests {
     fn place_published(platform: &str, placement: Placement, kind: BuilderKind) -> Result<Placed, Unplaceable> {
         let (buildah, buildkit) = published();
         let images = BuildImages {
-            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Some(&buildah) },
-            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Some(&buildkit) },
+            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Ok(&buildah) },
+            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
             git: None,
         };
         place(&p(platform), placement, kind, &cluster(true), &EmulationLabels::default(), &images)
@@ -371,6 +378,24 @@ mod tests {
         }
         let placed = place_published("linux/arm64", Placement::Auto, BuilderKind::Auto).unwrap();
         assert_eq!((placed.tool, placed.reason), (BuildTool::Buildah, None), "the preferred builder says nothing");
+    }
+
+    #[test]
+    fn an_unreadable_builder_index_is_placed_as_if_everywhere_and_says_so() {
+        let (_, buildkit) = published();
+        let images = BuildImages {
+            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Err("401 Unauthorized") },
+            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
+            git: None,
+        };
+        let placed =
+            place(&p("linux/arm/v7"), Placement::Auto, BuilderKind::Auto, &cluster(true), &Default::default(), &images)
+                .unwrap();
+        assert_eq!((placed.mode, placed.tool), (BuildMode::Native, BuildTool::Buildah));
+        assert_eq!(
+            placed.reason.as_deref(),
+            Some("where quay.io/buildah/stable:v1.40 runs is not known (401 Unauthorized); placed as if on every node")
+        );
     }
 
     #[test]
@@ -401,9 +426,9 @@ mod tests {
         let (buildah, buildkit) = published();
         let none: Vec<Platform> = vec![p("linux/s390x")];
         let images = BuildImages {
-            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Some(&buildah) },
-            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Some(&buildkit) },
-            git: Some(ToolImage { reference: "alpine/git:2.47.2", platforms: Some(&none) }),
+            buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Ok(&buildah) },
+            buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
+            git: Some(ToolImage { reference: "alpine/git:2.47.2", platforms: Ok(&none) }),
         };
         let err = place(
             &p("linux/arm64"),
