@@ -77,6 +77,7 @@ pub async fn observe(
     // A Secret or ConfigMap the build names that does not exist is for the planner to report.
     let referenced = async {
         require_push_secret(client, caches, build, &namespace).await?;
+        require_git_secret(client, caches, build, &namespace).await?;
         context_fingerprint(client, caches, build, &namespace).await
     };
     let (context_fingerprint, missing) = match referenced.await {
@@ -169,6 +170,28 @@ async fn require_push_secret(
         "spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}; create it with \
          `kubectl create secret docker-registry {} ...`",
         secret.name, secret.name
+    )))
+}
+
+/// The git source's Secret must exist and be of a type whose keys mean credentials for git: any other
+/// Secret of the namespace (a database's password) must not become a build's credentials.
+async fn require_git_secret(
+    client: &Client,
+    caches: &Caches,
+    build: &MultiArchBuild,
+    namespace: &str,
+) -> Result<(), Error> {
+    let Some(secret) = build.spec.source.git.as_ref().and_then(|git| git.secret_ref.as_ref()) else { return Ok(()) };
+    let message = match caches.secret_type(client, namespace, &secret.name).await?.as_deref() {
+        Some(type_) if git::CREDENTIAL_SECRET_TYPES.contains(&type_) => return Ok(()),
+        Some(other) => format!("Secret {:?} is of type {other}", secret.name),
+        None => format!("Secret {:?} not found in namespace {namespace:?}", secret.name),
+    };
+    Err(Error::Invalid(format!(
+        "spec.source.git.secretRef: {message}; git gets only a kubernetes.io/basic-auth (username, password) or \
+         kubernetes.io/ssh-auth (ssh-privatekey, known_hosts) Secret: create one, e.g. `kubectl create secret \
+         generic {} --type=kubernetes.io/basic-auth --from-literal=username=... --from-literal=password=...`",
+        secret.name
     )))
 }
 

@@ -9,7 +9,9 @@ mod step;
 pub use step::{GitStep, ResolveObservation, git_step};
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
 use crate::api::GitSource;
@@ -18,6 +20,11 @@ use crate::plan::job::build_labels;
 /// Where the `secretRef` Secret is mounted, for both the clone and the resolve.
 const CREDENTIALS_DIR: &str = "/archway/git";
 const CREDENTIALS_VOLUME: &str = "git-credentials";
+/// The keys of a kubernetes.io/basic-auth or kubernetes.io/ssh-auth Secret that git uses: the only
+/// ones mounted, whatever else the Secret holds.
+const CREDENTIAL_KEYS: [&str; 4] = ["username", "password", "ssh-privatekey", "known_hosts"];
+/// The Secret types a git source's `secretRef` may have.
+pub const CREDENTIAL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/basic-auth", "kubernetes.io/ssh-auth"];
 /// The label that tells a resolve Job from a platform's build Job.
 pub const ROLE_LABEL: &str = "archway.dev/role";
 pub const RESOLVE_ROLE: &str = "resolve-revision";
@@ -56,10 +63,24 @@ pub fn credentials_volume(git: &GitSource) -> Option<Volume> {
         secret: Some(SecretVolumeSource {
             secret_name: Some(secret.name.clone()),
             default_mode: Some(0o400),
+            // Those of the keys the Secret has (a basic-auth Secret may lack one of its two).
+            items: Some(
+                CREDENTIAL_KEYS.map(|key| KeyToPath { key: key.into(), path: key.into(), ..Default::default() }).into(),
+            ),
+            optional: Some(true),
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// `scheme://host[:port]` of an HTTP(S) URL: where git's credential helper may answer (git matches
+/// `credential.<url>.*` by scheme, host and port). `None` for other transports, which never ask it.
+fn credential_url(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    (matches!(scheme, "http" | "https") && !host.is_empty()).then(|| format!("{scheme}://{host}"))
 }
 
 /// The init container of a build pod that clones `git.url` into `dir` and checks out `commit`.
@@ -76,6 +97,7 @@ fn git_container(
     git: &GitSource,
     mut mounts: Vec<VolumeMount>,
 ) -> Container {
+    let mut env = Vec::new();
     if git.secret_ref.is_some() {
         mounts.push(VolumeMount {
             name: CREDENTIALS_VOLUME.into(),
@@ -83,6 +105,9 @@ fn git_container(
             read_only: Some(true),
             ..Default::default()
         });
+        if let Some(url) = credential_url(&git.url) {
+            env.push(EnvVar { name: "ARCHWAY_GIT_CREDENTIAL_URL".into(), value: Some(url), value_from: None });
+        }
     }
     let mut args = vec!["-c".to_string(), script.to_string(), name.to_string()];
     args.extend(params);
@@ -92,6 +117,7 @@ fn git_container(
         command: Some(vec!["sh".into()]),
         args: Some(args),
         volume_mounts: Some(mounts),
+        env: (!env.is_empty()).then_some(env),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         ..Default::default()
     }
@@ -152,6 +178,17 @@ mod tests {
     const TAG_OBJECT: &str = "a5bb7f355a98b8b8a0ee2a9f89a5c7f5206583cd";
 
     #[test]
+    fn credentials_go_only_to_the_scheme_and_host_of_the_url() {
+        assert_eq!(credential_url("https://git.example.com/team/site.git").as_deref(), Some("https://git.example.com"));
+        assert_eq!(credential_url("http://bob@git.example.com:8080/x").as_deref(), Some("http://git.example.com:8080"));
+        assert_eq!(credential_url("https://git.example.com").as_deref(), Some("https://git.example.com"));
+        assert_eq!(credential_url("https://git.example.com?x=@evil").as_deref(), Some("https://git.example.com"));
+        for other in ["ssh://git@git.example.com/x", "git@git.example.com:x.git", "file:///srv/git/x", "https:///x"] {
+            assert_eq!(credential_url(other), None, "{other}");
+        }
+    }
+
+    #[test]
     fn a_revision_resolves_to_a_branch_then_a_tags_commit() {
         let refs = format!("{MAIN}\trefs/heads/main\n{TAG_OBJECT}\trefs/tags/v1\n{MAIN}\trefs/tags/v1^{{}}\n");
         assert_eq!(commit_in(&refs, "main").as_deref(), Some(MAIN));
@@ -188,6 +225,15 @@ mod tests {
         assert!(args[1].contains("ls-remote") && args[1].contains("credential.helper"), "{}", args[1]);
         assert_eq!(&args[2..], ["resolve", "https://example.com/blog.git", "main"]);
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CREDENTIALS_DIR);
+        let env = c.env.as_ref().unwrap();
+        assert_eq!(
+            (env[0].name.as_str(), env[0].value.as_deref()),
+            ("ARCHWAY_GIT_CREDENTIAL_URL", Some("https://example.com"))
+        );
+        // Only git's keys of the Secret, whichever it has.
+        let secret = pod.volumes.as_ref().unwrap()[0].secret.clone().unwrap();
+        let keys: Vec<String> = secret.items.unwrap().into_iter().map(|i| i.key).collect();
+        assert_eq!((keys, secret.optional), (CREDENTIAL_KEYS.map(String::from).to_vec(), Some(true)));
         let labels = job.metadata.labels.unwrap();
         assert_eq!((labels[ROLE_LABEL].as_str(), labels["archway.dev/build"].as_str()), (RESOLVE_ROLE, "blog"));
         assert_eq!(labels["app.kubernetes.io/managed-by"], "archway", "the operator's Job cache selects it");

@@ -60,12 +60,12 @@ async fn prepare_one(
         let api: Api<Secret> = Api::namespaced(client.clone(), ns);
         if let Some(secret) = get(&api, &name, s.optional.unwrap_or(false)).await? {
             let data = secret_data(secret);
-            write_keys(dir, &data, s.items.as_deref(), s.default_mode)?;
+            write_keys(dir, &data, s.items.as_deref(), s.default_mode, s.optional.unwrap_or(false))?;
         }
     } else if let Some(c) = &volume.config_map {
         let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
         if let Some(cm) = get(&api, &c.name, c.optional.unwrap_or(false)).await? {
-            write_keys(dir, &config_map_data(cm), c.items.as_deref(), c.default_mode)?;
+            write_keys(dir, &config_map_data(cm), c.items.as_deref(), c.default_mode, c.optional.unwrap_or(false))?;
         }
     } else if let Some(d) = &volume.downward_api {
         write_downward(dir, pod, d.items.as_deref().unwrap_or_default(), d.default_mode, pod_ip)?;
@@ -76,14 +76,16 @@ async fn prepare_one(
             if let Some(s) = &source.secret {
                 let api: Api<Secret> = Api::namespaced(client.clone(), ns);
                 match api.get_opt(&s.name).await {
-                    Ok(Some(secret)) => write_keys(dir, &secret_data(secret), s.items.as_deref(), p.default_mode)?,
+                    Ok(Some(secret)) => {
+                        write_keys(dir, &secret_data(secret), s.items.as_deref(), p.default_mode, false)?
+                    }
                     other => tracing::warn!(secret = s.name, ?other, "projected secret skipped"),
                 }
             }
             if let Some(c) = &source.config_map {
                 let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
                 match api.get_opt(&c.name).await {
-                    Ok(Some(cm)) => write_keys(dir, &config_map_data(cm), c.items.as_deref(), p.default_mode)?,
+                    Ok(Some(cm)) => write_keys(dir, &config_map_data(cm), c.items.as_deref(), p.default_mode, false)?,
                     other => tracing::warn!(configmap = c.name, ?other, "projected configmap skipped"),
                 }
             }
@@ -116,18 +118,24 @@ fn config_map_data(cm: ConfigMap) -> BTreeMap<String, Vec<u8>> {
     data
 }
 
-/// One file per key, or only the listed `items` at their paths.
+/// One file per key, or only the listed `items` at their paths (as the kubelet: a listed key the
+/// object lacks is an error, or skipped when the volume is `optional`).
 fn write_keys(
     dir: &Path,
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
     default_mode: Option<i32>,
+    optional: bool,
 ) -> Result<(), PodError> {
     match items {
         Some(items) if !items.is_empty() => {
             for item in items {
-                let bytes =
-                    data.get(&item.key).ok_or_else(|| PodError::config(format!("key {:?} not found", item.key)))?;
+                let Some(bytes) = data.get(&item.key) else {
+                    match optional {
+                        true => continue,
+                        false => return Err(PodError::config(format!("key {:?} not found", item.key))),
+                    }
+                };
                 write_file(dir, &item.path, bytes, mode(default_mode, item.mode))?;
             }
         }
@@ -228,19 +236,19 @@ mod tests {
     fn keys_become_files_with_items_and_modes() {
         let dir = temp_dir("keys");
         let data = BTreeMap::from([("a".to_string(), b"one".to_vec()), ("b".to_string(), b"two".to_vec())]);
-        write_keys(&dir.join("all"), &data, None, Some(0o600)).unwrap();
+        write_keys(&dir.join("all"), &data, None, Some(0o600), false).unwrap();
         assert_eq!(std::fs::read(dir.join("all/a")).unwrap(), b"one");
         let perms = std::fs::metadata(dir.join("all/b")).unwrap().permissions();
         assert_eq!(perms.mode() & 0o777, 0o600);
 
         let items =
             [KeyToPath { key: "b".into(), path: "sub/config.json".into(), mode: Some(0o400), ..Default::default() }];
-        write_keys(&dir.join("some"), &data, Some(&items), None).unwrap();
+        write_keys(&dir.join("some"), &data, Some(&items), None, false).unwrap();
         assert_eq!(std::fs::read(dir.join("some/sub/config.json")).unwrap(), b"two");
         assert!(!dir.join("some/a").exists());
 
         let escape = [KeyToPath { key: "a".into(), path: "../x".into(), mode: None, ..Default::default() }];
-        assert!(write_keys(&dir.join("bad"), &data, Some(&escape), None).is_err());
+        assert!(write_keys(&dir.join("bad"), &data, Some(&escape), None, false).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
