@@ -191,6 +191,16 @@ impl Caches {
         Ok(read)
     }
 
+    /// Waits (5 s at most) until the Job cache holds these Jobs of `namespace`, just created: what is
+    /// planned next must count them.
+    pub async fn wait_for_jobs(&self, namespace: &str, names: &[String]) {
+        let cached = || names.iter().all(|name| self.jobs.get(&ObjectRef::new(name).within(namespace)).is_some());
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !cached() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Forgets the workloads no build targets any more.
     pub fn retain_workloads(&self, targeted: impl Fn(&WorkloadKey) -> bool) {
         if let Ok(mut kept) = self.workloads.lock() {

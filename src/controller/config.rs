@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
 use crate::plan::nodes::{EMULATION_LABEL_PREFIX, EmulationLabels};
 use crate::plan::placement::BuildSlots;
+use crate::plan::validate::AllowedImages;
 use crate::platform::Platform;
 
 #[derive(clap::Args, Clone, Debug)]
@@ -19,6 +20,11 @@ pub struct OperatorConfig {
     /// has `buildctl-daemonless.sh` and runs as user 1000.
     #[arg(long, env = "ARCHWAY_BUILDKIT_IMAGE", default_value = DEFAULT_BUILDKIT_IMAGE)]
     pub buildkit_image: String,
+    /// An image `spec.builder.image` may name, besides the two default builders (repeatable): an exact
+    /// reference, or a repository (its tags and digests) or prefix ending in `/`. Builders run privileged
+    /// beside the push secret, so a build naming any other image is refused (InvalidSpec), with no Job.
+    #[arg(long = "allowed-builder-images", env = "ARCHWAY_ALLOWED_BUILDER_IMAGES", value_delimiter = ',')]
+    pub allowed_builder_images: Vec<String>,
     /// Image that clones git sources.
     #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = DEFAULT_GIT_IMAGE)]
     pub git_image: String,
@@ -91,6 +97,12 @@ impl OperatorConfig {
 
     pub fn build_slots(&self) -> BuildSlots {
         BuildSlots { per_arch: self.max_builds_per_node.iter().cloned().collect() }
+    }
+
+    /// The images `spec.builder.image` may name: the default builders and `--allowed-builder-images`.
+    pub fn allowed_builder_images(&self) -> AllowedImages {
+        let defaults = [self.buildah_image.clone(), self.buildkit_image.clone()];
+        AllowedImages(defaults.into_iter().chain(self.allowed_builder_images.iter().cloned()).collect())
     }
 
     pub fn emulation_labels(&self) -> EmulationLabels {

@@ -18,7 +18,7 @@ pub(super) async fn apply_jobs(
     ctx: &Context,
     decision: &Decision,
     valid: &ValidBuild,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
     let namespace = build.namespace().unwrap_or_default();
     let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
     let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
@@ -27,6 +27,7 @@ pub(super) async fn apply_jobs(
     if !decision.create.is_empty() || !decision.delete.is_empty() {
         ctx.fence.check().await?;
     }
+    let mut created = Vec::new();
     for create in &decision.create {
         let request = JobRequest {
             build_name: &build.name_any(),
@@ -39,11 +40,14 @@ pub(super) async fn apply_jobs(
             timeout_seconds,
         };
         let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
+        let name = job.metadata.name.clone().unwrap_or_default();
         if create_job(&jobs, &job, &owner.uid).await? {
-            info!(job = job.metadata.name.as_deref().unwrap_or_default(), platform = %create.platform, "created build job");
+            info!(job = name, platform = %create.platform, "created build job");
         }
+        created.push(name);
     }
-    delete_jobs(&jobs, &decision.delete).await
+    delete_jobs(&jobs, &decision.delete).await?;
+    Ok(created)
 }
 
 /// Creates the git source's resolve Job when one is due, deletes the ones done with.

@@ -43,7 +43,7 @@ use crate::api::{
     MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, Reason, SourceStatus, TargetState, WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
-use crate::plan::build::{LOOK_AGAIN, Next, Observation, PublishStep, plan};
+use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, plan};
 use crate::plan::decide::Decision;
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::BUILD_LABEL;
@@ -78,6 +78,8 @@ pub struct Context {
     written: Mutex<HashMap<String, MultiArchBuildStatus>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
+    /// Held while a reconcile places and creates build Jobs (see `reconcile_build`).
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -199,6 +201,7 @@ async fn reconcile_until_shutdown(
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
         written: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
+        placing: tokio::sync::Mutex::new(()),
     });
     // A build is reconciled when its spec, labels or annotations (a rebuild request) change, not when
     // only its status does: the operator wrote that status itself, at the end of a reconcile that saw
@@ -340,28 +343,19 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     if !ctx.caches.is_ready() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
-    let name = build.name_any();
     let generation = build.metadata.generation.unwrap_or_default();
-    let emulation = ctx.config.emulation_labels();
-    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
-    let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
     let now = now();
-    let plan = plan(&Observation {
-        build_name: &name,
-        generation,
-        spec: &build.spec,
-        rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
-        status: build.status.as_ref(),
-        nodes: &observed.nodes,
-        emulation: &emulation,
-        images: &images.view(),
-        slots: &ctx.config.build_slots(),
-        jobs: &observed.jobs,
-        resolve_jobs: &observed.resolve_jobs,
-        context_fingerprint: observed.context_fingerprint.as_deref(),
-        missing: observed.missing.as_deref(),
-        now: &now,
-    });
+    let (mut observed, mut plan) = observe_and_plan(build, ctx, &now).await?;
+    // Two builds placed at once would each see a node's last slot free: placing a Job is one reconcile
+    // at a time, on what the others placed (planned again under the lock, it may be Queued now).
+    let placing = match &plan.next {
+        Next::Go(go) if !go.decision.create.is_empty() => {
+            let placing = ctx.placing.lock().await;
+            (observed, plan) = observe_and_plan(build, ctx, &now).await?;
+            Some(placing)
+        }
+        _ => None,
+    };
     if let (Some(step), Some(git)) = (&plan.git, &build.spec.source.git) {
         jobs::apply_resolve(build, ctx, step, git).await?;
     }
@@ -375,8 +369,14 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         Err(Error::Invalid(message)) => {
             return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
         }
-        other => other?,
+        Ok(created) if placing.is_some() => {
+            ctx.caches.wait_for_jobs(&build.namespace().unwrap_or_default(), &created).await
+        }
+        other => {
+            other?;
+        }
     }
+    drop(placing);
     let publish = match &go.publish {
         PublishStep::NotYet => Publish::NotYet,
         PublishStep::Done { image } => Publish::Published { image: image.clone() },
@@ -401,6 +401,35 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     let status = desired_status(generation, &go.decision, &publish, &targets, build.status.as_ref(), &now);
     write_status(build, ctx, MultiArchBuildStatus { source: plan.source(), ..status }).await?;
     Ok(Action::requeue(plan.requeue(rolling)))
+}
+
+/// What the caches and the builder images say of `build` now, and the plan for it.
+async fn observe_and_plan(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    now: &Time,
+) -> Result<(observe::Observed, BuildPlan), Error> {
+    let emulation = ctx.config.emulation_labels();
+    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
+    let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
+    let plan = plan(&Observation {
+        build_name: &build.name_any(),
+        generation: build.metadata.generation.unwrap_or_default(),
+        spec: &build.spec,
+        rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
+        status: build.status.as_ref(),
+        nodes: &observed.nodes,
+        emulation: &emulation,
+        images: &images.view(),
+        allowed_builder_images: &ctx.config.allowed_builder_images(),
+        slots: &ctx.config.build_slots(),
+        jobs: &observed.jobs,
+        resolve_jobs: &observed.resolve_jobs,
+        context_fingerprint: observed.context_fingerprint.as_deref(),
+        missing: observed.missing.as_deref(),
+        now,
+    });
+    Ok((observed, plan))
 }
 
 /// A problem only a change can fix: say so in status and an event, and wait for the change, or `recheck`.

@@ -15,7 +15,7 @@ use super::job::build_tag;
 use super::nodes::{EmulationLabels, NodeView};
 use super::placement::BuildSlots;
 use super::status::already_published;
-use super::validate::{ValidBuild, validate};
+use super::validate::{AllowedImages, ValidBuild, validate};
 use crate::api::{
     BuildTool, BuilderKind, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason,
     SourceStatus,
@@ -35,6 +35,8 @@ pub struct Observation<'a> {
     pub emulation: &'a EmulationLabels,
     /// The builder and clone images, and where they run.
     pub images: &'a BuildImages<'a>,
+    /// The images `spec.builder.image` may name.
+    pub allowed_builder_images: &'a AllowedImages,
     /// How many builds a node may run at once.
     pub slots: &'a BuildSlots,
     pub jobs: &'a [JobObservation],
@@ -102,7 +104,7 @@ pub const LOOK_AGAIN: Duration = Duration::from_secs(60);
 
 pub fn plan(observed: &Observation) -> BuildPlan {
     let stop = |reason, message: String, recheck| Next::Stop { reason, message, recheck };
-    let valid = match validate(observed.spec) {
+    let valid = match validate(observed.spec, observed.allowed_builder_images) {
         Ok(valid) => valid,
         Err(e) => return BuildPlan { git: None, next: stop(Reason::InvalidSpec, e.to_string(), WAKES_IT) },
     };
@@ -222,6 +224,7 @@ mod tests {
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
             images: &BuildImages::unread(),
+            allowed_builder_images: &AllowedImages::default(),
             slots: &BuildSlots::default(),
             jobs,
             resolve_jobs: &[],
@@ -266,6 +269,7 @@ mod tests {
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
             images: &BuildImages::unread(),
+            allowed_builder_images: &AllowedImages::default(),
             slots: &BuildSlots::default(),
             jobs: &[],
             resolve_jobs: &[],

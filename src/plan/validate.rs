@@ -18,6 +18,27 @@ pub struct ValidBuild {
     pub poll_interval: Option<Duration>,
 }
 
+/// The images `spec.builder.image` may name: the configured default builders and the operator's
+/// `--allowed-builder-images`, each an exact reference or a repository prefix (`quay.io/buildah/stable`
+/// allows its tags and digests, `registry.example.com/tools/` everything under it). A builder runs
+/// privileged next to the push secret, so which images do is the cluster admin's choice.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct AllowedImages(pub Vec<String>);
+
+impl AllowedImages {
+    pub fn allows(&self, image: &str) -> bool {
+        self.0.iter().any(|entry| {
+            let Some(rest) = image.strip_prefix(entry.as_str()) else { return false };
+            // A tag or digest may follow a repository, never a bare host (`host:5000` is another host).
+            let repository = entry.trim_end_matches('/').contains('/');
+            rest.is_empty()
+                || entry.ends_with('/')
+                || rest.starts_with('/')
+                || (repository && rest.starts_with([':', '@']))
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
     #[error("spec.output.image: {0}")]
@@ -26,9 +47,18 @@ pub enum SpecError {
     Timeout(String),
     #[error("spec.source.git.pollInterval: {0}; use a positive duration such as 5m or 1h")]
     PollInterval(String),
+    #[error(
+        "spec.builder.image: {image} is not among the builder images this cluster allows ({allowed}); leave it \
+         out to use the default builder, or ask the cluster admin to add it to the operator's \
+         --allowed-builder-images"
+    )]
+    BuilderImage { image: String, allowed: String },
 }
 
-pub fn validate(spec: &MultiArchBuildSpec) -> Result<ValidBuild, SpecError> {
+pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<ValidBuild, SpecError> {
+    if let Some(image) = spec.builder.image.as_ref().filter(|image| !allowed.allows(image)) {
+        return Err(SpecError::BuilderImage { image: image.clone(), allowed: allowed.0.join(", ") });
+    }
     let repository = spec.output.image.parse::<Repository>().map_err(|e| SpecError::Image(e.to_string()))?;
     let timeout = positive_duration(&spec.builder.timeout).map_err(SpecError::Timeout)?;
     let poll = spec.source.git.as_ref().and_then(|g| g.poll_interval.as_deref());
@@ -60,11 +90,46 @@ mod tests {
 
     #[test]
     fn fields_parse_once_and_errors_name_them() {
+        let validate = |spec: &MultiArchBuildSpec| validate(spec, &AllowedImages::default());
         let valid = validate(&spec("registry.example.com/blog", "90s")).unwrap();
         assert_eq!(valid.timeout, Duration::from_secs(90));
         assert_eq!(valid.repository.to_string(), "registry.example.com/blog");
         let e = validate(&spec("registry.example.com/blog", "soon")).unwrap_err();
         assert!(e.to_string().starts_with("spec.builder.timeout: "), "{e}");
         assert!(matches!(validate(&spec("Blog With Spaces", "90s")), Err(SpecError::Image(_))));
+    }
+
+    #[test]
+    fn only_allowed_builder_images_pass_exact_or_by_repository() {
+        let allowed = AllowedImages(vec![
+            "quay.io/buildah/stable:v1.40".into(),
+            "moby/buildkit".into(),
+            "registry.example.com/tools/".into(),
+            "registry.example.com".into(),
+        ]);
+        for image in [
+            "quay.io/buildah/stable:v1.40",
+            "moby/buildkit:v0.26.3-rootless",
+            "moby/buildkit@sha256:0123",
+            "registry.example.com/tools/buildah:1",
+            "registry.example.com/x/y:1",
+        ] {
+            assert!(allowed.allows(image), "{image}");
+        }
+        for image in [
+            "quay.io/buildah/stable:v1.41",
+            "quay.io/buildah/stable:v1.40-evil",
+            "moby/buildkit-evil:1",
+            "registry.example.com:5000/tools/buildah:1",
+            "registry.example.com.evil.io/x:1",
+            "docker.io/moby/buildkit:v1",
+        ] {
+            assert!(!allowed.allows(image), "{image}");
+        }
+        let mut with_image = spec("registry.example.com/blog", "90s");
+        with_image.builder.image = Some("evil.example.com/root:1".into());
+        let e = validate(&with_image, &allowed).unwrap_err().to_string();
+        assert!(e.starts_with("spec.builder.image: evil.example.com/root:1 is not among"), "{e}");
+        assert!(e.contains("--allowed-builder-images") && e.contains("moby/buildkit, "), "{e}");
     }
 }

@@ -90,6 +90,32 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     ensure!(kept[0].contains("archway-linux-amd64-") && kept[0].contains("DIGEST_INVALID"), "{kept:?}");
     ensure!(!kept[0].contains("archway-linux-arm-v"), "BuildKit pushed the Pi's by digest: {kept:?}");
 
+    // Two builds of arm/v7 at once: the second waits Queued for pi-1's one slot, then builds there.
+    let builds = api(&client);
+    for name in ["pi-first", "pi-second"] {
+        let mut build = blog_build(&env, name, &["linux/arm/v7"], "Dockerfile");
+        build["spec"]["output"]["tags"] = json!([name]);
+        builds.patch(name, &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    }
+    let queued = wait("one of two arm/v7 builds Queued", || async {
+        for name in ["pi-first", "pi-second"] {
+            let status = serde_json::to_value(builds.get(name).await?.status)?;
+            if status["platforms"][0]["phase"] == "Queued" {
+                return Ok(Some((name, status["platforms"][0]["message"].clone())));
+            }
+        }
+        Ok(None)
+    })
+    .await?;
+    ensure!(queued.1.as_str().is_some_and(|m| m.contains("(pi-1: 1 of 1)")), "{queued:?}");
+    let (first, second) = if queued.0 == "pi-second" { ("pi-first", "pi-second") } else { ("pi-second", "pi-first") };
+    let first = wait_status(&client, first, is_ready).await?;
+    let second = wait_status(&client, second, is_ready).await?;
+    let (first, second) = (&first["platforms"][0], &second["platforms"][0]);
+    ensure!(first["node"] == "pi-1" && second["node"] == "pi-1", "{first} {second}");
+    let time = |p: &serde_json::Value, field: &str| p[field].as_str().unwrap_or_default().to_string();
+    ensure!(time(second, "startedAt") >= time(first, "completedAt"), "they overlapped: {first} {second}");
+
     // buildah pinned, arm/v6 native: no node runs both, so it waits, saying so, with no Job.
     let mut pinned = blog_build(&env, "blog-pinned", &["linux/arm/v6"], "Dockerfile");
     pinned["spec"]["placement"] = json!("native");
@@ -100,6 +126,22 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     ensure!(message.contains("no builder image runs where linux/arm/v6 can be built"), "{message}");
     ensure!(message.contains("quay.io/buildah/stable:v1.40 (linux/amd64, linux/arm64"), "{message}");
     ensure!(jobs_of(&client, "blog-pinned").await?.is_empty(), "a Job was created for a waiting platform");
+
+    // A builder image the cluster admin did not allow: refused, with no Job.
+    let mut foreign = blog_build(&env, "blog-foreign-builder", &["linux/amd64"], "Dockerfile");
+    foreign["spec"]["builder"] = json!({"kind": "buildah", "image": "attacker.example.com/root:1"});
+    api(&client).patch("blog-foreign-builder", &PatchParams::apply("test"), &Patch::Apply(&foreign)).await?;
+    let stalled = |s: &serde_json::Value| {
+        s["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Stalled")).cloned()
+    };
+    let status =
+        wait_status(&client, "blog-foreign-builder", |s| stalled(s).is_some_and(|c| c["status"] == "True")).await?;
+    let condition = stalled(&status).context("Stalled")?;
+    ensure!(condition["reason"] == "InvalidSpec", "{condition}");
+    let message = condition["message"].as_str().unwrap_or_default();
+    ensure!(message.starts_with("spec.builder.image: attacker.example.com/root:1 is not among"), "{message}");
+    ensure!(message.contains("--allowed-builder-images"), "{message}");
+    ensure!(jobs_of(&client, "blog-foreign-builder").await?.is_empty(), "a Job was created for a refused image");
 
     // With the Jetson cordoned, auto placement builds arm64 under qemu, still aarch64 inside.
     let nodes: Api<Node> = Api::all(client.clone());
