@@ -72,6 +72,7 @@ pub(super) async fn apply_resolve(
             git,
             image: &ctx.config.git_image,
             ttl_seconds: ctx.config.finished_job_ttl,
+            node_terms: step.node_terms.clone(),
         });
         if create_job(&jobs, &job, &owner.uid).await? {
             info!(job = name.as_str(), revision = git.revision, "resolving the git revision");

@@ -13,7 +13,7 @@ use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requ
 use super::git::{GitStep, ResolveObservation, git_step};
 use super::job::build_tag;
 use super::nodes::{EmulationLabels, NodeView};
-use super::placement::BuildSlots;
+use super::placement::{BuildSlots, nodes_running};
 use super::status::already_published;
 use super::validate::{AllowedImages, ValidBuild, validate};
 use crate::api::{
@@ -118,8 +118,9 @@ pub fn plan(observed: &Observation) -> BuildPlan {
             return BuildPlan { git: None, next };
         }
     };
-    let git = observed.spec.source.git.as_ref().map(|git| {
-        git_step(&ResolveObservation {
+    let git = observed.spec.source.git.as_ref().map(|git| GitStep {
+        node_terms: observed.images.git.as_ref().and_then(|image| nodes_running(image, observed.nodes)),
+        ..git_step(&ResolveObservation {
             build_name: observed.build_name,
             git,
             poll_interval: valid.poll_interval,

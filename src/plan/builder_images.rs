@@ -14,7 +14,7 @@ pub struct ToolImage<'a> {
 }
 
 impl ToolImage<'_> {
-    fn runs_on(&self, host: &Platform) -> bool {
+    pub(super) fn runs_on(&self, host: &Platform) -> bool {
         match self.platforms {
             Ok(children) => best_match(host, children).is_some(),
             Err(_) => true,

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
 
-use super::builder_images::BuildImages;
+use super::builder_images::{BuildImages, ToolImage};
 use super::nodes::{EmulationLabels, NodeView};
 use crate::api::{BuildMode, BuildTool, BuilderKind, Placement};
 use crate::platform::{ARCH_LABEL, ARM_VARIANT_LABEL, OS_LABEL, Platform};
@@ -196,6 +196,16 @@ pub fn place(
     })
 }
 
+/// Node selector terms for a pod that runs only `image` (a git source's resolve Job): the usable
+/// nodes' platforms it has a child for. `None` when that is not known (its index was not read) or no
+/// node runs it: then the scheduler and the pull decide, as for any pod.
+pub fn nodes_running(image: &ToolImage, nodes: &[NodeView]) -> Option<Vec<NodeSelectorTerm>> {
+    image.platforms.ok()?;
+    let hosts: BTreeSet<&Platform> = nodes.iter().filter(|n| n.usable).filter_map(|n| n.platform.as_ref()).collect();
+    let terms: Vec<NodeSelectorTerm> = hosts.into_iter().filter(|h| image.runs_on(h)).flat_map(native_terms).collect();
+    (!terms.is_empty()).then_some(terms)
+}
+
 fn names<'a>(nodes: impl Iterator<Item = &'a NodeView>) -> Vec<String> {
     nodes.map(|n| n.name.clone()).collect()
 }
@@ -275,7 +285,6 @@ pub fn cluster_platforms(nodes: &[NodeView]) -> Vec<Platform> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::builder_images::ToolImage;
     use k8s_openapi::api::core::v1::Node;
 
     fn node(name: &str, platform: &str, usable: bool, emulates: &[&str]) -> NodeView {
@@ -396,6 +405,22 @@ mod tests {
             placed.reason.as_deref(),
             Some("where quay.io/buildah/stable:v1.40 runs is not known (401 Unauthorized); placed as if on every node")
         );
+    }
+
+    #[test]
+    fn a_pod_of_the_clone_image_alone_goes_where_the_image_runs() {
+        let children = [p("linux/amd64"), p("linux/arm64")];
+        let git = ToolImage { reference: "alpine/git:2.47.2", platforms: Ok(&children) };
+        let terms = nodes_running(&git, &cluster(true)).unwrap();
+        let arches: Vec<&str> = terms
+            .iter()
+            .map(|t| t.match_expressions.as_ref().unwrap()[1].values.as_ref().unwrap()[0].as_str())
+            .collect();
+        assert_eq!(arches, ["amd64", "arm64"], "not pi-1 (arm/v7), which no child runs on");
+        let unread = ToolImage { reference: "alpine/git:2.47.2", platforms: Err("timeout") };
+        assert_eq!(nodes_running(&unread, &cluster(true)), None);
+        let nowhere = [p("linux/s390x")];
+        assert_eq!(nodes_running(&ToolImage { platforms: Ok(&nowhere), ..git }, &cluster(true)), None);
     }
 
     #[test]

@@ -10,7 +10,8 @@ pub use step::{GitStep, ResolveObservation, git_step};
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EnvVar, KeyToPath, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+    Affinity, Container, EnvVar, KeyToPath, NodeAffinity, NodeSelector, NodeSelectorTerm, PodSpec, PodTemplateSpec,
+    SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -133,6 +134,8 @@ pub struct ResolveRequest<'a> {
     pub git: &'a GitSource,
     pub image: &'a str,
     pub ttl_seconds: i32,
+    /// Required node selector terms: where the image runs (`None`: anywhere).
+    pub node_terms: Option<Vec<NodeSelectorTerm>>,
 }
 
 /// The Job that lists the refs of `git.url` matching its revision into its termination message.
@@ -159,6 +162,15 @@ pub fn resolve_job(req: &ResolveRequest) -> Job {
                     restart_policy: Some("Never".into()),
                     containers: vec![container],
                     volumes: credentials_volume(req.git).map(|v| vec![v]),
+                    affinity: req.node_terms.clone().map(|node_selector_terms| Affinity {
+                        node_affinity: Some(NodeAffinity {
+                            required_during_scheduling_ignored_during_execution: Some(NodeSelector {
+                                node_selector_terms,
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
                     automount_service_account_token: Some(false),
                     ..Default::default()
                 }),
@@ -216,6 +228,7 @@ mod tests {
             git: &git,
             image: "alpine/git:2.47.2",
             ttl_seconds: 60,
+            node_terms: None,
         });
         let spec = job.spec.unwrap();
         let pod = spec.template.spec.unwrap();

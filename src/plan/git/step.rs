@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::NodeSelectorTerm;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::{commit_in, is_commit};
@@ -31,6 +32,8 @@ pub struct GitStep {
     pub status: SourceStatus,
     /// A resolve Job to create, by name.
     pub create: Option<String>,
+    /// Where its pod may run: the nodes the clone image runs on (`None`: anywhere).
+    pub node_terms: Option<Vec<NodeSelectorTerm>>,
     pub delete: Vec<String>,
     /// The revision cannot be resolved (and no earlier commit stands): what to fix.
     pub failed: Option<String>,
