@@ -41,6 +41,11 @@ pub struct OperatorConfig {
     /// nodes they run on. Give the nodes the same mirrors.
     #[arg(long = "registry-mirror", env = "ARCHWAY_REGISTRY_MIRRORS", value_delimiter = ',', value_parser = crate::registry::parse_mirror)]
     pub registry_mirrors: Vec<(String, String)>,
+    /// A host besides a registry's own that may issue its tokens (repeatable): a registry's token realm
+    /// gets the push secret's credentials, so one on another host (GitLab's `gitlab.com` for
+    /// `registry.gitlab.com`) is refused unless named here. Docker Hub's `auth.docker.io` is known.
+    #[arg(long = "registry-token-realm", env = "ARCHWAY_REGISTRY_TOKEN_REALMS", value_delimiter = ',')]
+    pub registry_token_realms: Vec<String>,
     /// A Docker config.json (a kubernetes.io/dockerconfigjson Secret's `.dockerconfigjson`) with the
     /// credentials for reading the builder and clone images; anonymous without it.
     #[arg(long, env = "ARCHWAY_REGISTRY_AUTH_FILE")]

@@ -51,6 +51,7 @@ use crate::plan::job::BuilderConfig;
 use crate::plan::nodes::{NodeChange, NodeFingerprints};
 use crate::plan::status::{Publish, desired_status};
 use crate::platform::Platform;
+use crate::registry::RegistryOptions;
 
 pub const FIELD_MANAGER: &str = "archway";
 
@@ -195,7 +196,11 @@ async fn reconcile_until_shutdown(
         tool_images: ToolImages::new(
             config.registry_mirrors.clone(),
             registry_auth,
-            registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
+            RegistryOptions {
+                extra_ca_pem: registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
+                token_realm_hosts: config.registry_token_realms.clone(),
+                ..Default::default()
+            },
         ),
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),

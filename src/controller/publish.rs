@@ -59,6 +59,7 @@ pub async fn publish(
     let options = RegistryOptions {
         insecure: output.insecure_registry,
         extra_ca_pem: ctx.registry_ca.clone(),
+        token_realm_hosts: ctx.config.registry_token_realms.clone(),
         ..Default::default()
     };
     let registry = Registry::new(options, auth)?;

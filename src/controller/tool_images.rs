@@ -43,13 +43,16 @@ pub struct ToolImages {
     mirrors: Vec<(String, String)>,
     /// A dockerconfigjson (`--registry-auth-file`) with credentials for reading them.
     auth: Option<Vec<u8>>,
-    extra_ca_pem: Vec<Vec<u8>>,
+    /// How to reach registries: the CA, the token realms allowed.
+    options: RegistryOptions,
     read: Mutex<HashMap<String, (Instant, ImagePlatforms)>>,
 }
 
 impl ToolImages {
-    pub fn new(mirrors: Vec<(String, String)>, auth: Option<Vec<u8>>, extra_ca_pem: Vec<Vec<u8>>) -> ToolImages {
-        ToolImages { mirrors, auth, extra_ca_pem, read: Mutex::new(HashMap::new()) }
+    pub fn new(mirrors: Vec<(String, String)>, auth: Option<Vec<u8>>, options: RegistryOptions) -> ToolImages {
+        // One quick try: a reconcile waits for it, and a failure is read again a minute later.
+        let options = RegistryOptions { request_timeout: Duration::from_secs(10), retry: RetryPolicy::NONE, ..options };
+        ToolImages { mirrors, auth, options, read: Mutex::new(HashMap::new()) }
     }
 
     /// The platforms `image` runs on, from what was read before while it is fresh, else from the registry.
@@ -86,14 +89,8 @@ impl ToolImages {
             Some(config) => lookup("--registry-auth-file", config, &host).map_err(|e| e.to_string())?,
             None => None,
         };
-        // One quick try: a reconcile waits for it, and a failure is read again a minute later.
-        let options = RegistryOptions {
-            extra_ca_pem: self.extra_ca_pem.clone(),
-            request_timeout: Duration::from_secs(10),
-            retry: RetryPolicy::NONE,
-            ..Default::default()
-        };
-        let registry = Registry::new(options, auth.unwrap_or(RegistryAuth::Anonymous)).map_err(|e| e.to_string())?;
+        let registry =
+            Registry::new(self.options.clone(), auth.unwrap_or(RegistryAuth::Anonymous)).map_err(|e| e.to_string())?;
         let platforms = registry.platforms_of(&reference).await.map_err(|e| e.to_string())?;
         if platforms.is_empty() {
             return Err(format!("{reference} names no platform"));

@@ -1,20 +1,16 @@
-//! The registry I/O: a thin wrapper over oci-client with timeouts, retries of transient errors, and
-//! errors sorted for the controller. Everything it decides is in the pure modules beside it.
-//!
-//! One [`Registry`] holds one set of credentials: oci-client remembers the first credentials it sees
-//! for a host, so a client must never be shared between builds that use different push secrets.
+//! The registry I/O: the distribution API's requests (see `wire.rs`) with timeouts, retries of
+//! transient errors, and errors sorted for the controller. Everything it decides is in the pure
+//! modules beside it.
 
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt as _;
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
-use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OciDescriptor};
+use oci_client::Reference;
+use oci_client::manifest::OCI_IMAGE_INDEX_MEDIA_TYPE;
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
 
 use super::error::{ErrorKind, Operation, RegistryError, chain};
 use super::index::digest_of;
@@ -25,6 +21,7 @@ use super::manifest::{
 use super::reference::{Repository, is_sha256_digest};
 use super::retry::{RetryPolicy, retry};
 use super::untag::{Untagged, delete_tag};
+use super::wire::{Access, MAX_MANIFEST_SIZE, Wire, WireError, read_capped, status_error};
 use crate::platform::Platform;
 
 const USER_AGENT: &str = concat!("archway/", env!("CARGO_PKG_VERSION"));
@@ -37,6 +34,9 @@ pub struct RegistryOptions {
     pub insecure: bool,
     /// PEM certificates (one or more per entry) of CAs to trust besides the system's.
     pub extra_ca_pem: Vec<Vec<u8>>,
+    /// Hosts besides a registry's own that may issue its tokens (`--registry-token-realm`): the
+    /// registry's credentials are sent there.
+    pub token_realm_hosts: Vec<String>,
     pub connect_timeout: Duration,
     /// Longest silence while reading an answer.
     pub read_timeout: Duration,
@@ -50,6 +50,7 @@ impl Default for RegistryOptions {
         RegistryOptions {
             insecure: false,
             extra_ca_pem: Vec::new(),
+            token_realm_hosts: Vec::new(),
             connect_timeout: Duration::from_secs(10),
             read_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(60),
@@ -60,15 +61,11 @@ impl Default for RegistryOptions {
 
 /// A registry client bound to one set of credentials.
 pub struct Registry {
-    /// HTTPS; without certificate checks when insecure.
-    https: Client,
-    /// Plain HTTP, only when insecure.
-    http: Option<Client>,
+    wire: Wire,
+    /// Plain HTTP is tried where HTTPS fails its handshake (insecure only).
+    insecure: bool,
     /// Hosts found to speak plain HTTP (insecure only).
     plain_hosts: Mutex<BTreeSet<String>>,
-    /// For the one request oci-client does not make (deleting a tag), with the same TLS setup.
-    untag: reqwest::Client,
-    auth: RegistryAuth,
     request_timeout: Duration,
     retry: RetryPolicy,
 }
@@ -76,8 +73,7 @@ pub struct Registry {
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Registry")
-            .field("insecure", &self.http.is_some())
-            .field("auth", &self.auth)
+            .field("insecure", &self.insecure)
             .field("request_timeout", &self.request_timeout)
             .field("retry", &self.retry)
             .finish_non_exhaustive()
@@ -90,7 +86,7 @@ impl Registry {
     /// CA holds no PEM certificate or the TLS setup refuses it.
     pub fn new(options: RegistryOptions, auth: RegistryAuth) -> Result<Registry, RegistryError> {
         let setup = |message: String| RegistryError::new(Operation::Setup, "", ErrorKind::Setup, message);
-        let mut extra_root_certificates = Vec::new();
+        let mut roots = Vec::new();
         for (i, pem) in options.extra_ca_pem.iter().enumerate() {
             if !pem_has_certificate(pem) {
                 return Err(setup(format!(
@@ -98,27 +94,10 @@ impl Registry {
                     i + 1
                 )));
             }
-            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data: pem.clone() });
-        }
-        let config = |protocol: ClientProtocol| ClientConfig {
-            protocol,
-            accept_invalid_certificates: options.insecure,
-            extra_root_certificates: extra_root_certificates.clone(),
-            connect_timeout: Some(options.connect_timeout),
-            read_timeout: Some(options.read_timeout),
-            user_agent: USER_AGENT,
-            // Children are read by digest; never let the client pick a platform from an index.
-            platform_resolver: None,
-            ..ClientConfig::default()
-        };
-        crate::install_crypto_provider();
-        // `Client::new` would fall back to defaults on a bad config; `try_from` says what is wrong.
-        let build = |protocol| Client::try_from(config(protocol)).map_err(|e| setup(chain(&e)));
-        let mut roots = Vec::new();
-        for pem in &options.extra_ca_pem {
             roots.extend(reqwest::Certificate::from_pem_bundle(pem).map_err(|e| setup(chain(&e)))?);
         }
-        let untag = reqwest::Client::builder()
+        crate::install_crypto_provider();
+        let http = reqwest::Client::builder()
             .tls_danger_accept_invalid_certs(options.insecure)
             .tls_certs_merge(roots)
             .connect_timeout(options.connect_timeout)
@@ -127,11 +106,9 @@ impl Registry {
             .build()
             .map_err(|e| setup(chain(&e)))?;
         Ok(Registry {
-            https: build(ClientProtocol::Https)?,
-            http: if options.insecure { Some(build(ClientProtocol::Http)?) } else { None },
+            wire: Wire::new(http, auth, options.token_realm_hosts),
+            insecure: options.insecure,
             plain_hosts: Mutex::new(BTreeSet::new()),
-            untag,
-            auth,
             request_timeout: options.request_timeout,
             retry: options.retry,
         })
@@ -142,9 +119,17 @@ impl Registry {
     pub async fn head_digest(&self, reference: &Reference) -> Result<String, RegistryError> {
         let op = Operation::HeadManifest;
         let digest = self
-            .call(op, reference, |client, auth| {
-                let reference = reference.clone();
-                async move { client.fetch_manifest_digest(&reference, &auth).await }
+            .call(op, reference, |base| async move {
+                let url = manifest_url(&base, reference);
+                let head = |http: &reqwest::Client| http.head(&url).header(ACCEPT, ACCEPTED_MANIFEST_TYPES.join(", "));
+                let answer = self.wire.send(&base, reference.repository(), Access::Pull, head).await?;
+                if !answer.status().is_success() {
+                    return Err(status_error(answer).await);
+                }
+                match content_digest(&answer) {
+                    Some(digest) => Ok(digest),
+                    None => Ok(digest_of(&self.get_manifest(&base, reference).await?.0)),
+                }
             })
             .await?;
         if !is_sha256_digest(&digest) {
@@ -154,23 +139,33 @@ impl Registry {
     }
 
     /// A manifest byte for byte, with its media type and digest; image manifests and indexes, OCI
-    /// and Docker. When the reference has a digest, the bytes are checked against it.
+    /// and Docker, of at most 4 MiB. The bytes are checked against the registry's digest header and
+    /// the reference's digest, where there are.
     pub async fn fetch_manifest_raw(&self, reference: &Reference) -> Result<RawManifest, RegistryError> {
         let op = Operation::GetManifest;
-        let (bytes, digest) = self
-            .call(op, reference, |client, auth| {
-                let reference = reference.clone();
-                async move { client.pull_manifest_raw(&reference, &auth, ACCEPTED_MANIFEST_TYPES).await }
-            })
-            .await?;
-        let bytes = bytes.to_vec();
+        let (bytes, header) =
+            self.call(op, reference, |base| async move { self.get_manifest(&base, reference).await }).await?;
         let media_type = media_type_of(&bytes).map_err(|e| invalid(op, reference, e.to_string()))?;
         // The digest of the bytes is what names them, whatever the registry's header said.
-        let computed = digest_of(&bytes);
-        if digest != computed {
-            return Err(invalid(op, reference, format!("the registry says {digest} but the bytes are {computed}")));
+        let digest = digest_of(&bytes);
+        for claimed in [header.as_deref(), reference.digest()].into_iter().flatten() {
+            if claimed != digest {
+                return Err(invalid(op, reference, format!("the registry says {claimed} but the bytes are {digest}")));
+            }
         }
         Ok(RawManifest { bytes, media_type, digest })
+    }
+
+    /// GET of a manifest: its bytes (4 MiB at most) and the digest header, if any.
+    async fn get_manifest(&self, base: &str, reference: &Reference) -> Result<(Vec<u8>, Option<String>), WireError> {
+        let url = manifest_url(base, reference);
+        let get = |http: &reqwest::Client| http.get(&url).header(ACCEPT, ACCEPTED_MANIFEST_TYPES.join(", "));
+        let answer = self.wire.send(base, reference.repository(), Access::Pull, get).await?;
+        if !answer.status().is_success() {
+            return Err(status_error(answer).await);
+        }
+        let digest = content_digest(&answer);
+        Ok((read_capped(answer, MAX_MANIFEST_SIZE, "manifest").await?, digest))
     }
 
     /// The platform fields of an image's config. `reference` names the image's repository (its tag or
@@ -182,27 +177,16 @@ impl Registry {
     ) -> Result<ImageConfig, RegistryError> {
         let op = Operation::GetConfig;
         let config = config_descriptor(manifest).map_err(|e| invalid(op, reference, e.to_string()))?;
-        let descriptor = OciDescriptor {
-            media_type: config.media_type.clone(),
-            digest: config.digest.clone(),
-            size: i64::try_from(config.size).unwrap_or(i64::MAX),
-            ..OciDescriptor::default()
-        };
-        let limit = config.size;
         let bytes = self
-            .call(op, reference, |client, auth| {
-                let (reference, descriptor) = (reference.clone(), descriptor.clone());
+            .call(op, reference, |base| {
+                let url = format!("{base}/v2/{}/blobs/{}", reference.repository(), config.digest);
                 async move {
-                    client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
-                    let mut stream = client.pull_blob_stream(&reference, &descriptor).await?;
-                    let mut bytes = Vec::new();
-                    while let Some(chunk) = stream.next().await {
-                        bytes.extend_from_slice(&chunk?);
-                        if bytes.len() as u64 > limit {
-                            break; // More than the descriptor says: the digest check below fails.
-                        }
+                    let get = |http: &reqwest::Client| http.get(&url);
+                    let answer = self.wire.send(&base, reference.repository(), Access::Pull, get).await?;
+                    if !answer.status().is_success() {
+                        return Err(status_error(answer).await);
                     }
-                    Ok(bytes)
+                    read_capped(answer, config.size, "image config").await
                 }
             })
             .await?;
@@ -277,20 +261,18 @@ impl Registry {
             .iter()
             .map(|tag| repository.tag(tag).map_err(|e| invalid(op, format!("{repository}:{tag}"), e.to_string())))
             .collect::<Result<Vec<_>, _>>()?;
-        let body = bytes.to_vec();
         let digest = digest_of(bytes);
         for reference in &references {
             if self.head_digest(reference).await.is_ok_and(|current| current == digest) {
                 continue;
             }
-            self.call(op, reference, |client, auth| {
-                let (reference, body) = (reference.clone(), body.clone());
-                async move {
-                    client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
-                    let Ok(content_type) = media_type.parse() else {
-                        return Err(OciDistributionError::GenericError(Some(format!("bad content type {media_type}"))));
-                    };
-                    client.push_manifest_raw(&reference, body, content_type).await
+            self.call(op, reference, |base| async move {
+                let url = manifest_url(&base, reference);
+                let put = |http: &reqwest::Client| http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.to_vec());
+                let answer = self.wire.send(&base, reference.repository(), Access::Push, put).await?;
+                match answer.status().is_success() {
+                    true => Ok(()),
+                    false => Err(status_error(answer).await),
                 }
             })
             .await?;
@@ -298,58 +280,44 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Deletes `tag` and only the tag (see [`super::untag`]): one try, for cleaning up. A registry
+    /// Deletes `tag` and only the tag (see `untag.rs`): one try, for cleaning up. A registry
     /// that cannot delete tags answers [`Untagged::Refused`]; an error means no answer.
     pub async fn delete_tag(&self, repository: &Repository, tag: &str) -> Result<Untagged, RegistryError> {
         let op = Operation::DeleteTag;
         let reference = repository.tag(tag).map_err(|e| invalid(op, format!("{repository}:{tag}"), e.to_string()))?;
-        let host = reference.resolve_registry();
-        let scheme = if self.http.is_some() && self.is_plain(host) { "http" } else { "https" };
-        let base = format!("{scheme}://{host}");
-        let request = delete_tag(&self.untag, &base, reference.repository(), tag, &self.auth);
+        let base = self.base(reference.resolve_registry(), self.is_plain(reference.resolve_registry()));
+        let request = delete_tag(&self.wire, &base, reference.repository(), tag);
         match tokio::time::timeout(self.request_timeout, request).await {
-            Ok(Ok(untagged)) => Ok(untagged),
-            Ok(Err(e)) => Err(RegistryError::new(op, &reference, ErrorKind::Connect, chain(&e))),
-            Err(_) => Err(RegistryError::new(
-                op,
-                &reference,
-                ErrorKind::Timeout,
-                format!("no answer within {:?}", self.request_timeout),
-            )),
+            Ok(result) => result.map_err(|e| RegistryError::from_wire(op, &reference, &e)),
+            Err(_) => Err(timed_out(op, &reference, self.request_timeout)),
         }
     }
 
-    /// One operation: retried while its errors are transient, each try bounded in time, over HTTPS
-    /// or (insecure only) plain HTTP for a registry without TLS.
-    async fn call<T, F, Fut>(&self, op: Operation, reference: &Reference, attempt: F) -> Result<T, RegistryError>
+    /// One operation: retried while its errors are transient, each try bounded in time, to
+    /// `https://host` or (insecure only) `http://host` for a registry without TLS.
+    async fn call<'a, T, F, Fut>(&'a self, op: Operation, reference: &Reference, attempt: F) -> Result<T, RegistryError>
     where
-        F: Fn(Client, RegistryAuth) -> Fut,
-        Fut: Future<Output = Result<T, OciDistributionError>>,
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T, WireError>> + 'a,
     {
         let host = reference.resolve_registry();
-        let once = |client: &Client| {
-            let future = attempt(client.clone(), self.auth.clone());
+        let once = |plain: bool| {
+            let future = attempt(self.base(host, plain));
             async move {
                 match tokio::time::timeout(self.request_timeout, future).await {
-                    Ok(result) => result.map_err(|e| RegistryError::from_oci(op, reference, &e)),
-                    Err(_) => Err(RegistryError::new(
-                        op,
-                        reference,
-                        ErrorKind::Timeout,
-                        format!("no answer within {:?}", self.request_timeout),
-                    )),
+                    Ok(result) => result.map_err(|e| RegistryError::from_wire(op, reference, &e)),
+                    Err(_) => Err(timed_out(op, reference, self.request_timeout)),
                 }
             }
         };
         let attempt = move || async move {
-            let Some(http) = &self.http else { return once(&self.https).await };
-            if self.is_plain(host) {
-                return once(http).await;
+            if !self.insecure || self.is_plain(host) {
+                return once(self.is_plain(host)).await;
             }
-            match once(&self.https).await {
+            match once(false).await {
                 Err(error) if error.kind == ErrorKind::Tls => {
                     // Certificates are not checked here, so a failed handshake means no TLS at all.
-                    let plain = once(http).await;
+                    let plain = once(true).await;
                     match &plain {
                         Err(e) if matches!(e.kind, ErrorKind::Connect | ErrorKind::Tls) => Err(error),
                         _ => {
@@ -361,19 +329,15 @@ impl Registry {
                 result => result,
             }
         };
-        match retry(self.retry, attempt).await {
-            // oci-client sends a request without credentials when its auth probe failed (it drops that
-            // error: a timeout, a refused connection) and the registry answers 401. Once more, which
-            // probes again; credentials that are really refused are refused twice.
-            Err(error) if error.kind == ErrorKind::Unauthorized && self.auth != RegistryAuth::Anonymous => {
-                retry(self.retry, attempt).await
-            }
-            result => result,
-        }
+        retry(self.retry, attempt).await
+    }
+
+    fn base(&self, host: &str, plain: bool) -> String {
+        format!("{}://{host}", if plain { "http" } else { "https" })
     }
 
     fn is_plain(&self, host: &str) -> bool {
-        self.plain_hosts.lock().map(|hosts| hosts.contains(host)).unwrap_or(false)
+        self.insecure && self.plain_hosts.lock().map(|hosts| hosts.contains(host)).unwrap_or(false)
     }
 
     fn mark_plain(&self, host: &str) {
@@ -383,6 +347,20 @@ impl Registry {
             tracing::info!(host, "registry speaks plain HTTP (insecure registry)");
         }
     }
+}
+
+fn manifest_url(base: &str, reference: &Reference) -> String {
+    let name = reference.digest().or(reference.tag()).unwrap_or("latest");
+    format!("{base}/v2/{}/manifests/{name}", reference.repository())
+}
+
+/// The `Docker-Content-Digest` header, if the registry sent one.
+fn content_digest(answer: &reqwest::Response) -> Option<String> {
+    answer.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+fn timed_out(op: Operation, target: impl std::fmt::Display, limit: Duration) -> RegistryError {
+    RegistryError::new(op, target, ErrorKind::Timeout, format!("no answer within {limit:?}"))
 }
 
 fn invalid(op: Operation, target: impl std::fmt::Display, message: String) -> RegistryError {

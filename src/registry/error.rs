@@ -4,7 +4,9 @@
 use std::error::Error as StdError;
 use std::fmt;
 
-use oci_client::errors::{DigestError, OciDistributionError, OciEnvelope, OciErrorCode};
+use oci_client::errors::{OciEnvelope, OciErrorCode};
+
+use super::wire::WireError;
 
 /// What a caller should do about an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,8 +105,8 @@ impl RegistryError {
         RegistryError { operation, target: target.to_string(), kind, message: message.into() }
     }
 
-    /// An error of the client library, sorted.
-    pub fn from_oci(operation: Operation, target: impl fmt::Display, error: &OciDistributionError) -> Self {
+    /// An error of a request, sorted.
+    pub fn from_wire(operation: Operation, target: impl fmt::Display, error: &WireError) -> Self {
         let (kind, message) = classify(error);
         RegistryError::new(operation, target, kind, message)
     }
@@ -141,15 +143,14 @@ const HINT_DENIED: &str = "the credentials are valid but may not do this: check 
 const HINT_TLS: &str = "if the registry's certificate is from a private CA, give archway that CA; \
                         insecureRegistry: true skips the check (or speaks plain HTTP) for a registry you trust";
 
-/// Sorts an oci-client error into a kind, with a message that says what happened and what to check.
-pub fn classify(error: &OciDistributionError) -> (ErrorKind, String) {
-    use OciDistributionError as E;
+/// Sorts a request's error into a kind, with a message that says what happened and what to check.
+pub fn classify(error: &WireError) -> (ErrorKind, String) {
     match error {
-        E::RequestError(request) => {
-            let chain = chain(error);
+        WireError::Request(request) => {
+            let chain = chain(request);
             if request.is_timeout() {
                 (ErrorKind::Timeout, format!("no answer in time: {chain}"))
-            } else if request.is_connect() && has_tls_failure(error) {
+            } else if request.is_connect() && has_tls_failure(request) {
                 (ErrorKind::Tls, format!("TLS handshake failed: {chain}; {HINT_TLS}"))
             } else if request.is_builder() || request.is_redirect() {
                 (ErrorKind::Rejected { status: None, codes: vec![] }, chain)
@@ -157,17 +158,18 @@ pub fn classify(error: &OciDistributionError) -> (ErrorKind, String) {
                 (ErrorKind::Connect, format!("connection failed: {chain}"))
             }
         }
-        E::UnauthorizedError { .. } => (ErrorKind::Unauthorized, format!("401 Unauthorized: {HINT_UNAUTHORIZED}")),
-        E::AuthenticationFailure(reason) => {
-            (ErrorKind::Unauthorized, format!("the token request was refused ({}): {HINT_UNAUTHORIZED}", reason.trim()))
+        WireError::Status { status, body } => classify_status(*status, body),
+        WireError::TooLarge { what, limit } => {
+            (ErrorKind::Invalid, format!("the registry's {what} is larger than {limit} bytes, more than archway reads"))
         }
-        E::ServerError { code, message, .. } => classify_status(*code, message),
-        E::RegistryError { envelope, .. } => classify_envelope(None, envelope),
-        E::IoError(io) => match io.get_ref().and_then(|e| e.downcast_ref::<DigestError>()) {
-            Some(digest) => (ErrorKind::Invalid, format!("the content does not match its digest: {digest}")),
-            None => (ErrorKind::Connect, format!("I/O error: {}", chain(error))),
-        },
-        other => (ErrorKind::Invalid, format!("the registry's answer is not usable: {}", chain(other))),
+        WireError::Realm { realm, registry } => (
+            ErrorKind::Unauthorized,
+            format!(
+                "{registry} sends its token requests to {realm:?}, another host, which would get the push secret's \
+                 credentials: if you trust it, add its host to the operator's --registry-token-realm"
+            ),
+        ),
+        WireError::Token(why) => (ErrorKind::Invalid, why.clone()),
     }
 }
 
@@ -288,15 +290,11 @@ fn shorten(text: &str) -> String {
 mod tests {
     use super::*;
 
-    fn server(code: u16, message: &str) -> OciDistributionError {
-        OciDistributionError::ServerError { code, url: "https://r/v2/x/manifests/y".into(), message: message.into() }
+    fn server(status: u16, body: &str) -> WireError {
+        WireError::Status { status, body: body.into() }
     }
 
-    fn envelope(json: &str) -> OciDistributionError {
-        OciDistributionError::RegistryError { envelope: serde_json::from_str(json).unwrap(), url: "u".into() }
-    }
-
-    fn kind(error: &OciDistributionError) -> ErrorKind {
+    fn kind(error: &WireError) -> ErrorKind {
         classify(error).0
     }
 
@@ -311,7 +309,6 @@ mod tests {
         assert_eq!(kind(&server(408, "")), ErrorKind::Timeout);
         assert_eq!(kind(&server(400, "bad")), ErrorKind::Rejected { status: Some(400), codes: vec![] });
         assert_eq!(kind(&server(413, "")), ErrorKind::Rejected { status: Some(413), codes: vec![] });
-        assert_eq!(kind(&OciDistributionError::UnauthorizedError { url: "u".into() }), ErrorKind::Unauthorized);
     }
 
     #[test]
@@ -334,8 +331,8 @@ mod tests {
         assert!(message.contains("pushed to the same repository before the index"), "{message}");
 
         let (found, message) =
-            classify(&envelope(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#));
-        assert_eq!((found, message.as_str()), (ErrorKind::NotFound, "MANIFEST_UNKNOWN (manifest unknown)"));
+            classify(&server(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#));
+        assert_eq!((found, message.as_str()), (ErrorKind::NotFound, "HTTP 404 MANIFEST_UNKNOWN (manifest unknown)"));
 
         assert_eq!(kind_of_envelope(r#"{"errors":[{"code":"NAME_UNKNOWN"}]}"#), ErrorKind::NotFound);
         assert_eq!(kind_of_envelope(r#"{"errors":[{"code":"DENIED"}]}"#), ErrorKind::Denied);
@@ -350,36 +347,35 @@ mod tests {
         assert_eq!(kind(&server(503, body)), ErrorKind::Unavailable { status: 503 });
     }
 
+    /// An envelope with a status that says nothing more (400): the codes decide.
     fn kind_of_envelope(json: &str) -> ErrorKind {
-        kind(&envelope(json))
+        match kind(&server(400, json)) {
+            ErrorKind::Rejected { codes, .. } => ErrorKind::Rejected { status: None, codes },
+            other => other,
+        }
     }
 
     #[test]
-    fn content_errors_are_permanent() {
-        let digest = OciDistributionError::DigestError(DigestError::VerificationError {
-            expected: "sha256:a".into(),
-            actual: "sha256:b".into(),
-        });
-        assert_eq!(kind(&digest), ErrorKind::Invalid);
-        assert_eq!(kind(&OciDistributionError::ManifestParsingError("x".into())), ErrorKind::Invalid);
-        let io_digest = OciDistributionError::IoError(std::io::Error::other(DigestError::VerificationError {
-            expected: "sha256:a".into(),
-            actual: "sha256:b".into(),
-        }));
-        assert_eq!(kind(&io_digest), ErrorKind::Invalid);
-        let io = OciDistributionError::IoError(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
-        assert_eq!(kind(&io), ErrorKind::Connect);
+    fn bounds_and_foreign_realms_are_permanent_and_say_why() {
+        let (found, message) = classify(&WireError::TooLarge { what: "manifest", limit: 4 << 20 });
+        assert_eq!(found, ErrorKind::Invalid);
+        assert_eq!(message, "the registry's manifest is larger than 4194304 bytes, more than archway reads");
+        let realm = WireError::Realm { realm: "https://evil.example.net/t".into(), registry: "r.example.com".into() };
+        let (found, message) = classify(&realm);
+        assert_eq!(found.category(), Category::Permanent);
+        assert!(message.contains("--registry-token-realm") && message.contains("evil.example.net"), "{message}");
+        assert_eq!(kind(&WireError::Token("no token".into())), ErrorKind::Invalid);
     }
 
     #[test]
     fn messages_name_operation_and_target() {
-        let error = RegistryError::from_oci(Operation::PushIndex, "r.example/blog:new", &server(401, ""));
+        let error = RegistryError::from_wire(Operation::PushIndex, "r.example/blog:new", &server(401, ""));
         assert_eq!(
             error.to_string(),
             format!("pushing the image index to r.example/blog:new: 401 Unauthorized: {HINT_UNAUTHORIZED}")
         );
         assert!(!error.is_transient() && !error.is_not_found());
-        let error = RegistryError::from_oci(Operation::HeadManifest, "r/x:y", &server(404, ""));
+        let error = RegistryError::from_wire(Operation::HeadManifest, "r/x:y", &server(404, ""));
         assert!(error.is_not_found());
         assert_eq!(error.to_string(), "resolving r/x:y: HTTP 404");
         let setup = RegistryError::new(Operation::Setup, "", ErrorKind::Setup, "extra CA 1 holds no certificate");

@@ -4,7 +4,9 @@
 //!
 //! Pure modules (plain data in, plain data out): [`auth`], [`reference`](mod@reference), [`manifest`],
 //! [`index`], [`error`] (sorting failures into transient and permanent), [`retry`] (the backoff
-//! schedule). The I/O is [`client::Registry`], a thin wrapper over oci-client.
+//! schedule). The I/O is [`client::Registry`] (timeouts, retries, plain HTTP for insecure registries)
+//! over `wire` (the distribution API's requests and token flow, with bounded reads and token realms
+//! checked); oci-client gives the reference and manifest types.
 //!
 //! Publishing: each builder pushes its platform's image to the output repository and reports the
 //! digest; the operator reads each child back ([`client::Registry::fetch_child`]), checks its
@@ -20,6 +22,7 @@ pub mod manifest;
 pub mod reference;
 pub mod retry;
 mod untag;
+mod wire;
 
 pub use auth::{AuthError, lookup};
 pub use client::{Registry, RegistryOptions};
