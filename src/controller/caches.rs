@@ -40,8 +40,15 @@ pub struct Caches {
     fingerprints: Mutex<HashMap<(String, String), (String, String)>>,
     /// The bodies of rollout targets as last read, each at its resourceVersion.
     workloads: Mutex<HashMap<WorkloadKey, Workload>>,
-    /// `(namespace, name)` of a git source's Secret -> `(resourceVersion, type)`.
-    secret_types: Mutex<HashMap<(String, String), (String, String)>>,
+    /// `(namespace, name)` of a git source's Secret -> what is known of it at a resourceVersion.
+    secret_metas: Mutex<HashMap<(String, String), (String, SecretMeta)>>,
+}
+
+/// What the operator keeps of a Secret it checks (never its data).
+#[derive(Clone, Debug)]
+pub struct SecretMeta {
+    pub type_: String,
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// `(kind, namespace, name)` of a workload.
@@ -86,7 +93,7 @@ impl Caches {
             daemonsets,
             fingerprints: Mutex::new(HashMap::new()),
             workloads: Mutex::new(HashMap::new()),
-            secret_types: Mutex::new(HashMap::new()),
+            secret_metas: Mutex::new(HashMap::new()),
         };
         let triggers = Triggers {
             jobs: job_changes,
@@ -117,28 +124,31 @@ impl Caches {
         self.secrets.get(&ObjectRef::new(name).within(namespace)).is_some()
     }
 
-    /// The type of a Secret, read (one GET, its data dropped at once) when its resourceVersion moved;
-    /// `None` when there is no such Secret.
-    pub async fn secret_type(
+    /// The type and annotations of a Secret, read (one GET, its data dropped at once) when its
+    /// resourceVersion moved; `None` when there is no such Secret.
+    pub async fn secret_meta(
         &self,
         client: &Client,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<String>, kube::Error> {
+    ) -> Result<Option<SecretMeta>, kube::Error> {
         let key = (namespace.to_string(), name.to_string());
         let version = version(&self.secrets, namespace, name);
-        let kept = self.secret_types.lock().ok().and_then(|kept| kept.get(&key).cloned());
-        if let Some((_, type_)) = kept.filter(|(v, _)| version.as_ref() == Some(v)) {
-            return Ok(Some(type_));
+        let kept = self.secret_metas.lock().ok().and_then(|kept| kept.get(&key).cloned());
+        if let Some((_, meta)) = kept.filter(|(v, _)| version.as_ref() == Some(v)) {
+            return Ok(Some(meta));
         }
         let Some(secret) = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await? else {
             return Ok(None);
         };
-        let type_ = secret.type_.unwrap_or_else(|| "Opaque".into());
-        if let (Ok(mut kept), Some(version)) = (self.secret_types.lock(), secret.metadata.resource_version) {
-            kept.insert(key, (version, type_.clone()));
+        let meta = SecretMeta {
+            type_: secret.type_.unwrap_or_else(|| "Opaque".into()),
+            annotations: secret.metadata.annotations.unwrap_or_default(),
+        };
+        if let (Ok(mut kept), Some(version)) = (self.secret_metas.lock(), secret.metadata.resource_version) {
+            kept.insert(key, (version, meta.clone()));
         }
-        Ok(Some(type_))
+        Ok(Some(meta))
     }
 
     pub fn config_map_version(&self, namespace: &str, name: &str) -> Option<String> {

@@ -173,26 +173,31 @@ async fn require_push_secret(
     )))
 }
 
-/// The git source's Secret must exist and be of a type whose keys mean credentials for git: any other
-/// Secret of the namespace (a database's password) must not become a build's credentials.
+/// The git source's Secret must exist, be made for git, and (for a password) name the URL's host: no
+/// other Secret of the namespace, and no credentials for another host, become a build's.
 async fn require_git_secret(
     client: &Client,
     caches: &Caches,
     build: &MultiArchBuild,
     namespace: &str,
 ) -> Result<(), Error> {
-    let Some(secret) = build.spec.source.git.as_ref().and_then(|git| git.secret_ref.as_ref()) else { return Ok(()) };
-    let message = match caches.secret_type(client, namespace, &secret.name).await?.as_deref() {
-        Some(type_) if git::CREDENTIAL_SECRET_TYPES.contains(&type_) => return Ok(()),
-        Some(other) => format!("Secret {:?} is of type {other}", secret.name),
-        None => format!("Secret {:?} not found in namespace {namespace:?}", secret.name),
+    let Some(git) = &build.spec.source.git else { return Ok(()) };
+    let Some(secret) = &git.secret_ref else { return Ok(()) };
+    let problem = match caches.secret_meta(client, namespace, &secret.name).await? {
+        Some(meta) => {
+            let hosts = meta.annotations.get(git::GIT_HOSTS_ANNOTATION).map(String::as_str);
+            match git::check_credentials(&git.url, &secret.name, &meta.type_, hosts) {
+                Ok(()) => return Ok(()),
+                Err(problem) => problem,
+            }
+        }
+        None => format!(
+            "Secret {:?} not found in namespace {namespace:?}; create a kubernetes.io/basic-auth or \
+             kubernetes.io/ssh-auth Secret",
+            secret.name
+        ),
     };
-    Err(Error::Invalid(format!(
-        "spec.source.git.secretRef: {message}; git gets only a kubernetes.io/basic-auth (username, password) or \
-         kubernetes.io/ssh-auth (ssh-privatekey, known_hosts) Secret: create one, e.g. `kubectl create secret \
-         generic {} --type=kubernetes.io/basic-auth --from-literal=username=... --from-literal=password=...`",
-        secret.name
-    )))
+    Err(Error::Invalid(format!("spec.source.git.secretRef: {problem}")))
 }
 
 /// A hash of a ConfigMap context's content: editing the ConfigMap is a changed build input. Read from

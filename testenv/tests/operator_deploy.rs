@@ -73,6 +73,9 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         ("watch", "batch", "jobs", "", "", true),
         ("list", "", "pods", "", "web", true),
         ("get", "", "pods", "log", "web", false),
+        // Pods and nodes come from watch caches: no single reads.
+        ("get", "", "pods", "", "web", false),
+        ("get", "", "nodes", "", "", false),
         ("watch", "", "nodes", "", "", true),
         ("get", "", "secrets", "", "web", true),
         ("watch", "", "configmaps", "", "", true),

@@ -1,6 +1,7 @@
-//! A shared cluster: the right to create a MultiArchBuild gives nothing beyond it. A git source's
-//! credentials reach only the host of its URL, and only a Secret made for git is handed to git; a
-//! registry's answers are read within bounds, and its token realm gets credentials only where allowed.
+//! A shared cluster: the right to create a MultiArchBuild gives nothing beyond it. Workloads move only
+//! when they name the build; a git password reaches only a host its Secret names, and only a Secret
+//! made for git is handed to git; only allowed builder images run; a registry's answers are read within
+//! bounds, and its token realm gets credentials only where allowed.
 
 mod common;
 
@@ -8,37 +9,78 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Result, ensure};
 use archway::registry::{Registry, RegistryOptions, RetryPolicy};
+use archway_testenv::env::Env;
 use common::blog::{NS, api, blog_build, jobs_of, start, wait_status};
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
 use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// What a tenant allowed only to create and read MultiArchBuilds in its namespace tries: repointing a
+/// Deployment, sending a Secret's password to a server of its own, running a builder image of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn git_credentials_go_only_to_the_git_host_and_only_from_git_secrets() -> Result<()> {
-    let (env, client) = start("tenancy").await?;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let secret = |name: &str, type_: &str| Secret {
-        metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+async fn a_build_creator_gains_nothing_beyond_the_build() -> Result<()> {
+    let (env, admin) = start("tenancy").await?;
+    let tenant = tenant_client(&env, &admin).await?;
+
+    // Servers on loopback: a git host that wants a password, a mirror that redirects to it, and the
+    // tenant's own listener.
+    let (git_host, at_git_host) =
+        http_server("127.0.0.1", |_| empty("401 Unauthorized", "WWW-Authenticate: Basic realm=\"git\"\r\n")).await?;
+    let target = git_host.clone();
+    let (mirror_host, _) = http_server("127.0.0.1", move |head| {
+        empty("302 Found", &format!("Location: http://{target}{}\r\n", path(head)))
+    })
+    .await?;
+    let (listener, at_listener) =
+        http_server("127.0.0.1", |_| empty("401 Unauthorized", "WWW-Authenticate: Basic\r\n")).await?;
+
+    // What the namespace holds that the tenant may not touch.
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NS);
+    let secret = |name: &str, type_: &str, hosts: Option<&str>| Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            annotations: hosts.map(|h| [("archway.dev/git-hosts".to_string(), h.to_string())].into()),
+            ..Default::default()
+        },
         type_: Some(type_.into()),
         string_data: Some([("username".into(), "blog".into()), ("password".into(), "s3cret".into())].into()),
         ..Default::default()
     };
-    secrets.create(&PostParams::default(), &secret("git-credentials", "kubernetes.io/basic-auth")).await?;
-    secrets.create(&PostParams::default(), &secret("database", "Opaque")).await?;
+    let basic_auth = "kubernetes.io/basic-auth";
+    secrets.create(&PostParams::default(), &secret("git-credentials", basic_auth, Some(&git_host))).await?;
+    secrets.create(&PostParams::default(), &secret("mirror-credentials", basic_auth, Some(&mirror_host))).await?;
+    secrets.create(&PostParams::default(), &secret("database", "Opaque", None)).await?;
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), NS);
+    let payments = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "payments"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "payments"}}, "template": {
+            "metadata": {"labels": {"app": "payments"}},
+            "spec": {"containers": [{"name": "web", "image": format!("{}/asksven/blog:new", env.registry.host)}]},
+        }},
+    });
+    deployments.patch("payments", &PatchParams::apply("owner"), &Patch::Apply(&payments)).await?;
+    let before = deployments.get("payments").await?;
 
-    // A git server that wants a password, and one that only redirects to it.
-    let (git_host, seen) =
-        http_server("127.0.0.1", |_| empty("401 Unauthorized", "WWW-Authenticate: Basic realm=\"git\"\r\n")).await?;
-    let target = git_host.clone();
-    let (redirect_host, _) = http_server("127.0.0.1", move |head| {
-        empty("302 Found", &format!("Location: http://{target}{}\r\n", path(head)))
-    })
-    .await?;
+    // The premise: on its own, the tenant can neither change the Deployment nor read the Secrets.
+    fn denied<T>(result: Result<T, kube::Error>) -> bool {
+        matches!(result, Err(kube::Error::Api(e)) if e.code == 403)
+    }
+    let as_tenant: Api<Deployment> = Api::namespaced(tenant.clone(), NS);
+    ensure!(denied(as_tenant.patch("payments", &PatchParams::apply("t"), &Patch::Apply(&payments)).await));
+    ensure!(denied(Api::<Secret>::namespaced(tenant.clone(), NS).get("git-credentials").await));
+
+    let builds = api(&tenant);
+    let apply = |name: &'static str, build: serde_json::Value| {
+        let builds = builds.clone();
+        async move { builds.patch(name, &PatchParams::apply("tenant"), &Patch::Apply(&build)).await }
+    };
     let git_build = |name: &str, host: &str, secret: &str| {
         let mut build = blog_build(&env, name, &["linux/amd64"], "Dockerfile");
         build["spec"]["source"] = json!({"git": {
@@ -46,39 +88,86 @@ async fn git_credentials_go_only_to_the_git_host_and_only_from_git_secrets() -> 
         }});
         build
     };
+    let failed_saying = |name: &'static str, says: String| {
+        let client = admin.clone();
+        async move {
+            let status = wait_status(&client, name, |s| s["phase"] == "Failed").await?;
+            let message = status["conditions"].to_string().replace("\\\"", "\"");
+            ensure!(message.contains(&says), "{name}: {message}");
+            ensure!(jobs_of(&client, name).await?.is_empty(), "{name}: a Job was created");
+            Ok(())
+        }
+    };
+
+    // Repointing a Deployment that does not name the build: built, published, and left alone.
+    let mut repoint = blog_build(&env, "repoint", &["linux/amd64"], "Dockerfile");
+    repoint["spec"]["output"]["tags"] = json!(["repoint"]);
+    repoint["spec"]["rollout"] = json!({"targets": [{"kind": "Deployment", "name": "payments"}]});
+    apply("repoint", repoint).await?;
+    let status = wait_status(&admin, "repoint", |s| s["targets"][0]["state"] == "Blocked").await?;
+    let message = status["targets"][0]["message"].as_str().unwrap_or_default();
+    ensure!(message.contains("add the annotation archway.dev/rollout-from: repoint"), "{message}");
+    let after = deployments.get("payments").await?;
+    ensure!(after.metadata.generation == before.metadata.generation, "the Deployment was changed");
+
+    // Sending a password to its own listener, or another type of Secret anywhere: refused, no pod.
+    apply("exfiltrate", git_build("exfiltrate", &listener, "git-credentials")).await?;
+    failed_saying("exfiltrate", format!("Secret \"git-credentials\" does not name {listener}")).await?;
+    apply("from-database", git_build("from-database", &git_host, "database")).await?;
+    failed_saying("from-database", "Secret \"database\" is of type Opaque".into()).await?;
+    ensure!(at_listener.lock().map(|s| s.is_empty()).unwrap_or(false), "the tenant's listener was called");
+
+    // A builder image of its own (it would run privileged next to the push secret): refused.
+    let mut own_builder = blog_build(&env, "own-builder", &["linux/amd64"], "Dockerfile");
+    own_builder["spec"]["builder"] = json!({"kind": "buildah", "image": "attacker.example.com/root:1"});
+    apply("own-builder", own_builder).await?;
+    failed_saying("own-builder", "spec.builder.image: attacker.example.com/root:1 is not among".into()).await?;
+    failed_saying("own-builder", "--allowed-builder-images".into()).await?;
+
+    // What the Secrets' owner allowed still works: the git host gets the password...
+    apply("direct", git_build("direct", &git_host, "git-credentials")).await?;
     let resolve_failed = |s: &serde_json::Value| s["source"]["message"].as_str().is_some_and(|m| !m.is_empty());
-
-    // Another type of Secret (a database's password) is refused before any pod runs with it.
-    let build = git_build("from-database", &git_host, "database");
-    api(&client).patch("from-database", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
-    let status = wait_status(&client, "from-database", |s| s["phase"] == "Failed").await?;
-    let message = status["conditions"].to_string();
-    ensure!(message.contains("spec.source.git.secretRef: Secret \\\"database\\\" is of type Opaque"), "{message}");
-    ensure!(jobs_of(&client, "from-database").await?.is_empty(), "a Job ran with the database's Secret");
-    ensure!(seen.lock().map(|s| s.is_empty()).unwrap_or(false), "the git server was asked");
-
-    // The git host itself gets the credentials...
-    let build = git_build("direct", &git_host, "git-credentials");
-    api(&client).patch("direct", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
-    wait_status(&client, "direct", resolve_failed).await?;
+    wait_status(&admin, "direct", resolve_failed).await?;
     let basic = format!("Authorization: Basic {}\r\n", base64_of("blog:s3cret"));
-    let asked: Vec<String> = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let asked: Vec<String> = at_git_host.lock().map(|s| s.clone()).unwrap_or_default();
     ensure!(asked.iter().any(|request| request.contains(&basic)), "no credentials sent: {asked:?}");
-
-    // ... and a host that redirects to it sends git there without them.
-    seen.lock().map(|mut s| s.clear()).unwrap_or_default();
-    let build = git_build("via-redirect", &redirect_host, "git-credentials");
-    api(&client).patch("via-redirect", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
-    let status = wait_status(&client, "via-redirect", resolve_failed).await?;
-    let asked: Vec<String> = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    // ... and a mirror's password stays with the mirror when it redirects elsewhere.
+    at_git_host.lock().map(|mut s| s.clear()).unwrap_or_default();
+    apply("via-mirror", git_build("via-mirror", &mirror_host, "mirror-credentials")).await?;
+    let status = wait_status(&admin, "via-mirror", resolve_failed).await?;
+    let asked: Vec<String> = at_git_host.lock().map(|s| s.clone()).unwrap_or_default();
     ensure!(!asked.is_empty(), "the redirect was not followed: {}", status["source"]);
     ensure!(
         asked.iter().all(|request| !request.to_lowercase().contains("authorization:")),
-        "credentials for {redirect_host} went to {git_host}: {asked:?}"
+        "credentials for {mirror_host} went to {git_host}: {asked:?}"
     );
 
     env.remove().await;
     Ok(())
+}
+
+/// A client as the ServiceAccount `tenant`, which may create, change and read MultiArchBuilds in the
+/// namespace and nothing else.
+async fn tenant_client(env: &Env, admin: &Client) -> Result<Client> {
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "build-creator"},
+        "rules": [{"apiGroups": ["archway.dev"], "resources": ["multiarchbuilds"],
+                   "verbs": ["create", "patch", "get", "list", "watch"]}],
+    });
+    let binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding", "metadata": {"name": "tenant"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "build-creator"},
+        "subjects": [{"kind": "ServiceAccount", "name": "tenant", "namespace": NS}],
+    });
+    let account = json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "tenant"}});
+    let apply = PatchParams::apply("test");
+    Api::<ServiceAccount>::namespaced(admin.clone(), NS).patch("tenant", &apply, &Patch::Apply(&account)).await?;
+    Api::<Role>::namespaced(admin.clone(), NS).patch("build-creator", &apply, &Patch::Apply(&role)).await?;
+    Api::<RoleBinding>::namespaced(admin.clone(), NS).patch("tenant", &apply, &Patch::Apply(&binding)).await?;
+    let kubeconfig = kube::config::Kubeconfig::read_from(env.kubeconfig())?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    config.auth_info.impersonate = Some(format!("system:serviceaccount:{NS}:tenant"));
+    Ok(Client::try_from(config)?)
 }
 
 /// A registry a tenant names can neither make the shared operator read without bound nor have it send

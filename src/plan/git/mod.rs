@@ -25,7 +25,11 @@ const CREDENTIALS_VOLUME: &str = "git-credentials";
 /// ones mounted, whatever else the Secret holds.
 const CREDENTIAL_KEYS: [&str; 4] = ["username", "password", "ssh-privatekey", "known_hosts"];
 /// The Secret types a git source's `secretRef` may have.
-pub const CREDENTIAL_SECRET_TYPES: [&str; 2] = ["kubernetes.io/basic-auth", "kubernetes.io/ssh-auth"];
+const BASIC_AUTH: &str = "kubernetes.io/basic-auth";
+const SSH_AUTH: &str = "kubernetes.io/ssh-auth";
+/// On a basic-auth Secret, the hosts (`host` or `host:port`, comma-separated) its owner lets its
+/// password go to: whoever may create a build must not send it to a server of their own.
+pub const GIT_HOSTS_ANNOTATION: &str = "archway.dev/git-hosts";
 /// The label that tells a resolve Job from a platform's build Job.
 pub const ROLE_LABEL: &str = "archway.dev/role";
 pub const RESOLVE_ROLE: &str = "resolve-revision";
@@ -75,13 +79,42 @@ pub fn credentials_volume(git: &GitSource) -> Option<Volume> {
     })
 }
 
-/// `scheme://host[:port]` of an HTTP(S) URL: where git's credential helper may answer (git matches
-/// `credential.<url>.*` by scheme, host and port). `None` for other transports, which never ask it.
-fn credential_url(url: &str) -> Option<String> {
+/// The scheme and `host[:port]` of an HTTP(S) URL; `None` for other transports, which never ask
+/// git's credential helper.
+fn http_authority(url: &str) -> Option<(&str, &str)> {
     let (scheme, rest) = url.split_once("://")?;
     let authority = rest.split(['/', '?', '#']).next()?;
     let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
-    (matches!(scheme, "http" | "https") && !host.is_empty()).then(|| format!("{scheme}://{host}"))
+    (matches!(scheme, "http" | "https") && !host.is_empty()).then_some((scheme, host))
+}
+
+/// `scheme://host[:port]`: where git's credential helper may answer (git matches `credential.<url>.*`
+/// by scheme, host and port).
+fn credential_url(url: &str) -> Option<String> {
+    http_authority(url).map(|(scheme, host)| format!("{scheme}://{host}"))
+}
+
+/// Whether git may be given the credentials of Secret `secret` (of `type_`, with the
+/// [`GIT_HOSTS_ANNOTATION`] `hosts`) for `url`: what is wrong, for the status, if not.
+pub fn check_credentials(url: &str, secret: &str, type_: &str, hosts: Option<&str>) -> Result<(), String> {
+    if type_ != BASIC_AUTH && type_ != SSH_AUTH {
+        return Err(format!(
+            "Secret {secret:?} is of type {type_}; git gets only a {BASIC_AUTH} (username, password) or {SSH_AUTH} \
+             (ssh-privatekey, known_hosts) Secret: create one, e.g. `kubectl create secret generic {secret} \
+             --type={BASIC_AUTH} --from-literal=username=... --from-literal=password=...`"
+        ));
+    }
+    // A key is never sent (ssh signs with it); a password is, to the URL's host only.
+    let Some((_, authority)) = http_authority(url).filter(|_| type_ == BASIC_AUTH) else { return Ok(()) };
+    let named = hosts.into_iter().flat_map(|h| h.split(',')).any(|h| h.trim().eq_ignore_ascii_case(authority));
+    match named {
+        true => Ok(()),
+        false => Err(format!(
+            "Secret {secret:?} does not name {authority}, the host of spec.source.git.url, in its annotation \
+             {GIT_HOSTS_ANNOTATION}: the Secret's owner adds it (`kubectl annotate secret {secret} \
+             {GIT_HOSTS_ANNOTATION}={authority}`) to let builds send its password there"
+        )),
+    }
 }
 
 /// The init container of a build pod that clones `git.url` into `dir` and checks out `commit`.
@@ -198,6 +231,26 @@ mod tests {
         for other in ["ssh://git@git.example.com/x", "git@git.example.com:x.git", "file:///srv/git/x", "https:///x"] {
             assert_eq!(credential_url(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_password_goes_only_to_hosts_its_secret_names() {
+        let check = |url, type_, hosts| check_credentials(url, "git", type_, hosts);
+        let url = "https://git.example.com/team/site.git";
+        assert_eq!(check(url, BASIC_AUTH, Some("git.example.com")), Ok(()));
+        assert_eq!(check(url, BASIC_AUTH, Some("other.example.com, GIT.example.com")), Ok(()));
+        let refused = check(url, BASIC_AUTH, None).unwrap_err();
+        assert!(
+            refused.contains("does not name git.example.com") && refused.contains(GIT_HOSTS_ANNOTATION),
+            "{refused}"
+        );
+        assert!(check(url, BASIC_AUTH, Some("git.example.com:8443")).is_err(), "another port");
+        assert!(check("http://git.example.com:8443/x", BASIC_AUTH, Some("git.example.com")).is_err());
+        // An ssh key, or a transport that asks no password, needs no annotation.
+        assert_eq!(check(url, SSH_AUTH, None), Ok(()));
+        assert_eq!(check("file:///srv/git/site", BASIC_AUTH, None), Ok(()));
+        let opaque = check(url, "Opaque", Some("git.example.com")).unwrap_err();
+        assert!(opaque.starts_with("Secret \"git\" is of type Opaque; git gets only"), "{opaque}");
     }
 
     #[test]
