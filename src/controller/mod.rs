@@ -351,10 +351,11 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     let generation = build.metadata.generation.unwrap_or_default();
     let now = now();
     let (mut observed, mut plan) = observe_and_plan(build, ctx, &now).await?;
-    // Two builds placed at once would each see a node's last slot free: placing a Job is one reconcile
-    // at a time, on what the others placed (planned again under the lock, it may be Queued now).
+    // Two builds placed at once would each see a node's last slot free: placing a Job on nodes with
+    // slots is one reconcile at a time, on what the others placed (planned again under the lock, it
+    // may be Queued now).
     let placing = match &plan.next {
-        Next::Go(go) if !go.decision.create.is_empty() => {
+        Next::Go(go) if go.decision.create.iter().any(|create| create.placed.bounded) => {
             let placing = ctx.placing.lock().await;
             (observed, plan) = observe_and_plan(build, ctx, &now).await?;
             Some(placing)

@@ -43,6 +43,9 @@ pub struct Placed {
     /// Every candidate runs one build at a time (`--max-builds-per-node` 1): the pod keeps away from
     /// other build pods, so two builds placed at once by two reconciles never share a node.
     pub exclusive: bool,
+    /// Some candidate counts its builds (`--max-builds-per-node`): Jobs placed so must be placed one
+    /// reconcile at a time, each seeing the others'.
+    pub bounded: bool,
 }
 
 /// Why a platform cannot be placed now; the text goes to status and events as it is.
@@ -110,7 +113,16 @@ pub fn place(
                     let node_terms = native_terms(host);
                     let candidates = names(nodes.iter().filter(|n| n.usable && n.platform.as_ref() == Some(host)));
                     let (mode, host, tool) = (BuildMode::Native, host.clone(), *tool);
-                    return Some(Placed { mode, host, tool, reason, node_terms, candidates, exclusive: false });
+                    return Some(Placed {
+                        mode,
+                        host,
+                        tool,
+                        reason,
+                        node_terms,
+                        candidates,
+                        exclusive: false,
+                        bounded: false,
+                    });
                 }
             }
         }
@@ -141,7 +153,7 @@ pub fn place(
             skipped.extend(passed_over(&emulating_hosts, &tools[..i]));
             let reason = (!skipped.is_empty()).then(|| format!("{}; built emulated with {tool}", skipped.join("; ")));
             let (mode, host, tool) = (BuildMode::Emulated, platform.clone(), *tool);
-            return Some(Placed { mode, host, tool, reason, node_terms, candidates, exclusive: false });
+            return Some(Placed { mode, host, tool, reason, node_terms, candidates, exclusive: false, bounded: false });
         }
         None
     };
@@ -216,6 +228,7 @@ pub fn take_slot(placed: &mut Placed, nodes: &mut [NodeView], slots: &BuildSlots
     let candidates = |n: &&mut NodeView| placed.candidates.contains(&n.name);
     let bounds: Vec<Option<u32>> = nodes.iter_mut().filter(candidates).map(|n| slots.of(n.platform.as_ref())).collect();
     placed.exclusive = !bounds.is_empty() && bounds.iter().all(|max| *max == Some(1));
+    placed.bounded = bounds.iter().any(Option::is_some);
     let free = nodes.iter_mut().filter(candidates).filter(|n| slots.free(n)).min_by_key(|n| n.builds);
     if let Some(node) = free {
         node.builds += 1;
@@ -514,7 +527,7 @@ mod tests {
         let mut v7 = place_unread("linux/arm/v7", Placement::Native, &nodes).unwrap();
         assert_eq!(v7.candidates, ["pi-1"]);
         take_slot(&mut v7, &mut nodes, &slots).unwrap();
-        assert!(v7.exclusive, "pi-1 runs one build at a time");
+        assert!(v7.exclusive && v7.bounded, "pi-1 runs one build at a time");
         // The armv6 build of the same pass finds pi-1 taken.
         let mut v6 = place_unread("linux/arm/v6", Placement::Native, &nodes).unwrap();
         let queued = take_slot(&mut v6, &mut nodes, &slots).unwrap_err();
@@ -524,7 +537,7 @@ mod tests {
         for _ in 0..3 {
             let mut amd64 = place_unread("linux/amd64", Placement::Native, &nodes).unwrap();
             take_slot(&mut amd64, &mut nodes, &slots).unwrap();
-            assert!(!amd64.exclusive);
+            assert!(!amd64.exclusive && !amd64.bounded);
         }
     }
 
