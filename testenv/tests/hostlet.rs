@@ -21,6 +21,11 @@ use serde_json::{Value, json};
 
 const NS: &str = "hostlet-test";
 const BUILDAH: &str = archway::plan::job::DEFAULT_BUILDAH_IMAGE;
+/// Where a pod of the buildah image that names no node may go: not the Pi (buildah's image has no
+/// linux/arm/v7 child, so it would stay in ImagePullBackOff there).
+fn on_amd64() -> serde_json::Value {
+    json!({"kubernetes.io/arch": "amd64"})
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostlet_runs_pods_on_per_architecture_nodes() -> Result<()> {
@@ -97,7 +102,7 @@ async fn a_restarted_hostlet_runs_nothing_twice() -> Result<()> {
     ensure!(phase(&once) == "Succeeded");
     let sleeper = pod(json!({
         "metadata": {"name": "sleeper-restart"},
-        "spec": {"containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "615"]}]},
+        "spec": {"nodeSelector": on_amd64(), "containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "615"]}]},
     }))?;
     pods.create(&PostParams::default(), &sleeper).await?;
     wait_phase(&pods, "sleeper-restart", "Running").await?;
@@ -257,6 +262,7 @@ async fn failure_falls_back_to_logs(client: &Client) -> Result<()> {
         "metadata": {"name": "failing"},
         "spec": {
             "restartPolicy": "Never",
+            "nodeSelector": on_amd64(),
             "containers": [{
                 "name": "main",
                 "image": BUILDAH,
@@ -350,7 +356,7 @@ async fn deletion_kills_and_removes(client: &Client) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let sleeper = pod(json!({
         "metadata": {"name": "sleeper"},
-        "spec": {"containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "613"]}]},
+        "spec": {"nodeSelector": on_amd64(), "containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "613"]}]},
     }))?;
     pods.create(&PostParams::default(), &sleeper).await?;
     wait_phase(&pods, "sleeper", "Running").await?;
@@ -367,6 +373,7 @@ async fn deadline_fails_the_pod(client: &Client) -> Result<()> {
         "metadata": {"name": "too-slow"},
         "spec": {
             "restartPolicy": "Never",
+            "nodeSelector": on_amd64(),
             "activeDeadlineSeconds": 2,
             "containers": [{"name": "main", "image": BUILDAH, "command": ["sleep", "614"]}],
         },
@@ -390,6 +397,7 @@ curl -sSf --cacert $sa/ca.crt -H "Authorization: Bearer $(cat $sa/token)" \
         "metadata": {"name": "in-cluster"},
         "spec": {
             "restartPolicy": "Never",
+            "nodeSelector": on_amd64(),
             "containers": [{
                 "name": "main",
                 "image": BUILDAH,
@@ -411,7 +419,7 @@ async fn always_restarts(client: &Client) -> Result<()> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let crasher = pod(json!({
         "metadata": {"name": "crasher"},
-        "spec": {"containers": [{"name": "main", "image": BUILDAH, "command": ["sh", "-c", "echo bye > /dev/termination-log; exit 2"]}]},
+        "spec": {"nodeSelector": on_amd64(), "containers": [{"name": "main", "image": BUILDAH, "command": ["sh", "-c", "echo bye > /dev/termination-log; exit 2"]}]},
     }))?;
     pods.create(&PostParams::default(), &crasher).await?;
     wait("crasher restarted twice", || async {
