@@ -24,6 +24,9 @@ use super::untag::{Untagged, delete_tag};
 use super::wire::{Access, MAX_MANIFEST_SIZE, Wire, WireError, read_capped, status_error};
 use crate::platform::Platform;
 
+mod blobs;
+pub use blobs::BlobSource;
+
 const USER_AGENT: &str = concat!("archway/", env!("CARGO_PKG_VERSION"));
 
 /// How to reach registries.
@@ -177,26 +180,7 @@ impl Registry {
     ) -> Result<ImageConfig, RegistryError> {
         let op = Operation::GetConfig;
         let config = config_descriptor(manifest).map_err(|e| invalid(op, reference, e.to_string()))?;
-        let bytes = self
-            .call(op, reference, |base| {
-                let url = format!("{base}/v2/{}/blobs/{}", reference.repository(), config.digest);
-                async move {
-                    let get = |http: &reqwest::Client| http.get(&url);
-                    let answer = self.wire.send(&base, reference.repository(), Access::Pull, get).await?;
-                    if !answer.status().is_success() {
-                        return Err(status_error(answer).await);
-                    }
-                    read_capped(answer, config.size, "image config").await
-                }
-            })
-            .await?;
-        if bytes.len() as u64 != config.size || digest_of(&bytes) != config.digest {
-            let why = format!(
-                "the config blob is not the {} bytes of {} that the manifest names",
-                config.size, config.digest
-            );
-            return Err(invalid(op, reference, why));
-        }
+        let bytes = self.fetch_blob(reference, &config.digest, config.size).await?;
         parse_image_config(&bytes).map_err(|e| invalid(op, reference, e.to_string()))
     }
 
@@ -300,13 +284,28 @@ impl Registry {
         F: Fn(String) -> Fut,
         Fut: Future<Output = Result<T, WireError>> + 'a,
     {
+        self.call_within(op, reference, self.request_timeout, attempt).await
+    }
+
+    /// [`Self::call`] with each try bounded by `limit` (a blob transfer takes longer than a manifest).
+    async fn call_within<'a, T, F, Fut>(
+        &'a self,
+        op: Operation,
+        reference: &Reference,
+        limit: Duration,
+        attempt: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: Fn(String) -> Fut,
+        Fut: Future<Output = Result<T, WireError>> + 'a,
+    {
         let host = reference.resolve_registry();
         let once = |plain: bool| {
             let future = attempt(self.base(host, plain));
             async move {
-                match tokio::time::timeout(self.request_timeout, future).await {
+                match tokio::time::timeout(limit, future).await {
                     Ok(result) => result.map_err(|e| RegistryError::from_wire(op, reference, &e)),
-                    Err(_) => Err(timed_out(op, reference, self.request_timeout)),
+                    Err(_) => Err(timed_out(op, reference, limit)),
                 }
             }
         };

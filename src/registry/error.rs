@@ -74,6 +74,10 @@ pub enum Operation {
     PushManifest,
     /// A builder's temporary tag, after the index is pushed.
     DeleteTag,
+    /// A layer or config the `assemble` builder made.
+    PushBlob,
+    /// A base image's layer, into the output repository (`assemble`).
+    CopyBlob,
 }
 
 impl fmt::Display for Operation {
@@ -86,6 +90,8 @@ impl fmt::Display for Operation {
             Operation::PushIndex => "pushing the image index to",
             Operation::PushManifest => "pushing the image manifest to",
             Operation::DeleteTag => "deleting the tag",
+            Operation::PushBlob => "pushing a blob to",
+            Operation::CopyBlob => "copying a base image layer to",
         })
     }
 }
@@ -169,7 +175,7 @@ pub fn classify(error: &WireError) -> (ErrorKind, String) {
                  credentials: if you trust it, add its host to the operator's --registry-token-realm"
             ),
         ),
-        WireError::Token(why) => (ErrorKind::Invalid, why.clone()),
+        WireError::Token(why) | WireError::Local(why) => (ErrorKind::Invalid, why.clone()),
     }
 }
 

@@ -154,18 +154,25 @@ pub fn parse_image_config(bytes: &[u8]) -> Result<ImageConfig, ManifestError> {
 /// The platforms an index has images for, in its order; attestation entries (`unknown/unknown`)
 /// are no platform.
 pub fn index_platforms(manifest: &RawManifest) -> Result<Vec<Platform>, ManifestError> {
+    Ok(index_children(manifest)?.into_iter().map(|(platform, _)| platform).collect())
+}
+
+/// An index's images: each one's platform and digest, in the index's order, attestations left out.
+pub fn index_children(manifest: &RawManifest) -> Result<Vec<(Platform, String)>, ManifestError> {
     #[derive(Deserialize)]
     struct Index {
         manifests: Vec<Entry>,
     }
     #[derive(Deserialize)]
     struct Entry {
+        #[serde(default)]
+        digest: String,
         platform: Option<ImageConfig>,
     }
     let index: Index = serde_json::from_slice(&manifest.bytes).map_err(|e| ManifestError::Json(e.to_string()))?;
-    let platforms = index.manifests.into_iter().filter_map(|entry| entry.platform);
-    let known = platforms.filter(|p| p.os != "unknown" && p.architecture != "unknown");
-    Ok(known.map(|p| Platform::new(&p.os, &p.architecture, p.variant.as_deref())).collect())
+    let children = index.manifests.into_iter().filter_map(|entry| Some((entry.platform?, entry.digest)));
+    let known = children.filter(|(p, _)| p.os != "unknown" && p.architecture != "unknown");
+    Ok(known.map(|(p, digest)| (Platform::new(&p.os, &p.architecture, p.variant.as_deref()), digest)).collect())
 }
 
 #[cfg(test)]

@@ -63,6 +63,8 @@ pub enum WireError {
     },
     /// The token answer is not usable.
     Token(String),
+    /// What was to be sent could not be read (a blob's file).
+    Local(String),
 }
 
 impl From<reqwest::Error> for WireError {
