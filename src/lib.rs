@@ -1,6 +1,7 @@
 //! archway: build multi-architecture images in a Kubernetes cluster and roll them out.
 
 pub mod api;
+pub mod assemble;
 pub mod controller;
 pub mod metrics;
 pub mod plan;

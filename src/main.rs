@@ -20,6 +20,8 @@ enum Command {
     Version,
     /// Run the operator against the cluster of the current kubeconfig or service account.
     Operator(Box<archway::controller::OperatorConfig>),
+    /// Assemble one platform's image of a Dockerfile without RUN (what an `assemble` build pod runs).
+    Assemble(Box<archway::assemble::run::AssembleArgs>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ enum Error {
     ApiserverVersion(#[source] kube::Error),
     #[error(transparent)]
     Controller(#[from] archway::controller::Error),
+    #[error(transparent)]
+    Assemble(#[from] archway::assemble::run::AssembleError),
 }
 
 fn main() -> ExitCode {
@@ -59,6 +63,12 @@ fn run(command: Command) -> Result<(), Error> {
             archway::install_crypto_provider();
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(Error::Runtime)?;
             runtime.block_on(operator(*config))
+        }
+        Command::Assemble(args) => {
+            archway::install_crypto_provider();
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Error::Runtime)?;
+            let digest = runtime.block_on(archway::assemble::run::assemble(&args))?;
+            print(&format!("{digest}\n"))
         }
     }
 }

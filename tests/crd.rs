@@ -212,6 +212,13 @@ fn blog_example_is_admitted() {
 }
 
 #[test]
+fn blog_static_example_is_admitted() {
+    let path = repo().join("examples/blog-static/multiarchbuild.yaml");
+    let errors = admission_errors(&schema(), &yaml_object(&path));
+    assert!(errors.is_empty(), "{} would be rejected:\n{}", path.display(), errors.join("\n"));
+}
+
+#[test]
 fn invalid_examples_are_rejected_naming_the_field() {
     let schema = schema();
     let dir = repo().join("examples/invalid");

@@ -209,11 +209,12 @@ pub enum Placement {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = rules::image_needs_kind())]
 pub struct BuilderSpec {
-    /// The image builder: `auto` (default: buildah, or BuildKit on the nodes that buildah's image
-    /// does not run on), `buildah` or `buildkit`.
+    /// The image builder: `auto` (default: `assemble` where the Dockerfile allows, else buildah, or
+    /// BuildKit on the nodes that buildah's image does not run on), `buildah`, `buildkit` or `assemble`.
     #[serde(default)]
     pub kind: BuilderKind,
-    /// Builder image to run instead of the operator's default for `kind` (`buildah` or `buildkit`).
+    /// Builder image to run instead of the operator's default for `kind` (`buildah` or `buildkit`); it
+    /// must be one the operator's `--allowed-builder-images` allows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
     pub image: Option<String>,
@@ -248,13 +249,19 @@ impl Default for BuilderSpec {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum BuilderKind {
-    /// buildah where its image runs, else BuildKit (the operator reads both images' platforms).
+    /// `assemble` when the Dockerfile runs nothing (a ConfigMap context whose Dockerfile has no `RUN`,
+    /// ...), else buildah where its image runs, else BuildKit (the operator reads both images' platforms).
     #[default]
     Auto,
     /// buildah (daemonless, rootless-capable).
     Buildah,
     /// BuildKit's buildctl-daemonless.
     Buildkit,
+    /// No builder: each platform's image is the base image's child plus the copied files, made by the
+    /// operator's own image in an unprivileged pod, on any node, without qemu. Only for Dockerfiles
+    /// that run nothing: one `FROM`, `COPY`/`ADD` of context files, `ARG`, `ENV`, `LABEL`, `WORKDIR`,
+    /// `USER`, `EXPOSE`, `ENTRYPOINT`, `CMD`, `VOLUME`, `STOPSIGNAL`, `HEALTHCHECK`, `SHELL`.
+    Assemble,
 }
 
 /// A builder that runs a build: what `kind` resolves to for one platform.
@@ -263,15 +270,18 @@ pub enum BuilderKind {
 pub enum BuildTool {
     Buildah,
     Buildkit,
+    Assemble,
 }
 
 impl BuilderKind {
-    /// The builders this kind may use, the preferred first.
+    /// The builders that run Dockerfiles this kind may use, the preferred first (`assemble` is chosen
+    /// before these, from the Dockerfile: see `plan::assembly`).
     pub fn tools(self) -> &'static [BuildTool] {
         match self {
             BuilderKind::Auto => &[BuildTool::Buildah, BuildTool::Buildkit],
             BuilderKind::Buildah => &[BuildTool::Buildah],
             BuilderKind::Buildkit => &[BuildTool::Buildkit],
+            BuilderKind::Assemble => &[BuildTool::Assemble],
         }
     }
 }
@@ -281,6 +291,7 @@ impl std::fmt::Display for BuildTool {
         f.write_str(match self {
             BuildTool::Buildah => "buildah",
             BuildTool::Buildkit => "BuildKit",
+            BuildTool::Assemble => "assemble",
         })
     }
 }
@@ -443,7 +454,7 @@ mod rules {
     }
 
     pub fn image_needs_kind() -> Rule {
-        Rule::new("!has(self.image) || self.kind != 'auto'").message(
+        Rule::new("!has(self.image) || self.kind == 'buildah' || self.kind == 'buildkit'").message(
             "spec.builder.image replaces the default image of one builder: set spec.builder.kind to buildah or \
              buildkit with it",
         )

@@ -158,6 +158,9 @@ pub enum BuildMode {
     Native,
     /// Under qemu-user-static on a node of another architecture.
     Emulated,
+    /// No code of the platform runs: the image is assembled from the base image's child and the
+    /// copied files (builder `assemble`), on any node.
+    Assembled,
 }
 
 /// Progress of one platform's build.

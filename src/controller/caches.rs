@@ -2,7 +2,7 @@
 //! pods (by archway's `managed-by` label), and the metadata of Secrets, ConfigMaps and the workloads
 //! rollouts can target. A reconcile of a build where nothing changed then makes no API request. A
 //! ConfigMap context's content is read once per change of the ConfigMap (its resourceVersion), and its
-//! fingerprint kept; so is the body of a rollout target, once per change of the workload.
+//! fingerprint and Dockerfile kept; so is the body of a rollout target, once per change of the workload.
 //!
 //! One watch per kind: the streams that fill the caches are handed to the controller as its triggers
 //! ([`Triggers`]); a store is updated before its object wakes a build. Jobs and pods come by separate
@@ -10,6 +10,8 @@
 //! own event wakes the build again.
 
 use std::collections::HashMap;
+
+use crate::plan::assembly::ContextDockerfile;
 use std::sync::Mutex;
 
 use futures::stream::BoxStream;
@@ -36,12 +38,21 @@ pub struct Caches {
     deployments: Store<PartialObjectMeta<Deployment>>,
     statefulsets: Store<PartialObjectMeta<StatefulSet>>,
     daemonsets: Store<PartialObjectMeta<DaemonSet>>,
-    /// `(namespace, name)` of a ConfigMap context -> `(resourceVersion, fingerprint)`.
-    fingerprints: Mutex<HashMap<(String, String), (String, String)>>,
+    /// `(namespace, name)` of a ConfigMap context -> what was read of it at a resourceVersion.
+    contexts: Mutex<HashMap<(String, String), (String, ContextRead)>>,
     /// The bodies of rollout targets as last read, each at its resourceVersion.
     workloads: Mutex<HashMap<WorkloadKey, Workload>>,
     /// `(namespace, name)` of a git source's Secret -> what is known of it at a resourceVersion.
     secret_metas: Mutex<HashMap<(String, String), (String, SecretMeta)>>,
+}
+
+/// What is kept of a ConfigMap context: the fingerprint of its content, and the Dockerfile of key
+/// `dockerfile_key` (`spec.dockerfile`), which tells whether `auto` assembles the image.
+#[derive(Clone, Debug)]
+pub struct ContextRead {
+    pub fingerprint: String,
+    pub dockerfile_key: String,
+    pub dockerfile: Option<ContextDockerfile>,
 }
 
 /// What the operator keeps of a Secret it checks (never its data).
@@ -91,7 +102,7 @@ impl Caches {
             deployments,
             statefulsets,
             daemonsets,
-            fingerprints: Mutex::new(HashMap::new()),
+            contexts: Mutex::new(HashMap::new()),
             workloads: Mutex::new(HashMap::new()),
             secret_metas: Mutex::new(HashMap::new()),
         };
@@ -155,15 +166,16 @@ impl Caches {
         version(&self.config_maps, namespace, name)
     }
 
-    /// The fingerprint kept for this ConfigMap at `version`, if any.
-    pub fn fingerprint(&self, namespace: &str, name: &str, version: &str) -> Option<String> {
-        let kept = self.fingerprints.lock().ok()?;
-        kept.get(&(namespace.to_string(), name.to_string())).filter(|(v, _)| v == version).map(|(_, f)| f.clone())
+    /// What was kept of this ConfigMap context at `version` for the Dockerfile `dockerfile`, if any.
+    pub fn context(&self, namespace: &str, name: &str, version: &str, dockerfile: &str) -> Option<ContextRead> {
+        let kept = self.contexts.lock().ok()?;
+        let (kept_version, read) = kept.get(&(namespace.to_string(), name.to_string()))?;
+        (kept_version == version && read.dockerfile_key == dockerfile).then(|| read.clone())
     }
 
-    pub fn keep_fingerprint(&self, namespace: &str, name: &str, version: String, fingerprint: String) {
-        if let Ok(mut kept) = self.fingerprints.lock() {
-            kept.insert((namespace.to_string(), name.to_string()), (version, fingerprint));
+    pub fn keep_context(&self, namespace: &str, name: &str, version: String, read: ContextRead) {
+        if let Ok(mut kept) = self.contexts.lock() {
+            kept.insert((namespace.to_string(), name.to_string()), (version, read));
         }
     }
 

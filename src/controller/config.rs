@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::plan::job::{BuilderConfig, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE};
+use crate::plan::job::{
+    BuilderConfig, DEFAULT_ASSEMBLE_IMAGE, DEFAULT_BUILDAH_IMAGE, DEFAULT_BUILDKIT_IMAGE, DEFAULT_GIT_IMAGE,
+};
 use crate::plan::nodes::{EMULATION_LABEL_PREFIX, EmulationLabels};
 use crate::plan::placement::BuildSlots;
 use crate::plan::validate::AllowedImages;
@@ -28,6 +30,10 @@ pub struct OperatorConfig {
     /// Image that clones git sources.
     #[arg(long, env = "ARCHWAY_GIT_IMAGE", default_value = DEFAULT_GIT_IMAGE)]
     pub git_image: String,
+    /// Image that assembles images without a builder (`spec.builder.kind: assemble`): the operator's
+    /// own, whose `archway assemble` runs unprivileged (deploy/ and the chart set it to the image they run).
+    #[arg(long, env = "ARCHWAY_ASSEMBLE_IMAGE", default_value = DEFAULT_ASSEMBLE_IMAGE)]
+    pub assemble_image: String,
     /// A toleration every build pod gets, as KEY[=VALUE]:EFFECT (repeatable), for tainted build nodes.
     #[arg(long = "build-toleration", value_parser = parse_toleration)]
     pub build_tolerations: Vec<Toleration>,
@@ -120,6 +126,7 @@ impl OperatorConfig {
             buildah_image: self.buildah_image.clone(),
             buildkit_image: self.buildkit_image.clone(),
             git_image: self.git_image.clone(),
+            assemble_image: self.assemble_image.clone(),
             tolerations: self.build_tolerations.clone(),
             registry_ca,
             finished_job_ttl_seconds: self.finished_job_ttl,

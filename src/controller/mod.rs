@@ -431,7 +431,8 @@ async fn observe_and_plan(
         slots: &ctx.config.build_slots(),
         jobs: &observed.jobs,
         resolve_jobs: &observed.resolve_jobs,
-        context_fingerprint: observed.context_fingerprint.as_deref(),
+        context_fingerprint: observed.context.as_ref().map(|c| c.fingerprint.as_str()),
+        dockerfile: observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()),
         missing: observed.missing.as_deref(),
         now,
     });

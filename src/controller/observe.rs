@@ -1,7 +1,7 @@
 //! What the controller reads before it decides: the nodes, the build's Jobs and their pods (and why
-//! a Job has no pod, from its events), and a fingerprint of a ConfigMap context.
+//! a Job has no pod, from its events), and a ConfigMap context's fingerprint and Dockerfile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
@@ -9,9 +9,11 @@ use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
 
-use super::caches::Caches;
+use super::caches::{Caches, ContextRead};
 use super::error::Error;
 use crate::api::MultiArchBuild;
+use crate::assemble::layer::is_archive;
+use crate::plan::assembly::ContextDockerfile;
 use crate::plan::decide::JobObservation;
 use crate::plan::git;
 use crate::plan::inputs::build_label;
@@ -30,7 +32,8 @@ pub struct Observed {
     pub jobs: Vec<JobObservation>,
     /// The Jobs that resolve a git revision.
     pub resolve_jobs: Vec<JobObservation>,
-    pub context_fingerprint: Option<String>,
+    /// A ConfigMap context's fingerprint and Dockerfile.
+    pub context: Option<ContextRead>,
     /// A Secret or ConfigMap the build names that does not exist: what to say.
     pub missing: Option<String>,
 }
@@ -78,10 +81,10 @@ pub async fn observe(
     let referenced = async {
         require_push_secret(client, caches, build, &namespace).await?;
         require_git_secret(client, caches, build, &namespace).await?;
-        context_fingerprint(client, caches, build, &namespace).await
+        read_context(client, caches, build, &namespace).await
     };
-    let (context_fingerprint, missing) = match referenced.await {
-        Ok(fingerprint) => (fingerprint, None),
+    let (context, missing) = match referenced.await {
+        Ok(context) => (context, None),
         Err(Error::Invalid(message)) => (None, Some(message)),
         Err(e) => return Err(e),
     };
@@ -95,7 +98,7 @@ pub async fn observe(
         node_objects: nodes,
         jobs: observed,
         resolve_jobs,
-        context_fingerprint,
+        context,
         missing,
     })
 }
@@ -200,14 +203,14 @@ async fn require_git_secret(
     Err(Error::Invalid(format!("spec.source.git.secretRef: {problem}")))
 }
 
-/// A hash of a ConfigMap context's content: editing the ConfigMap is a changed build input. Read from
-/// the apiserver only when the ConfigMap changed since it was last hashed.
-async fn context_fingerprint(
+/// A ConfigMap context: a hash of its content (editing the ConfigMap is a changed build input) and its
+/// Dockerfile. Read from the apiserver only when the ConfigMap changed since it was last read.
+async fn read_context(
     client: &Client,
     caches: &Caches,
     build: &MultiArchBuild,
     namespace: &str,
-) -> Result<Option<String>, Error> {
+) -> Result<Option<ContextRead>, Error> {
     let Some(source) = &build.spec.source.config_map else { return Ok(None) };
     let missing = || {
         Error::Invalid(format!(
@@ -216,9 +219,10 @@ async fn context_fingerprint(
             source.name
         ))
     };
+    let dockerfile_key = &build.spec.dockerfile;
     // Not cached (yet): read below, as when it changed.
     let version = caches.config_map_version(namespace, &source.name);
-    if let Some(kept) = version.as_deref().and_then(|v| caches.fingerprint(namespace, &source.name, v)) {
+    if let Some(kept) = version.as_deref().and_then(|v| caches.context(namespace, &source.name, v, dockerfile_key)) {
         return Ok(Some(kept));
     }
     let config_map =
@@ -228,13 +232,20 @@ async fn context_fingerprint(
         hasher.update(format!("{}:{key}\0", key.len()));
         hasher.update(value.as_bytes());
     }
+    let mut archives = BTreeSet::new();
     for (key, value) in config_map.binary_data.iter().flatten() {
         hasher.update(format!("{}:{key}\0", key.len()));
         hasher.update(&value.0);
+        if is_archive(&value.0) {
+            archives.insert(key.clone());
+        }
     }
     let fingerprint: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let text = config_map.data.as_ref().and_then(|data| data.get(dockerfile_key)).cloned();
+    let dockerfile = text.map(|text| ContextDockerfile { text, archives });
+    let read = ContextRead { fingerprint, dockerfile_key: dockerfile_key.clone(), dockerfile };
     if let Some(read_version) = config_map.metadata.resource_version {
-        caches.keep_fingerprint(namespace, &source.name, read_version, fingerprint.clone());
+        caches.keep_context(namespace, &source.name, read_version, read.clone());
     }
-    Ok(Some(fingerprint))
+    Ok(Some(read))
 }

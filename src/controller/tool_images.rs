@@ -10,7 +10,7 @@ use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use tracing::{info, warn};
 
-use crate::api::{BuildTool, MultiArchBuildSpec};
+use crate::api::{BuildTool, BuilderKind, MultiArchBuildSpec};
 use crate::plan::builder_images::{BuildImages, ToolImage};
 use crate::plan::job::BuilderConfig;
 use crate::platform::Platform;
@@ -103,6 +103,7 @@ impl ToolImages {
 pub struct BuildToolImages {
     buildah: (String, ImagePlatforms),
     buildkit: (String, ImagePlatforms),
+    assemble: (String, ImagePlatforms),
     git: Option<(String, ImagePlatforms)>,
 }
 
@@ -123,11 +124,21 @@ impl BuildToolImages {
         };
         let buildah = read(BuildTool::Buildah, &config.buildah_image).await;
         let buildkit = read(BuildTool::Buildkit, &config.buildkit_image).await;
+        // `auto` assembles only what the operator reads the Dockerfile of: a ConfigMap context's.
+        let assembles = match spec.builder.kind {
+            BuilderKind::Assemble => true,
+            BuilderKind::Auto => spec.source.config_map.is_some(),
+            BuilderKind::Buildah | BuilderKind::Buildkit => false,
+        };
+        let assemble = match assembles {
+            true => (config.assemble_image.clone(), images.platforms(&config.assemble_image).await),
+            false => (config.assemble_image.clone(), ImagePlatforms::Unknown("not used".into())),
+        };
         let git = match &spec.source.git {
             Some(_) => Some((config.git_image.clone(), images.platforms(&config.git_image).await)),
             None => None,
         };
-        BuildToolImages { buildah, buildkit, git }
+        BuildToolImages { buildah, buildkit, assemble, git }
     }
 
     pub fn view(&self) -> BuildImages<'_> {
@@ -137,6 +148,7 @@ impl BuildToolImages {
         BuildImages {
             buildah: image(&self.buildah),
             buildkit: image(&self.buildkit),
+            assemble: image(&self.assemble),
             git: self.git.as_ref().map(image),
         }
     }

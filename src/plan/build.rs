@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::assembly::{Assembly, ContextDockerfile, assembly};
 use super::builder_images::BuildImages;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
@@ -42,6 +43,8 @@ pub struct Observation<'a> {
     pub jobs: &'a [JobObservation],
     pub resolve_jobs: &'a [JobObservation],
     pub context_fingerprint: Option<&'a str>,
+    /// The Dockerfile of a ConfigMap context.
+    pub dockerfile: Option<&'a ContextDockerfile>,
     /// A Secret or ConfigMap the spec names that does not exist, as a message naming field and fix.
     pub missing: Option<&'a str>,
     pub now: &'a Time,
@@ -118,6 +121,9 @@ pub fn plan(observed: &Observation) -> BuildPlan {
             return BuildPlan { git: None, next };
         }
     };
+    if let Some(message) = not_assemblable(observed, &platforms) {
+        return BuildPlan { git: None, next: stop(Reason::InvalidSpec, message, WAKES_IT) };
+    }
     let git = observed.spec.source.git.as_ref().map(|git| GitStep {
         node_terms: observed.images.git.as_ref().and_then(|image| nodes_running(image, observed.nodes)),
         ..git_step(&ResolveObservation {
@@ -145,6 +151,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         slots: observed.slots,
         jobs: observed.jobs,
         context_fingerprint: observed.context_fingerprint,
+        dockerfile: observed.dockerfile,
         rebuild_requested_at: observed.rebuild_requested_at,
         source: match (&git, &commit) {
             (None, _) => SourceRevision::NotGit,
@@ -161,6 +168,23 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         (None, None) => PublishStep::NotYet,
     };
     BuildPlan { git, next: Next::Go(Box::new(Go { valid, decision, publish, commit })) }
+}
+
+/// With `spec.builder.kind: assemble`, why the Dockerfile cannot be assembled for some platform.
+fn not_assemblable(observed: &Observation, platforms: &[Platform]) -> Option<String> {
+    if observed.spec.builder.kind != BuilderKind::Assemble {
+        return None;
+    }
+    platforms.iter().find_map(|platform| {
+        let args = super::inputs::build_args(observed.spec, platform);
+        match assembly(observed.dockerfile, &args, platform) {
+            Assembly::NeedsBuilder(why) => Some(format!(
+                "spec.builder.kind: assemble: {why} (for {platform}); set spec.builder.kind to auto or buildah to \
+                 build it with a builder"
+            )),
+            Assembly::Possible | Assembly::Unknown => None,
+        }
+    })
 }
 
 impl BuildPlan {
@@ -230,6 +254,7 @@ mod tests {
             jobs,
             resolve_jobs: &[],
             context_fingerprint: Some("fp"),
+            dockerfile: None,
             missing: None,
             now: &now,
         })
@@ -275,6 +300,7 @@ mod tests {
             jobs: &[],
             resolve_jobs: &[],
             context_fingerprint: None,
+            dockerfile: None,
             missing: Some("spec.source.configMap: ConfigMap \"ctx\" not found"),
             now: &now,
         });

@@ -33,6 +33,8 @@ impl ToolImage<'_> {
 pub struct BuildImages<'a> {
     pub buildah: ToolImage<'a>,
     pub buildkit: ToolImage<'a>,
+    /// The operator's own image, which assembles images (builder `assemble`).
+    pub assemble: ToolImage<'a>,
     /// The clone's image, for a git source.
     pub git: Option<ToolImage<'a>>,
 }
@@ -42,7 +44,7 @@ impl BuildImages<'static> {
     #[cfg(test)]
     pub fn unread() -> BuildImages<'static> {
         let image = |reference| ToolImage { reference, platforms: Err("not read") };
-        BuildImages { buildah: image("buildah"), buildkit: image("buildkit"), git: None }
+        BuildImages { buildah: image("buildah"), buildkit: image("buildkit"), assemble: image("archway"), git: None }
     }
 }
 
@@ -51,6 +53,7 @@ impl BuildImages<'_> {
         match tool {
             BuildTool::Buildah => &self.buildah,
             BuildTool::Buildkit => &self.buildkit,
+            BuildTool::Assemble => &self.assemble,
         }
     }
 

@@ -1,8 +1,8 @@
 //! What differs between the builders in a build Job: the image, the script, how a build arg is
 //! passed, where the builder keeps its storage, and the privileges it needs. The rest of the Job
-//! (labels, source, credentials, CA, bounds) is the same for both and lives in `job.rs`.
+//! (labels, source, credentials, CA, bounds) is the same for all and lives in `job.rs`.
 
-use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, SeccompProfile, SecurityContext};
+use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, PodSecurityContext, SeccompProfile, SecurityContext};
 
 use super::job::BuilderConfig;
 use crate::api::BuildTool;
@@ -12,6 +12,10 @@ pub const BUILDKIT_ROOT: &str = "/home/user/.local/share/buildkit";
 const BUILDAH_STORAGE: &str = "/var/lib/containers";
 /// The rootless image's user.
 const BUILDKIT_UID: i64 = 1000;
+/// Where `archway assemble` writes its layer (its default `--work-dir`).
+const ASSEMBLE_WORK_DIR: &str = "/archway/work";
+/// The user of the operator's image (distroless' nonroot).
+const ASSEMBLE_UID: i64 = 65532;
 
 /// Builds into private storage and pushes the build tag (a push needs a name; the operator copies the
 /// verified image to `platformTags` itself), with its digest written to the termination log. Build
@@ -62,12 +66,15 @@ printf '%s' "$digest" > /dev/termination-log
 /// The builder-specific part of a build container.
 pub struct Builder {
     pub image: String,
-    pub script: &'static str,
+    /// The shell script the container runs (`sh -c`), or `None` for the image's entrypoint (`archway`).
+    pub script: Option<&'static str>,
     /// Mounted as an emptyDir: the builder's storage.
     pub storage_dir: &'static str,
     pub security_context: SecurityContext,
     /// Environment beyond what every builder gets.
     pub env: Vec<(&'static str, String)>,
+    /// The pod's security context, where the builder needs one.
+    pub pod_security_context: Option<PodSecurityContext>,
 }
 
 impl Builder {
@@ -77,14 +84,15 @@ impl Builder {
         match tool {
             BuildTool::Buildah => Builder {
                 image: image(&config.buildah_image),
-                script: BUILDAH_SCRIPT,
+                script: Some(BUILDAH_SCRIPT),
                 storage_dir: BUILDAH_STORAGE,
                 security_context: buildah_security_context(),
                 env: Vec::new(),
+                pod_security_context: None,
             },
             BuildTool::Buildkit => Builder {
                 image: image(&config.buildkit_image),
-                script: BUILDKIT_SCRIPT,
+                script: Some(BUILDKIT_SCRIPT),
                 storage_dir: BUILDKIT_ROOT,
                 security_context: buildkit_security_context(),
                 env: vec![
@@ -93,8 +101,34 @@ impl Builder {
                     ("BUILDKITD_FLAGS", "--oci-worker-no-process-sandbox".into()),
                     ("ARCHWAY_BUILDKIT_ROOT", BUILDKIT_ROOT.into()),
                 ],
+                pod_security_context: None,
+            },
+            // `archway assemble` reads files and talks to registries: nothing more.
+            BuildTool::Assemble => Builder {
+                image: config.assemble_image.clone(),
+                script: None,
+                storage_dir: ASSEMBLE_WORK_DIR,
+                security_context: SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities { add: None, drop: Some(vec!["ALL".into()]) }),
+                    ..Default::default()
+                },
+                env: Vec::new(),
+                pod_security_context: Some(restricted_pod()),
             },
         }
+    }
+}
+
+/// What Pod Security `restricted` asks of a pod: a non-root user and the runtime's seccomp profile
+/// (each container also drops every capability and may not escalate).
+fn restricted_pod() -> PodSecurityContext {
+    PodSecurityContext {
+        run_as_non_root: Some(true),
+        run_as_user: Some(ASSEMBLE_UID),
+        run_as_group: Some(ASSEMBLE_UID),
+        seccomp_profile: Some(SeccompProfile { type_: "RuntimeDefault".into(), localhost_profile: None }),
+        ..Default::default()
     }
 }
 
@@ -103,6 +137,7 @@ pub fn build_arg(tool: BuildTool, key: &str, value: &str) -> [String; 2] {
     match tool {
         BuildTool::Buildah => ["--build-arg".into(), format!("{key}={value}")],
         BuildTool::Buildkit => ["--opt".into(), format!("build-arg:{key}={value}")],
+        BuildTool::Assemble => ["--build-arg".into(), format!("{key}={value}")],
     }
 }
 

@@ -5,12 +5,13 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::assembly::{Assembly, ContextDockerfile, assembly};
 use super::builder_images::BuildImages;
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
 use super::nodes::{EmulationLabels, NodeView};
-use super::placement::{BuildSlots, Placed, Unplaceable, cluster_platforms, place, take_slot};
-use crate::api::{MultiArchBuildSpec, PlatformPhase, PlatformStatus};
+use super::placement::{BuildSlots, Placed, Unplaceable, cluster_platforms, place, place_assembled, take_slot};
+use crate::api::{BuildTool, BuilderKind, MultiArchBuildSpec, PlatformPhase, PlatformStatus};
 use crate::platform::{Platform, PlatformError, parse_known};
 use crate::registry::parse_digest;
 
@@ -85,6 +86,8 @@ pub struct Inputs<'a> {
     pub jobs: &'a [JobObservation],
     /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
     pub context_fingerprint: Option<&'a str>,
+    /// The Dockerfile of a ConfigMap context: whether `auto` assembles the image.
+    pub dockerfile: Option<&'a ContextDockerfile>,
     /// The build's rebuild annotation ([`super::inputs::REBUILD_ANNOTATION`]), if set.
     pub rebuild_requested_at: Option<&'a str>,
     /// For a git source, the commit every platform builds (see [`super::git`]).
@@ -112,9 +115,9 @@ pub fn decide(input: &Inputs) -> Decision {
         return decision;
     }
     let mut keep = Vec::new();
-    let spec = input.spec;
     // Each platform placed in this pass takes a build slot on its nodes.
     let mut nodes = input.nodes.to_vec();
+    let mut assembling = Assembling::of(input);
     for platform in input.platforms {
         let mut inputs = BuildInputs {
             rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
@@ -163,10 +166,26 @@ pub fn decide(input: &Inputs) -> Decision {
                 }
             },
             (None, None) => {
-                let placed = place(platform, spec.placement, spec.builder.kind, &nodes, input.emulation, input.images)
+                let placed = place_build(platform, &inputs, input, &nodes)
                     .and_then(|mut placed| take_slot(&mut placed, &mut nodes, input.slots).map(|()| placed));
                 match placed {
+                    Ok(placed) if placed.tool == BuildTool::Assemble && assembling == Assembling::First => {
+                        PlatformStatus {
+                            platform: platform.to_string(),
+                            mode: Some(placed.mode),
+                            builder: Some(placed.tool),
+                            message: Some(
+                                "waits for the first assembled platform, which pushes the layer every platform \
+                                 shares"
+                                    .into(),
+                            ),
+                            ..Default::default()
+                        }
+                    }
                     Ok(placed) => {
+                        if placed.tool == BuildTool::Assemble && assembling == Assembling::None {
+                            assembling = Assembling::First;
+                        }
                         let status = PlatformStatus {
                             platform: platform.to_string(),
                             mode: Some(placed.mode),
@@ -190,6 +209,55 @@ pub fn decide(input: &Inputs) -> Decision {
     let stale = input.jobs.iter().filter(|j| !keep.contains(&j.name) && !decision.delete.contains(&j.name));
     decision.delete.extend(stale.map(|j| j.name.clone()).collect::<Vec<_>>());
     decision
+}
+
+/// How far the build's assembled platforms are: the first goes alone, so that the layer they share is
+/// uploaded once (the others find it in the registry), then the rest at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Assembling {
+    /// None built or building yet.
+    None,
+    /// One is building: the others wait for it.
+    First,
+    /// One is built: the layer is there.
+    Shared,
+}
+
+impl Assembling {
+    fn of(input: &Inputs) -> Assembling {
+        let built =
+            input.records.iter().any(|r| r.builder == Some(BuildTool::Assemble) && r.phase == PlatformPhase::Succeeded);
+        let building = input.jobs.iter().any(|j| j.tool == Some(BuildTool::Assemble) && j.state == JobState::Running);
+        match (built, building) {
+            (true, _) => Assembling::Shared,
+            (false, true) => Assembling::First,
+            (false, false) => Assembling::None,
+        }
+    }
+}
+
+/// Where and by which builder `platform` is built: assembled where the Dockerfile runs nothing and the
+/// kind allows it, else by a builder (`auto` says why in the placement reason).
+fn place_build(
+    platform: &Platform,
+    inputs: &BuildInputs,
+    input: &Inputs,
+    nodes: &[NodeView],
+) -> Result<Placed, Unplaceable> {
+    let spec = input.spec;
+    let by_builder = || place(platform, spec.placement, spec.builder.kind, nodes, input.emulation, input.images);
+    match spec.builder.kind {
+        BuilderKind::Assemble => place_assembled(platform, nodes, input.images),
+        BuilderKind::Auto => match assembly(input.dockerfile, &inputs.build_args, platform) {
+            Assembly::Possible => place_assembled(platform, nodes, input.images).or_else(|_| by_builder()),
+            Assembly::NeedsBuilder(why) => by_builder().map(|placed| Placed {
+                reason: Some([Some(why), placed.reason.clone()].into_iter().flatten().collect::<Vec<_>>().join("; ")),
+                ..placed
+            }),
+            Assembly::Unknown => by_builder(),
+        },
+        BuilderKind::Buildah | BuilderKind::Buildkit => by_builder(),
+    }
 }
 
 /// How long until a wait that began at `since` has lasted `timeout` (at least a second).
@@ -393,6 +461,7 @@ pub(crate) mod tests {
                 slots: &BuildSlots::default(),
                 jobs: &self.jobs,
                 context_fingerprint: Some(self.fingerprint),
+                dockerfile: None,
                 rebuild_requested_at: self.rebuild.as_deref(),
                 source: SourceRevision::NotGit,
                 records: &self.records,

@@ -49,6 +49,9 @@ pub const DEFAULT_BUILDKIT_IMAGE: &str = "moby/buildkit:v0.26.3-rootless";
 
 pub const DEFAULT_GIT_IMAGE: &str = "alpine/git:2.47.2";
 
+/// The operator's own image, which runs `archway assemble` (`--assemble-image`).
+pub const DEFAULT_ASSEMBLE_IMAGE: &str = concat!("ghcr.io/archway-dev/archway:", env!("CARGO_PKG_VERSION"));
+
 pub const DEFAULT_FINISHED_JOB_TTL_SECONDS: i32 = 3600;
 
 /// Operator-level settings of build Jobs (flags of `archway operator`).
@@ -57,6 +60,8 @@ pub struct BuilderConfig {
     pub buildah_image: String,
     pub buildkit_image: String,
     pub git_image: String,
+    /// The image that runs `archway assemble`: the operator's own.
+    pub assemble_image: String,
     /// Tolerations every build pod gets, for tainted build nodes.
     pub tolerations: Vec<Toleration>,
     /// PEM of a CA the builders trust for the registry (the operator's `--registry-ca-file`). It is
@@ -78,6 +83,7 @@ impl Default for BuilderConfig {
             buildah_image: DEFAULT_BUILDAH_IMAGE.into(),
             buildkit_image: DEFAULT_BUILDKIT_IMAGE.into(),
             git_image: DEFAULT_GIT_IMAGE.into(),
+            assemble_image: DEFAULT_ASSEMBLE_IMAGE.into(),
             tolerations: Vec::new(),
             registry_ca: None,
             finished_job_ttl_seconds: DEFAULT_FINISHED_JOB_TTL_SECONDS,
@@ -124,7 +130,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         (MODE_LABEL.to_string(), format!("{:?}", req.placed.mode).to_lowercase()),
         (BUILDER_LABEL.to_string(), tool_label(tool).into()),
     ]);
-    let (context_dir, init_containers, mut volumes, mut mounts) = source(req);
+    let (context_dir, mut init_containers, mut volumes, mut mounts) = source(req);
     let storage = EmptyDirVolumeSource { size_limit: req.config.storage_limit.clone(), ..Default::default() };
     volumes.push(Volume { name: "storage".into(), empty_dir: Some(storage), ..Default::default() });
     mounts.push(mount("storage", builder.storage_dir, false));
@@ -159,12 +165,21 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         env.push(("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)));
     }
     env.extend(builder.env);
-    let mut args = vec!["-c".to_string(), builder.script.to_string(), "build".to_string()];
+    if builder.pod_security_context.is_some() {
+        // An unprivileged builder's pod is unprivileged throughout: the clone runs as its user too.
+        for clone in init_containers.iter_mut().flatten() {
+            clone.security_context = Some(builder.security_context.clone());
+        }
+    }
+    let (command, mut args) = match builder.script {
+        Some(script) => (Some(vec!["sh".into()]), vec!["-c".to_string(), script.to_string(), "build".to_string()]),
+        None => (None, vec!["assemble".to_string()]),
+    };
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(tool, k, v)));
     let container = Container {
         name: BUILDER_CONTAINER.into(),
         image: Some(builder.image),
-        command: Some(vec!["sh".into()]),
+        command,
         args: Some(args),
         env: Some(
             env.into_iter().map(|(k, v)| EnvVar { name: k.into(), value: Some(v), ..Default::default() }).collect(),
@@ -212,6 +227,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
                         ..Default::default()
                     }),
                     tolerations: (!req.config.tolerations.is_empty()).then(|| req.config.tolerations.clone()),
+                    security_context: builder.pod_security_context,
                     init_containers,
                     containers: vec![container],
                     volumes: Some(volumes),
@@ -248,7 +264,7 @@ fn resources(req: &JobRequest) -> Option<ResourceRequirements> {
     };
     let memory = match req.placed.mode {
         BuildMode::Native => req.config.memory.get(&req.placed.host),
-        BuildMode::Emulated => None,
+        BuildMode::Emulated | BuildMode::Assembled => None,
     };
     match (spec, memory) {
         (Some(spec), _) if names_memory(&spec) => Some(spec),
@@ -267,6 +283,7 @@ pub fn tool_label(tool: BuildTool) -> &'static str {
     match tool {
         BuildTool::Buildah => "buildah",
         BuildTool::Buildkit => "buildkit",
+        BuildTool::Assemble => "assemble",
     }
 }
 

@@ -87,11 +87,13 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
     let mode = match job.labels().get(MODE_LABEL).map(String::as_str) {
         Some("native") => Some(BuildMode::Native),
         Some("emulated") => Some(BuildMode::Emulated),
+        Some("assembled") => Some(BuildMode::Assembled),
         _ => None,
     };
     let tool = match job.labels().get(BUILDER_LABEL).map(String::as_str) {
         Some("buildah") => Some(BuildTool::Buildah),
         Some("buildkit") => Some(BuildTool::Buildkit),
+        Some("assemble") => Some(BuildTool::Assemble),
         _ => None,
     };
     JobObservation {

@@ -2,6 +2,7 @@
 //! owns, decide what should exist and what the status is; then how the published image rolls out to
 //! the workloads that use it. No client, no clock, no I/O.
 
+pub mod assembly;
 pub mod build;
 pub mod builder_images;
 pub mod builders;

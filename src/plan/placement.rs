@@ -208,6 +208,40 @@ pub fn place(
     })
 }
 
+/// Where a platform's image is assembled (builder `assemble`): no code of the platform runs, so on any
+/// usable node whose platform runs the assemble image (the operator's own) and the clone's, if any.
+pub fn place_assembled(platform: &Platform, nodes: &[NodeView], images: &BuildImages) -> Result<Placed, Unplaceable> {
+    let tool = BuildTool::Assemble;
+    let usable: Vec<&NodeView> = nodes.iter().filter(|n| n.usable).collect();
+    let hosts: BTreeSet<&Platform> = usable.iter().filter_map(|n| n.platform.as_ref()).collect();
+    let running: Vec<&Platform> = hosts.iter().copied().filter(|h| images.run_on(tool, h)).collect();
+    if running.is_empty() {
+        let hosts: Vec<Platform> = hosts.into_iter().cloned().collect();
+        let nodes = match hosts.is_empty() {
+            true => "no node is Ready and schedulable".to_string(),
+            false => hosts
+                .iter()
+                .map(|h| format!("no image for {h} nodes in {}", images.missing_on(&[tool], h)))
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let hint = "run the operator's image (--assemble-image) on a platform the cluster has".to_string();
+        return Err(Unplaceable::NoBuilderImage { platform: platform.to_string(), nodes, hint });
+    }
+    let candidates = names(usable.into_iter().filter(|n| n.platform.as_ref().is_some_and(|p| running.contains(&p))));
+    let unread = images.placed_blind(tool);
+    Ok(Placed {
+        mode: BuildMode::Assembled,
+        host: platform.clone(),
+        tool,
+        reason: (!unread.is_empty()).then(|| unread.join("; ")),
+        node_terms: running.into_iter().flat_map(native_terms).collect(),
+        candidates,
+        exclusive: false,
+        bounded: false,
+    })
+}
+
 /// Node selector terms for a pod that runs only `image` (a git source's resolve Job): the usable
 /// nodes' platforms it has a child for. `None` when that is not known (its index was not read) or no
 /// node runs it: then the scheduler and the pull decide, as for any pod.
@@ -381,9 +415,40 @@ mod tests {
         let images = BuildImages {
             buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Ok(&buildah) },
             buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
+            assemble: ToolImage { reference: "ghcr.io/archway-dev/archway:0.1.0", platforms: Err("not used") },
             git: None,
         };
         place(&p(platform), placement, kind, &cluster(true), &EmulationLabels::default(), &images)
+    }
+
+    #[test]
+    fn an_assembled_platform_runs_on_any_node_the_operator_image_runs_on() {
+        let operator: Vec<Platform> = ["linux/amd64", "linux/arm64"].iter().map(|s| p(s)).collect();
+        let images = BuildImages {
+            assemble: ToolImage { reference: "ghcr.io/archway-dev/archway:0.1.0", platforms: Ok(&operator) },
+            ..BuildImages::unread()
+        };
+        // Not one node of the platform, and no qemu: nothing of it runs.
+        let nodes = [node("x86-1", "linux/amd64", true, &[]), node("pi-1", "linux/arm/v7", true, &[])];
+        let placed = place_assembled(&p("linux/riscv64"), &nodes, &images).unwrap();
+        assert_eq!((placed.mode, placed.tool, placed.reason), (BuildMode::Assembled, BuildTool::Assemble, None));
+        assert_eq!(placed.candidates, ["x86-1"], "the operator's image has no linux/arm/v7 child");
+        assert!(matches_terms(
+            &BTreeMap::from([(ARCH_LABEL.into(), "amd64".into()), (OS_LABEL.into(), "linux".into())]),
+            &placed.node_terms
+        ));
+        assert!(!matches_terms(
+            &BTreeMap::from([(ARCH_LABEL.into(), "arm".into()), (OS_LABEL.into(), "linux".into())]),
+            &placed.node_terms
+        ));
+
+        let err = place_assembled(&p("linux/amd64"), &nodes[1..], &images).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no builder image runs where linux/amd64 can be built: no image for linux/arm/v7 nodes in \
+             ghcr.io/archway-dev/archway:0.1.0 (linux/amd64, linux/arm64); run the operator's image \
+             (--assemble-image) on a platform the cluster has"
+        );
     }
 
     #[test]
@@ -408,6 +473,7 @@ mod tests {
         let images = BuildImages {
             buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Err("401 Unauthorized") },
             buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
+            assemble: ToolImage { reference: "ghcr.io/archway-dev/archway:0.1.0", platforms: Err("not used") },
             git: None,
         };
         let placed =
@@ -466,6 +532,7 @@ mod tests {
         let images = BuildImages {
             buildah: ToolImage { reference: "quay.io/buildah/stable:v1.40", platforms: Ok(&buildah) },
             buildkit: ToolImage { reference: "moby/buildkit:v0.26.3-rootless", platforms: Ok(&buildkit) },
+            assemble: ToolImage { reference: "ghcr.io/archway-dev/archway:0.1.0", platforms: Err("not used") },
             git: Some(ToolImage { reference: "alpine/git:2.47.2", platforms: Ok(&none) }),
         };
         let err = place(
