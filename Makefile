@@ -11,7 +11,8 @@ help:
 	@echo "make demo      bring the local environment up and show it (make dev-down stops it)"
 	@echo "make test      all tests: unit, CRD freshness, and end-to-end against the local environment"
 	@echo "make dev-up    bring the local environment up alone; make dev-down stops it"
-	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests"
+	@echo "make bench     build the blog example on the local environment and print timings, RSS, API requests;"
+	@echo "               then its COPY-only variant assembled and with buildah: time and bytes pushed"
 	@echo "make bench-scale  1,000 builds on an environment of its own with 100 extra nodes: API requests,"
 	@echo "                  reconcile times, RSS and index latency against issue 9's goals (a table;"
 	@echo "                  one run's is in README.md, Scale)"
@@ -57,6 +58,7 @@ demo: dev-up
 bench: dev-up
 	@hack/bench.sh "$(DEV_DIR)"
 	@hack/bench-idle.sh "$(DEV_DIR)"
+	@hack/bench-assemble.sh "$(DEV_DIR)"
 
 # The operator at scale (BENCH_SCALE_BUILDS, BENCH_SCALE_EXTRA_NODES, ...: see the script), on an
 # environment of its own in SCALE_DIR that the script brings up and tears down.
