@@ -51,6 +51,10 @@ pub struct MultiArchBuildStatus {
     /// The pushed multi-arch image by digest, `<spec.output.image>@sha256:<index digest>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
+    /// The value of the annotation `archway.dev/rebuild-requested-at` that `image` was built for: a
+    /// rebuild request is handled once every platform was built again for it and the index published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_rebuild_at: Option<String>,
     /// The commit a git source builds, and how it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,

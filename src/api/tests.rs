@@ -89,6 +89,7 @@ fn full_status() -> MultiArchBuildStatus {
             message: None,
         }],
         image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
+        last_handled_rebuild_at: Some("2026-12-05T09:00:00Z".into()),
         source: Some(SourceStatus {
             revision: "v2".into(),
             commit: Some("ab".repeat(20)),

@@ -32,6 +32,8 @@ pub struct Decision {
     pub platforms: Vec<PlatformStatus>,
     /// When to look again although nothing may change meanwhile: a Job's wait for a pod runs out.
     pub recheck_in: Option<Duration>,
+    /// The rebuild request (annotation value) the platforms' inputs hold.
+    pub rebuild_requested_at: Option<String>,
 }
 
 impl Decision {
@@ -103,7 +105,8 @@ pub struct Inputs<'a> {
 /// exists, must be created, or waits for a node. Placement is decided once, when a Job is created:
 /// what happens to nodes later never undoes a platform that is built or building.
 pub fn decide(input: &Inputs) -> Decision {
-    let mut decision = Decision::default();
+    let mut decision =
+        Decision { rebuild_requested_at: input.rebuild_requested_at.map(str::to_string), ..Decision::default() };
     if input.source == SourceRevision::Resolving {
         let message = "waiting for spec.source.git.revision to be resolved to a commit";
         let pending = |p: &Platform| PlatformStatus {

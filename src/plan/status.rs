@@ -96,6 +96,10 @@ pub fn desired_status(
         Publish::Published { image } => Some(image.clone()),
         _ => None,
     };
+    let last_handled_rebuild_at = match image {
+        Some(_) => decision.rebuild_requested_at.clone(),
+        None => old.and_then(|o| o.last_handled_rebuild_at.clone()),
+    };
     let (reconciling, stalled) = kstatus_conditions(phase, &ready, &building);
     let previous = old.map(|o| o.conditions.as_slice()).unwrap_or_default();
     let conditions = [
@@ -116,6 +120,7 @@ pub fn desired_status(
         platform_summary: platform_summary(decision),
         platforms: decision.platforms.clone(),
         image,
+        last_handled_rebuild_at,
         source: None,
         targets: targets.to_vec(),
     }
@@ -242,6 +247,22 @@ mod tests {
         assert_eq!(condition(&ready, "Ready").last_transition_time, time(300));
         assert_eq!(condition(&ready, "Building").last_transition_time, time(300));
         assert_eq!(condition(&ready, "Ready").observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_rebuild_request_is_handled_once_its_builds_are_published() {
+        let handled = |built: bool, publish: &Publish, old: Option<&MultiArchBuildStatus>| {
+            let phase = if built { PlatformPhase::Succeeded } else { PlatformPhase::Building };
+            let platforms = vec![platform("linux/amd64", phase, built.then_some("sha256:1"))];
+            let decision = Decision { platforms, rebuild_requested_at: Some("t2".into()), ..Default::default() };
+            desired_status(1, &decision, publish, &[], old, &time(1)).last_handled_rebuild_at
+        };
+        let before = MultiArchBuildStatus { last_handled_rebuild_at: Some("t1".into()), ..Default::default() };
+        assert_eq!(handled(false, &Publish::NotYet, Some(&before)).as_deref(), Some("t1"), "still building for t2");
+        assert_eq!(handled(true, &Publish::NotYet, Some(&before)).as_deref(), Some("t1"), "not published yet");
+        let published = Publish::Published { image: "r/blog@sha256:idx".into() };
+        assert_eq!(handled(true, &published, Some(&before)).as_deref(), Some("t2"));
+        assert_eq!(handled(false, &Publish::NotYet, None), None);
     }
 
     #[test]

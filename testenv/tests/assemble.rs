@@ -1,7 +1,8 @@
 //! The `assemble` builder where builders cannot run: the blog's COPY-only variant for four platforms, in
 //! a namespace where Pod Security `restricted` is enforced, with every ARM and qemu node cordoned. No
 //! program of a target platform runs and nothing privileged runs; what the registry holds is read back
-//! with skopeo, and the rollout runs the child of each node's platform (each serves its own file).
+//! with skopeo, and the rollout runs the child of each node's platform (each serves its own file). A
+//! rebuild request then builds every platform again, to the same bytes.
 
 mod common;
 
@@ -132,6 +133,24 @@ async fn a_copy_only_dockerfile_is_assembled_unprivileged_for_every_platform() -
     let expected = [("jetson-1", "aarch64"), ("pi-1", "armv7l"), ("qemu-1", "x86_64"), ("x86-1", "x86_64")];
     let expected: Vec<(String, String)> = expected.iter().map(|(n, a)| (n.to_string(), format!("{a}\n"))).collect();
     ensure!(served == expected, "{served:?}");
+
+    // A rebuild request builds every platform once more: new Jobs, the same inputs; assembled, the same
+    // bytes, so the same index, and the request is recorded as handled.
+    let jobs = |status: &Value| -> Vec<String> {
+        status["platforms"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p["job"].as_str().map(String::from))
+            .collect()
+    };
+    let before = jobs(&status);
+    let request = json!({"metadata": {"annotations": {"archway.dev/rebuild-requested-at": "2026-12-05T09:00:00Z"}}});
+    builds.patch("blog", &PatchParams::default(), &Patch::Merge(&request)).await?;
+    let rebuilt = wait_status_in(&client, NS, "blog", |s| s["lastHandledRebuildAt"] == "2026-12-05T09:00:00Z").await?;
+    let after = jobs(&rebuilt);
+    ensure!(after.len() == 4 && after.iter().all(|j| !before.contains(j)), "jobs {before:?} then {after:?}");
+    ensure!(rebuilt["image"] == index && rebuilt["phase"] == "Ready", "{rebuilt}");
     env.remove().await;
     Ok(())
 }
