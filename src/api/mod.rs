@@ -7,7 +7,7 @@ mod status;
 pub use reason::Reason;
 pub use spec::{
     AUTO_PLATFORM, BuildTool, BuilderKind, BuilderSpec, GitSource, LocalRef, MultiArchBuild, MultiArchBuildSpec,
-    OutputSpec, Placement, RolloutSpec, RolloutTarget, Source, WorkloadKind,
+    OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec, RolloutTarget, Source, WorkloadKind,
 };
 pub use status::{
     BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus, TargetState,

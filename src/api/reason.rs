@@ -34,6 +34,8 @@ reasons! {
     Publishing,
     /// The index is pushed under every tag.
     Published,
+    /// The index is pushed without the platforms that failed or waited too long (`AvailablePlatforms`).
+    PartiallyPublished,
     /// The spec cannot be built as it is (an object it names is missing, a field does not parse).
     InvalidSpec,
     /// `spec.platforms` names a platform archway does not know.

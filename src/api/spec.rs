@@ -85,6 +85,12 @@ pub struct MultiArchBuildSpec {
     /// Where the image is pushed.
     pub output: OutputSpec,
 
+    /// When the index is published: once every platform is built (default), or, with
+    /// `policy: AvailablePlatforms`, also with the platforms that are built when the others failed or
+    /// waited longer than `waitFor`.
+    #[serde(default)]
+    pub publish: PublishSpec,
+
     /// Workloads to update to the new image's digest once it is pushed and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
@@ -335,6 +341,38 @@ impl Default for OutputSpec {
     }
 }
 
+/// When the index is published.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishSpec {
+    /// `AllPlatforms` (default): only an index of every platform. `AvailablePlatforms`: when some
+    /// platforms failed or have waited for a node (or a build slot) longer than `waitFor`, an index of the
+    /// built ones, with the condition `Degraded` naming the missing; the full index once they are built.
+    #[serde(default)]
+    pub policy: PublishPolicy,
+    /// How long a platform may wait for a node before `AvailablePlatforms` publishes without it, as a
+    /// duration such as `30m` (default `30m`).
+    #[serde(default = "default_wait_for")]
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = rules::positive_duration("spec.publish.waitFor"))]
+    pub wait_for: String,
+}
+
+impl Default for PublishSpec {
+    fn default() -> Self {
+        PublishSpec { policy: PublishPolicy::default(), wait_for: default_wait_for() }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum PublishPolicy {
+    /// An index only of every platform.
+    #[default]
+    AllPlatforms,
+    /// Also an index of the platforms built, when the others failed or waited longer than `waitFor`.
+    AvailablePlatforms,
+}
+
 /// Workloads to update to the new image's digest.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -405,6 +443,10 @@ fn default_timeout() -> String {
 
 fn default_retries() -> i32 {
     2
+}
+
+fn default_wait_for() -> String {
+    "30m".into()
 }
 
 fn default_tags() -> Vec<String> {

@@ -19,6 +19,9 @@ pub mod condition {
     pub const PUBLISHED: &str = "Published";
     /// Every rollout target runs the image's digest.
     pub const ROLLED_OUT: &str = "RolledOut";
+    /// The index is published without some platforms (`spec.publish.policy: AvailablePlatforms`); the
+    /// message names them and why. Present only while that is so.
+    pub const DEGRADED: &str = "Degraded";
     /// kstatus: the operator is working towards Ready (building, publishing or rolling out); the reason
     /// names the step.
     pub const RECONCILING: &str = "Reconciling";
@@ -226,6 +229,9 @@ pub struct PlatformStatus {
     /// Number of attempts so far.
     #[serde(default)]
     pub attempts: i32,
+    /// Since when it has waited for a node or a build slot (`Waiting`, `Queued`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
     /// Human-readable detail, such as why the build failed or what it waits for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -44,6 +44,7 @@ fn full_spec() -> MultiArchBuildSpec {
             platform_tags: true,
             insecure_registry: true,
         },
+        publish: PublishSpec { policy: PublishPolicy::AvailablePlatforms, wait_for: "2h".into() },
         rollout: Some(RolloutSpec {
             targets: vec![RolloutTarget {
                 kind: WorkloadKind::StatefulSet,
@@ -87,6 +88,7 @@ fn full_status() -> MultiArchBuildStatus {
             completed_at: Some(time.clone()),
             attempts: 1,
             message: None,
+            waiting_since: None,
         }],
         image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
         last_handled_rebuild_at: Some("2026-12-05T09:00:00Z".into()),

@@ -40,7 +40,8 @@ pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 use tool_images::{BuildToolImages, ToolImages};
 
 use crate::api::{
-    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, Reason, SourceStatus, TargetState, WorkloadKind,
+    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState,
+    WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
 use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, plan};
@@ -397,7 +398,9 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
             }
         }
     };
-    let offered: Vec<Platform> = go.decision.built().unwrap_or_default().into_iter().map(|(p, _)| p).collect();
+    // What the index offers: every platform, or (`AvailablePlatforms`) those built.
+    let built = go.decision.platforms.iter().filter(|p| p.phase == PlatformPhase::Succeeded);
+    let offered: Vec<Platform> = built.filter_map(|p| p.platform.parse().ok()).collect();
     let published = match &publish {
         Publish::Published { image } => Some(rollout::Published { image, platforms: &offered }),
         _ => None,

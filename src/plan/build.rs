@@ -141,7 +141,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         return BuildPlan { git, next: stop(Reason::RevisionUnresolved, message, LOOK_AGAIN) };
     }
     let commit = git.as_ref().and_then(|step| step.commit.clone());
-    let decision = decide(&decide::Inputs {
+    let mut decision = decide(&decide::Inputs {
         build_name: observed.build_name,
         spec: observed.spec,
         platforms: &platforms,
@@ -162,7 +162,18 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         timeout: valid.timeout,
         now: observed.now,
     });
-    let publish = match (already_published(observed.status, observed.generation, &decision), decision.built()) {
+    // Every platform; or, with `AvailablePlatforms`, those built once the others failed or waited long enough.
+    let children = decision.built().or_else(|| {
+        match valid.partial_after.and_then(|after| decision.available(after, observed.now)) {
+            Some(Ok(built)) => Some(built),
+            Some(Err(due)) => {
+                decision.recheck_in = Some(decision.recheck_in.map_or(due, |r| r.min(due)));
+                None
+            }
+            None => None,
+        }
+    });
+    let publish = match (already_published(observed.status, observed.generation, children.as_deref()), children) {
         (Some(image), _) => PublishStep::Done { image },
         (None, Some(built)) => PublishStep::Publish { temporary_tags: temporary_tags(observed.spec, &decision), built },
         (None, None) => PublishStep::NotYet,
@@ -239,7 +250,17 @@ mod tests {
 
     /// Plans `spec` on two nodes with these Jobs and status, at a fixed time.
     fn plan_of(spec: &MultiArchBuildSpec, jobs: &[JobObservation], status: Option<&MultiArchBuildStatus>) -> BuildPlan {
-        let (nodes, now) = (nodes(), Time(Timestamp::from_second(1000).unwrap()));
+        plan_at(spec, jobs, status, 1000)
+    }
+
+    /// [`plan_of`] at `now` (seconds).
+    fn plan_at(
+        spec: &MultiArchBuildSpec,
+        jobs: &[JobObservation],
+        status: Option<&MultiArchBuildStatus>,
+        now: i64,
+    ) -> BuildPlan {
+        let (nodes, now) = (nodes(), Time(Timestamp::from_second(now).unwrap()));
         plan(&Observation {
             build_name: "blog",
             generation: 2,
@@ -265,6 +286,50 @@ mod tests {
             Next::Go(go) => go,
             Next::Stop { message, .. } => panic!("stopped: {message}"),
         }
+    }
+
+    #[test]
+    fn available_platforms_are_published_once_the_others_waited_long_enough() {
+        let mut spec = spec(&["linux/amd64", "linux/riscv64"]);
+        spec.placement = crate::api::Placement::Native;
+        spec.publish =
+            crate::api::PublishSpec { policy: crate::api::PublishPolicy::AvailablePlatforms, wait_for: "10m".into() };
+        let first = plan_at(&spec, &[], None, 1000);
+        let waiting = &go(&first).decision.platforms[1];
+        assert_eq!((waiting.phase, waiting.waiting_since.clone()), (PlatformPhase::Waiting, Some(time(1000))));
+        let built = JobObservation {
+            name: go(&first).decision.platforms[0].job.clone().unwrap(),
+            state: JobState::Succeeded { message: Some(format!("sha256:{}", "a".repeat(64))) },
+            attempts: 1,
+            ..Default::default()
+        };
+        let status = |plan: &BuildPlan| MultiArchBuildStatus {
+            observed_generation: Some(2),
+            platforms: go(plan).decision.platforms.clone(),
+            ..Default::default()
+        };
+        // Built, but riscv64 has waited only 2 minutes: not yet, and a look again when the 10 are up.
+        let soon = plan_at(&spec, std::slice::from_ref(&built), Some(&status(&first)), 1120);
+        assert_eq!(go(&soon).publish, PublishStep::NotYet);
+        assert_eq!(go(&soon).decision.platforms[1].waiting_since, Some(time(1000)), "the wait goes on");
+        assert_eq!(go(&soon).decision.recheck_in, Some(Duration::from_secs(480)));
+        // Ten minutes: the index of amd64 alone.
+        let late = plan_at(&spec, std::slice::from_ref(&built), Some(&status(&soon)), 1600);
+        let PublishStep::Publish { built: children, .. } = &go(&late).publish else {
+            panic!("{:?}", go(&late).publish)
+        };
+        assert_eq!(children, &[("linux/amd64".parse().unwrap(), format!("sha256:{}", "a".repeat(64)))]);
+        // Published: nothing more, until riscv64 is built.
+        let published = MultiArchBuildStatus { image: Some("r/blog@sha256:idx".into()), ..status(&late) };
+        let again = plan_at(&spec, std::slice::from_ref(&built), Some(&published), 1700);
+        assert_eq!(go(&again).publish, PublishStep::Done { image: "r/blog@sha256:idx".into() });
+        // The default waits for every platform.
+        spec.publish = Default::default();
+        assert_eq!(go(&plan_at(&spec, &[built], Some(&status(&soon)), 99_000)).publish, PublishStep::NotYet);
+    }
+
+    fn time(secs: i64) -> Time {
+        Time(Timestamp::from_second(secs).unwrap())
     }
 
     #[test]

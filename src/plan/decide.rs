@@ -49,6 +49,30 @@ impl Decision {
             .filter(|built| !built.is_empty())
     }
 
+    /// With `spec.publish.policy: AvailablePlatforms`: the platforms built, once every other one has
+    /// failed or waited `partial_after`; else when that will be (`Err`), or `None` when some platform is
+    /// on its way (or none is built).
+    pub fn available(&self, partial_after: Duration, now: &Time) -> Option<Result<Vec<(Platform, String)>, Duration>> {
+        let mut built = Vec::new();
+        let mut due = Duration::ZERO;
+        for p in &self.platforms {
+            match (&p.phase, &p.digest, &p.waiting_since) {
+                (PlatformPhase::Succeeded, Some(digest), _) => built.push((p.platform.parse().ok()?, digest.clone())),
+                (PlatformPhase::Failed, _, _) => {}
+                (PlatformPhase::Waiting | PlatformPhase::Queued, _, Some(since)) => {
+                    let waited = now.0.duration_since(since.0).unsigned_abs();
+                    due = due.max(partial_after.saturating_sub(waited));
+                }
+                _ => return None,
+            }
+        }
+        match (built.is_empty(), due.is_zero()) {
+            (true, _) => None,
+            (false, true) => Some(Ok(built)),
+            (false, false) => Some(Err(due)),
+        }
+    }
+
     pub fn failed(&self) -> impl Iterator<Item = &PlatformStatus> {
         self.platforms.iter().filter(|p| p.phase == PlatformPhase::Failed)
     }
@@ -202,7 +226,16 @@ pub fn decide(input: &Inputs) -> Decision {
                         decision.create.push(JobToCreate { platform: platform.clone(), inputs, placed });
                         status
                     }
-                    Err(why) => waiting(platform, &why),
+                    Err(why) => {
+                        // A wait goes on while its inputs do: it began when the first pass saw it.
+                        let waited = input.records.iter().find(|r| {
+                            r.platform == platform.to_string()
+                                && r.inputs.as_deref() == Some(hash.as_str())
+                                && matches!(r.phase, PlatformPhase::Waiting | PlatformPhase::Queued)
+                        });
+                        let since = waited.and_then(|r| r.waiting_since.clone()).unwrap_or_else(|| input.now.clone());
+                        PlatformStatus { waiting_since: Some(since), ..waiting(platform, &why) }
+                    }
                 }
             }
         };
@@ -360,6 +393,7 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
         completed_at: job.completed_at.clone().or_else(|| (phase == PlatformPhase::Failed).then(|| input.now.clone())),
         attempts: job.attempts,
         message,
+        waiting_since: None,
     })
 }
 

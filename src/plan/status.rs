@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use super::decide::Decision;
 use crate::api::{BuildPhase, MultiArchBuildStatus, PlatformPhase, Reason, TargetState, TargetStatus, condition};
+use crate::platform::Platform;
 
 /// Where publishing the index stands.
 #[derive(Clone, Debug, PartialEq)]
@@ -18,14 +19,24 @@ pub enum Publish {
     Failed { reason: Reason, message: String },
 }
 
-/// Whether the current status already records the index for exactly these children, so nothing needs
-/// to be verified or pushed again.
-pub fn already_published(old: Option<&MultiArchBuildStatus>, generation: i64, decision: &Decision) -> Option<String> {
-    let old = old?;
+/// Whether the current status already records the index of exactly these children (the platforms it
+/// shows built, with their digests), so nothing needs to be verified or pushed again.
+pub fn already_published(
+    old: Option<&MultiArchBuildStatus>,
+    generation: i64,
+    children: Option<&[(Platform, String)]>,
+) -> Option<String> {
+    let (old, children) = (old?, children?);
     let image = old.image.clone()?;
-    let same_children = old.platforms.len() == decision.platforms.len()
-        && old.platforms.iter().zip(&decision.platforms).all(|(a, b)| a.platform == b.platform && a.digest == b.digest);
-    (old.observed_generation == Some(generation) && same_children && decision.built().is_some()).then_some(image)
+    let published: Vec<(&str, &str)> = old
+        .platforms
+        .iter()
+        .filter(|p| p.phase == PlatformPhase::Succeeded)
+        .filter_map(|p| Some((p.platform.as_str(), p.digest.as_deref()?)))
+        .collect();
+    let same_children = published.len() == children.len()
+        && children.iter().all(|(p, d)| published.contains(&(p.to_string().as_str(), d.as_str())));
+    (old.observed_generation == Some(generation) && same_children).then_some(image)
 }
 
 /// The status of a build: `targets` has one entry per rollout target (none without `spec.rollout`).
@@ -49,7 +60,19 @@ pub fn desired_status(
         if waits(PlatformPhase::Waiting).next().is_some() { Reason::WaitingForNode } else { Reason::Queued };
     let built = decision.built().is_some();
 
+    // Published without some platforms (`AvailablePlatforms`): what is missing, and why.
+    let missing: Vec<String> = decision
+        .platforms
+        .iter()
+        .filter(|p| p.phase != PlatformPhase::Succeeded)
+        .map(|p| format!("{} ({})", p.platform, p.message.as_deref().unwrap_or("not built")))
+        .collect();
     let (phase, building, published) = match (publish, failed.is_empty()) {
+        (Publish::Published { image }, _) if !missing.is_empty() => (
+            BuildPhase::Ready,
+            cond(false, Reason::Built, "every available platform is built"),
+            cond(true, Reason::Published, image),
+        ),
         (_, false) => {
             let message = failed.join("; ");
             (BuildPhase::Failed, cond(false, Reason::BuildFailed, &message), cond(false, Reason::BuildFailed, &message))
@@ -111,6 +134,10 @@ pub fn desired_status(
     ]
     .into_iter()
     .chain(rolled_out.map(|c| (condition::ROLLED_OUT, c)))
+    .chain(image.as_ref().filter(|_| !missing.is_empty()).map(|_| {
+        let message = format!("published without {}", missing.join("; "));
+        (condition::DEGRADED, (true, Reason::PartiallyPublished, message))
+    }))
     .map(|(type_, (status, reason, message))| condition_at(previous, type_, status, reason, &message, generation, now))
     .collect();
     MultiArchBuildStatus {
@@ -365,9 +392,34 @@ mod tests {
         let built = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
         let published = Publish::Published { image: "r@sha256:i".into() };
         let status = desired_status(3, &built, &published, &[], None, &time(1));
-        assert_eq!(already_published(Some(&status), 3, &built).as_deref(), Some("r@sha256:i"));
-        assert_eq!(already_published(Some(&status), 4, &built), None);
+        let children = |d: &Decision| d.built();
+        assert_eq!(already_published(Some(&status), 3, children(&built).as_deref()).as_deref(), Some("r@sha256:i"));
+        assert_eq!(already_published(Some(&status), 4, children(&built).as_deref()), None);
         let rebuilt = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:2"))]);
-        assert_eq!(already_published(Some(&status), 3, &rebuilt), None);
+        assert_eq!(already_published(Some(&status), 3, children(&rebuilt).as_deref()), None);
+        assert_eq!(already_published(Some(&status), 3, None), None, "nothing to publish");
+    }
+
+    #[test]
+    fn an_index_without_some_platforms_is_ready_and_degraded_saying_which() {
+        let mut waiting = platform("linux/riscv64", PlatformPhase::Waiting, None);
+        waiting.message = Some("no Ready, schedulable node runs linux/riscv64 natively".into());
+        let partial = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1")), waiting]);
+        let published = Publish::Published { image: "r@sha256:i".into() };
+        let status = desired_status(1, &partial, &published, &[], None, &time(1));
+        assert_eq!(status.phase, Some(BuildPhase::Ready));
+        assert_eq!(
+            (condition(&status, "Reconciling").status.as_str(), condition(&status, "Stalled").status.as_str()),
+            ("False", "False")
+        );
+        let degraded = condition(&status, "Degraded");
+        assert_eq!((degraded.status.as_str(), degraded.reason.as_str()), ("True", "PartiallyPublished"));
+        assert_eq!(
+            degraded.message,
+            "published without linux/riscv64 (no Ready, schedulable node runs linux/riscv64 natively)"
+        );
+        let full = decision(vec![platform("linux/amd64", PlatformPhase::Succeeded, Some("sha256:1"))]);
+        let status = desired_status(1, &full, &published, &[], Some(&status), &time(2));
+        assert!(status.conditions.iter().all(|c| c.type_ != "Degraded"), "{:?}", status.conditions);
     }
 }

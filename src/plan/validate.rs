@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::MultiArchBuildSpec;
+use crate::api::{MultiArchBuildSpec, PublishPolicy};
 use crate::registry::Repository;
 
 /// A spec whose fields parse.
@@ -16,6 +16,9 @@ pub struct ValidBuild {
     pub timeout: Duration,
     /// `spec.source.git.pollInterval`, at least a second.
     pub poll_interval: Option<Duration>,
+    /// `spec.publish.waitFor` with `policy: AvailablePlatforms`: how long a platform may wait before the
+    /// index is published without it.
+    pub partial_after: Option<Duration>,
 }
 
 /// The images `spec.builder.image` may name: the configured default builders and the operator's
@@ -47,6 +50,8 @@ pub enum SpecError {
     Timeout(String),
     #[error("spec.source.git.pollInterval: {0}; use a positive duration such as 5m or 1h")]
     PollInterval(String),
+    #[error("spec.publish.waitFor: {0}; use a positive duration such as 30m or 2h")]
+    WaitFor(String),
     #[error(
         "spec.builder.image: {image} is not among the builder images this cluster allows ({allowed}); leave it \
          out to use the default builder, or ask the cluster admin to add it to the operator's \
@@ -63,7 +68,13 @@ pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<Va
     let timeout = positive_duration(&spec.builder.timeout).map_err(SpecError::Timeout)?;
     let poll = spec.source.git.as_ref().and_then(|g| g.poll_interval.as_deref());
     let poll_interval = poll.map(positive_duration).transpose().map_err(SpecError::PollInterval)?;
-    Ok(ValidBuild { repository, timeout, poll_interval })
+    let partial_after = match spec.publish.policy {
+        PublishPolicy::AllPlatforms => None,
+        PublishPolicy::AvailablePlatforms => {
+            Some(positive_duration(&spec.publish.wait_for).map_err(SpecError::WaitFor)?)
+        }
+    };
+    Ok(ValidBuild { repository, timeout, poll_interval, partial_after })
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
