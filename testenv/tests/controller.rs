@@ -79,10 +79,13 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
         ensure!(contents.read_file("/srv/index.html").await?.contains("blog"), "index.html missing");
     }
     // pi-1 runs one build at a time: arm/v7 and arm/v6, placed in one pass, ran one after the other.
-    let events =
-        notes(&wait_events(&client, NS, "blog", |e| e.iter().any(|e| e.reason.as_deref() == Some("Queued"))).await);
-    let queued: Vec<&String> = events.iter().filter(|n| n.starts_with("Queued")).collect();
-    ensure!(queued.len() == 1 && queued[0].contains("(pi-1: 1 of 1)"), "{events:?}");
+    let pi = |platform: &str| platforms.iter().find(|p| p["platform"] == platform).cloned().unwrap_or_default();
+    let (v7, v6) = (pi("linux/arm/v7"), pi("linux/arm/v6"));
+    let time = |p: &serde_json::Value, field: &str| p[field].as_str().unwrap_or_default().to_string();
+    ensure!(
+        time(&v6, "startedAt") >= time(&v7, "completedAt") || time(&v7, "startedAt") >= time(&v6, "completedAt"),
+        "arm/v7 and arm/v6 overlapped on pi-1: {v7} {v6}"
+    );
     // distribution 2.8 cannot delete a tag (only a manifest, which the index names): buildah's
     // temporary tags stay, and one event says so with the registry's answer.
     let kept = |e: &[Event]| e.iter().any(|e| e.reason.as_deref() == Some("TemporaryTagsKept"));
@@ -110,12 +113,16 @@ async fn blog_builds_natively_then_emulated_and_failures_say_why() -> Result<()>
     })
     .await?;
     ensure!(queued.1.as_str().is_some_and(|m| m.contains("(pi-1: 1 of 1)")), "{queued:?}");
+    // The status that said Queued made one Queued event.
+    let is_queued = |e: &[Event]| e.iter().any(|e| e.reason.as_deref() == Some("Queued"));
+    let events = notes(&wait_events(&client, NS, queued.0, is_queued).await);
+    let queued_events: Vec<&String> = events.iter().filter(|n| n.starts_with("Queued")).collect();
+    ensure!(queued_events.len() == 1 && queued_events[0].contains("(pi-1: 1 of 1)"), "{events:?}");
     let (first, second) = if queued.0 == "pi-second" { ("pi-first", "pi-second") } else { ("pi-second", "pi-first") };
     let first = wait_status(&client, first, is_ready).await?;
     let second = wait_status(&client, second, is_ready).await?;
     let (first, second) = (&first["platforms"][0], &second["platforms"][0]);
     ensure!(first["node"] == "pi-1" && second["node"] == "pi-1", "{first} {second}");
-    let time = |p: &serde_json::Value, field: &str| p[field].as_str().unwrap_or_default().to_string();
     ensure!(time(second, "startedAt") >= time(first, "completedAt"), "they overlapped: {first} {second}");
 
     // buildah pinned, arm/v6 native: no node runs both, so it waits, saying so, with no Job.
