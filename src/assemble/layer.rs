@@ -87,24 +87,25 @@ pub fn is_archive(bytes_prefix: &[u8]) -> bool {
     MAGICS.iter().any(|magic| bytes_prefix.starts_with(magic)) || bytes_prefix.get(257..262) == Some(b"ustar")
 }
 
-/// Writes the layer of `copies` (and a directory entry per `WORKDIR` in `workdirs`) taken from
-/// `context` to `out`, gzipped. Sources and destinations are as in [`CopyStep`]; destinations must be
-/// absolute (a relative one is taken from `/`).
+/// Writes the layer of `copies` (and a directory entry per `WORKDIR` in `workdirs`, each with the owner
+/// it is made for) taken from `context` to `out`, gzipped. Sources and destinations are as in
+/// [`CopyStep`]; destinations must be absolute (a relative one is taken from `/`).
 pub fn write_layer<W: Write>(
     context: &Path,
     copies: &[CopyStep],
-    workdirs: &[String],
+    workdirs: &[(String, Owner)],
     out: W,
 ) -> Result<LayerDigests, LayerError> {
     let mut layer = Layer::new(context)?;
-    for workdir in workdirs {
+    for (workdir, owner) in workdirs {
         let path = image_path(workdir);
-        if path.as_os_str().is_empty() {
+        // A second WORKDIR of a directory made already changes nothing, as a second `mkdir -p`.
+        if path.as_os_str().is_empty() || layer.entries.contains_key(&path) {
             continue;
         }
         let at = At { instruction: "WORKDIR", line: 0 };
-        // As Docker creates a missing WORKDIR: 0755, root.
-        layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: ROOT })?;
+        // As BuildKit creates a missing WORKDIR: 0755, owned by the USER then in effect.
+        layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: *owner })?;
     }
     for copy in copies {
         layer.copy(copy)?;
@@ -436,9 +437,13 @@ mod tests {
         }
 
         fn layer(&self, copies: &[CopyStep], workdirs: &[&str]) -> Result<ReadBack, LayerError> {
-            let workdirs: Vec<String> = workdirs.iter().map(|w| w.to_string()).collect();
+            let workdirs: Vec<(String, Owner)> = workdirs.iter().map(|w| (w.to_string(), ROOT)).collect();
+            self.layer_with(copies, &workdirs)
+        }
+
+        fn layer_with(&self, copies: &[CopyStep], workdirs: &[(String, Owner)]) -> Result<ReadBack, LayerError> {
             let mut gzip = Vec::new();
-            let digests = write_layer(self.0.path(), copies, &workdirs, &mut gzip)?;
+            let digests = write_layer(self.0.path(), copies, workdirs, &mut gzip)?;
             Ok(ReadBack::read(digests, gzip))
         }
     }
@@ -712,6 +717,19 @@ mod tests {
         );
         let layer = context.layer(&[], &["/"]).unwrap();
         assert!(layer.entries.is_empty());
+    }
+
+    #[test]
+    fn a_workdir_belongs_to_the_user_it_was_made_for() {
+        let context = TempContext::new();
+        let app = Owner { uid: 1000, gid: 1000 };
+        let workdirs = [("/srv/app".to_string(), app), ("/first".into(), ROOT), ("/srv/app".into(), ROOT)];
+        let layer = context.layer_with(&[], &workdirs).unwrap();
+        // The second WORKDIR /srv/app finds it made: it stays the first one's, as `mkdir -p` leaves it.
+        assert_eq!(
+            layer.entries,
+            [("first/".into(), dir(0o755)), ("srv/app/".into(), Seen { uid: 1000, gid: 1000, ..dir(0o755) })]
+        );
     }
 
     #[test]
