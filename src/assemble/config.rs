@@ -281,6 +281,7 @@ mod tests {
             base: Base::Image { reference: "alpine".into(), platform: None },
             copies: Vec::<CopyStep>::new(),
             config,
+            workdirs: Vec::new(),
             history: history.iter().map(|(c, e)| HistoryStep { created_by: c.to_string(), empty_layer: *e }).collect(),
         }
     }

@@ -16,7 +16,7 @@ use parse_dockerfile::{
 };
 use serde_json::{Map, Value as Json};
 
-use super::{Base, ConfigEdits, CopyStep, HistoryStep, NeedsBuilder, Owner, Recipe};
+use super::{Base, ConfigEdits, CopyStep, HistoryStep, NeedsBuilder, Owner, Recipe, WorkdirStep};
 use crate::platform::Platform;
 
 use super::substitute::{Scope, SubstError, Value, name_values, process_word, process_words, split_words};
@@ -113,6 +113,7 @@ struct Reader<'a> {
     cmd_set: bool,
     copies: Vec<CopyStep>,
     config: ConfigEdits,
+    workdirs: Vec<WorkdirStep>,
     history: Vec<HistoryStep>,
 }
 
@@ -134,6 +135,7 @@ impl<'a> Reader<'a> {
             cmd_set: false,
             copies: Vec::new(),
             config: ConfigEdits::default(),
+            workdirs: Vec::new(),
             history: Vec::new(),
         }
     }
@@ -158,7 +160,7 @@ impl<'a> Reader<'a> {
         if let Some(next) = stages.next() {
             return Err(needs(self.line_of(&next.from.from), "a second FROM"));
         }
-        Ok(Recipe { base, copies: self.copies, config: self.config, history: self.history })
+        Ok(Recipe { base, copies: self.copies, config: self.config, workdirs: self.workdirs, history: self.history })
     }
 
     /// `text` of an instruction that takes no flag (BuildKit reads a leading `--word` of any as one).
@@ -285,6 +287,7 @@ impl<'a> Reader<'a> {
                 self.workdir = self.workdir.cd(&self.expand(self.no_flags(&workdir.arguments.value)?)?);
                 let shown = self.workdir.shown().to_string();
                 self.record(format!("WORKDIR {shown}"));
+                self.workdirs.push(WorkdirStep { dir: shown.clone(), user: self.config.user.clone() });
                 self.config.working_dir = Some(shown);
                 Ok(())
             }
@@ -785,7 +788,7 @@ fn parse_chmod(chmod: &str) -> Result<Option<u32>, BadChmod> {
 }
 
 /// `UID[:GID]`, numeric or `root` (BuildKit reads `root` as 0 without the base image's files).
-fn parse_owner(chown: &str) -> Option<Owner> {
+pub(super) fn parse_owner(chown: &str) -> Option<Owner> {
     let id = |id: &str| match id {
         "root" => Some(0),
         _ if !id.is_empty() && id.bytes().all(|b| b.is_ascii_digit()) => {
@@ -1104,6 +1107,7 @@ mod tests {
             base: Base::Image { reference: "busybox:1.36".into(), platform: None },
             copies: vec![copy_step(2, &["index.html"], "/srv/")],
             config: ConfigEdits { cmd: Some(Some(strings(&["httpd", "-f"]))), ..ConfigEdits::default() },
+            workdirs: Vec::new(),
             history: vec![layer("COPY index.html /srv/ # buildkit"), empty_layer("CMD [\"httpd\" \"-f\"]")],
         };
         assert_eq!(recipe, expected);
@@ -1422,6 +1426,9 @@ ENTRYPOINT ["run", "$NAME"]
         let workdirs: Vec<&str> =
             recipe.history.iter().map(|h| h.created_by.as_str()).filter(|c| c.starts_with("WORKDIR")).collect();
         assert_eq!(workdirs, ["WORKDIR /app", "WORKDIR /app/src", "WORKDIR /app/lib"]);
+        // Each makes its directory, not only the last.
+        let made: Vec<&str> = recipe.workdirs.iter().map(|w| w.dir.as_str()).collect();
+        assert_eq!(made, ["/app", "/app/src", "/app/lib"]);
         // On an image, what is relative to its WorkingDir stays relative until an absolute WORKDIR.
         let recipe = ok("FROM nginx\nCOPY a rel\nCOPY b .\nWORKDIR html\nCOPY d ../conf/\nWORKDIR /abs/\nCOPY e f\n");
         let dests: Vec<&str> = recipe.copies.iter().map(|c| c.dest.as_str()).collect();

@@ -87,24 +87,25 @@ pub fn is_archive(bytes_prefix: &[u8]) -> bool {
     MAGICS.iter().any(|magic| bytes_prefix.starts_with(magic)) || bytes_prefix.get(257..262) == Some(b"ustar")
 }
 
-/// Writes the layer of `copies` (and a directory entry per `WORKDIR` in `workdirs`) taken from
-/// `context` to `out`, gzipped. Sources and destinations are as in [`CopyStep`]; destinations must be
-/// absolute (a relative one is taken from `/`).
+/// Writes the layer of `copies` (and a directory entry per `WORKDIR` in `workdirs`, each with the owner
+/// it is made for) taken from `context` to `out`, gzipped. Sources and destinations are as in
+/// [`CopyStep`]; destinations must be absolute (a relative one is taken from `/`).
 pub fn write_layer<W: Write>(
     context: &Path,
     copies: &[CopyStep],
-    workdirs: &[String],
+    workdirs: &[(String, Owner)],
     out: W,
 ) -> Result<LayerDigests, LayerError> {
     let mut layer = Layer::new(context)?;
-    for workdir in workdirs {
+    for (workdir, owner) in workdirs {
         let path = image_path(workdir);
-        if path.as_os_str().is_empty() {
+        // A second WORKDIR of a directory made already changes nothing, as a second `mkdir -p`.
+        if path.as_os_str().is_empty() || layer.entries.contains_key(&path) {
             continue;
         }
         let at = At { instruction: "WORKDIR", line: 0 };
-        // As Docker creates a missing WORKDIR: 0755, root.
-        layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: ROOT })?;
+        // As BuildKit creates a missing WORKDIR: 0755, owned by the USER then in effect.
+        layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: *owner })?;
     }
     for copy in copies {
         layer.copy(copy)?;
@@ -170,12 +171,13 @@ impl Layer {
         for source in sources {
             if source.metadata.is_dir() {
                 // Its contents, then the destination directory (never the image's root: an entry for
-                // it would override the base's).
+                // it would override the base's). BuildKit makes a missing destination before it copies
+                // into it, as `mkdir -p` with --chmod's mode or 0755, and never gives it the source
+                // directory's own mode; one that exists (here: that this layer made) it leaves as it is.
                 self.walk(at, &source.real, &dest, owner, step.chmod)?;
-                if !dest.as_os_str().is_empty() {
-                    // The context root's own mode is the mount's, nothing the Dockerfile's author chose.
-                    let root_source = source.real.as_os_str().is_empty() && step.chmod.is_none();
-                    let mode = if root_source { 0o755 } else { mode(&source.metadata) };
+                let made = self.entries.get(&dest).is_some_and(Entry::is_dir);
+                if !dest.as_os_str().is_empty() && !made {
+                    let mode = step.chmod.unwrap_or(0o755) & 0o7777;
                     self.insert(at, dest.clone(), Entry { kind: Kind::Dir, mode, owner })?;
                 }
                 continue;
@@ -436,9 +438,13 @@ mod tests {
         }
 
         fn layer(&self, copies: &[CopyStep], workdirs: &[&str]) -> Result<ReadBack, LayerError> {
-            let workdirs: Vec<String> = workdirs.iter().map(|w| w.to_string()).collect();
+            let workdirs: Vec<(String, Owner)> = workdirs.iter().map(|w| (w.to_string(), ROOT)).collect();
+            self.layer_with(copies, &workdirs)
+        }
+
+        fn layer_with(&self, copies: &[CopyStep], workdirs: &[(String, Owner)]) -> Result<ReadBack, LayerError> {
             let mut gzip = Vec::new();
-            let digests = write_layer(self.0.path(), copies, &workdirs, &mut gzip)?;
+            let digests = write_layer(self.0.path(), copies, workdirs, &mut gzip)?;
             Ok(ReadBack::read(digests, gzip))
         }
     }
@@ -549,7 +555,8 @@ mod tests {
         assert_eq!(
             layer.entries,
             [
-                ("usr/share/nginx/html/".into(), dir(0o750)),
+                // Made for the copy as BuildKit makes it: 0755, whatever the source's own mode.
+                ("usr/share/nginx/html/".into(), dir(0o755)),
                 ("usr/share/nginx/html/css/".into(), dir(0o700)),
                 ("usr/share/nginx/html/css/a.css".into(), file(0o644, "a")),
                 ("usr/share/nginx/html/index.html".into(), file(0o644, "i")),
@@ -558,9 +565,14 @@ mod tests {
         // The context root's contents, into the image's root: no entry for `/` itself.
         let layer = context.layer(&[copy(3, &["."], "/")], &[]).unwrap();
         assert_eq!(layer.paths(), ["site/", "site/css/", "site/css/a.css", "site/index.html"]);
-        // The context root's own mode is the mount's: the destination gets 0755.
         let layer = context.layer(&[copy(3, &["."], "/app/")], &[]).unwrap();
         assert_eq!(layer.get("app/"), &dir(0o755));
+        // A destination this layer made already (a WORKDIR, an earlier copy) stays as it was made.
+        let app = Owner { uid: 1000, gid: 1000 };
+        let chmod = CopyStep { chmod: Some(0o700), ..copy(3, &["site"], "/app/") };
+        let layer = context.layer_with(&[chmod], &[("/app".into(), app)]).unwrap();
+        assert_eq!(layer.get("app/"), &Seen { uid: 1000, gid: 1000, ..dir(0o755) });
+        assert_eq!(layer.get("app/css/"), &dir(0o700));
     }
 
     #[test]
@@ -655,13 +667,13 @@ mod tests {
     fn empty_files_and_unusual_modes() {
         let context = TempContext::new();
         context.file("empty", "").file("suid", "#!/bin/sh\n").chmod("suid", 0o4755).file("private", "p");
-        context.chmod("private", 0o600).dir("sticky", 0o1777).file("sticky/x", "x");
-        let copies = [copy(2, &["empty", "suid", "private"], "/bin/"), copy(3, &["sticky"], "/tmp/")];
+        context.chmod("private", 0o600).dir("tree/sticky", 0o1777).file("tree/sticky/x", "x");
+        let copies = [copy(2, &["empty", "suid", "private"], "/bin/"), copy(3, &["tree"], "/srv/")];
         let layer = context.layer(&copies, &[]).unwrap();
         assert_eq!(layer.get("bin/empty"), &file(0o644, ""));
         assert_eq!(layer.get("bin/suid"), &file(0o4755, "#!/bin/sh\n"));
         assert_eq!(layer.get("bin/private"), &file(0o600, "p"));
-        assert_eq!(layer.get("tmp/"), &dir(0o1777));
+        assert_eq!(layer.get("srv/sticky/"), &dir(0o1777));
     }
 
     #[test]
@@ -712,6 +724,19 @@ mod tests {
         );
         let layer = context.layer(&[], &["/"]).unwrap();
         assert!(layer.entries.is_empty());
+    }
+
+    #[test]
+    fn a_workdir_belongs_to_the_user_it_was_made_for() {
+        let context = TempContext::new();
+        let app = Owner { uid: 1000, gid: 1000 };
+        let workdirs = [("/srv/app".to_string(), app), ("/first".into(), ROOT), ("/srv/app".into(), ROOT)];
+        let layer = context.layer_with(&[], &workdirs).unwrap();
+        // The second WORKDIR /srv/app finds it made: it stays the first one's, as `mkdir -p` leaves it.
+        assert_eq!(
+            layer.entries,
+            [("first/".into(), dir(0o755)), ("srv/app/".into(), Seen { uid: 1000, gid: 1000, ..dir(0o755) })]
+        );
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct Recipe {
     pub copies: Vec<CopyStep>,
     /// What the Dockerfile sets in the image's config (`ENV`, `LABEL`, `WORKDIR`, ...).
     pub config: ConfigEdits,
+    /// Every `WORKDIR`, in Dockerfile order: each makes its directory, as BuildKit's does, not only the
+    /// last (which [`ConfigEdits::working_dir`] holds).
+    pub workdirs: Vec<WorkdirStep>,
     /// One entry per instruction that changes the image, as `docker history` shows it: the
     /// instruction's text and whether it made a layer (a `COPY`/`ADD`).
     pub history: Vec<HistoryStep>,
@@ -56,6 +59,15 @@ pub struct CopyStep {
     pub chmod: Option<u32>,
     /// `ADD` rather than `COPY`: a source that is a tar archive needs a builder (extracted by `ADD`).
     pub add: bool,
+}
+
+/// One `WORKDIR`: the directory it makes, owned by the `USER` then in effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkdirStep {
+    /// As [`ConfigEdits::working_dir`]: absolute, or relative to the base image's `WorkingDir`.
+    pub dir: String,
+    /// The Dockerfile's `USER` at that point, substituted; `None`: the base image's.
+    pub user: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

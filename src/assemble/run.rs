@@ -14,9 +14,9 @@ use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 
 use super::config::{Descriptor, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, edit_config, manifest, resolve_path};
-use super::dockerfile::{RecipeError, recipe};
+use super::dockerfile::{RecipeError, parse_owner, recipe};
 use super::layer::{LayerError, write_layer};
-use super::{Base, Recipe};
+use super::{Base, Owner, Recipe};
 use crate::platform::{Platform, best_match};
 use crate::registry::client::BlobSource;
 use crate::registry::manifest::{config_descriptor, index_children, is_index};
@@ -98,8 +98,7 @@ pub async fn assemble(args: &AssembleArgs) -> Result<String, AssembleError> {
         }
     };
     let base_config = base.as_ref().map(|b| &b.config);
-    let working_dir = base_config.and_then(|c| c.pointer("/config/WorkingDir")).and_then(Value::as_str);
-    let layer = push_layer(&registry, &output, args, &recipe, working_dir).await?;
+    let layer = push_layer(&registry, &output, args, &recipe, base_config).await?;
     if let Some(base) = &base {
         let source = clients.for_host(base.reference.resolve_registry())?;
         for (digest, size) in &base.layers {
@@ -133,10 +132,11 @@ async fn push_layer(
     output: &Repository,
     args: &AssembleArgs,
     recipe: &Recipe,
-    base_working_dir: Option<&str>,
+    base_config: Option<&Value>,
 ) -> Result<Option<(super::layer::LayerDigests, Descriptor)>, AssembleError> {
-    let working_dir = recipe.config.working_dir.as_deref().map(|w| resolve_path(base_working_dir, w));
-    if recipe.copies.is_empty() && working_dir.is_none() {
+    let base_working_dir = base_config.and_then(|c| c.pointer("/config/WorkingDir")).and_then(Value::as_str);
+    let workdirs = workdirs(recipe, base_config);
+    if recipe.copies.is_empty() && workdirs.is_empty() {
         return Ok(None);
     }
     let resolved: Vec<super::CopyStep> = recipe
@@ -147,11 +147,29 @@ async fn push_layer(
     let path = args.work_dir.join("layer.tar.gz");
     let file = std::fs::File::create(&path)
         .map_err(|error| AssembleError::Read { path: path.display().to_string(), error })?;
-    let workdirs: Vec<String> = working_dir.into_iter().collect();
     let digests = write_layer(&args.context, &resolved, &workdirs, std::io::BufWriter::new(file))?;
     registry.put_blob(output, &digests.digest, digests.size, BlobSource::File(&path)).await?;
     let descriptor = Descriptor { media_type: OCI_LAYER.into(), digest: digests.digest.clone(), size: digests.size };
     Ok(Some((digests, descriptor)))
+}
+
+/// The directories the recipe's WORKDIRs make, absolute, each with its owner: the USER then in effect
+/// (the base image's `User` before the Dockerfile sets one), as BuildKit's `mkdir` of a WORKDIR. A user
+/// by name would need the image's `/etc/passwd`: its directory stays root's.
+fn workdirs(recipe: &Recipe, base_config: Option<&Value>) -> Vec<(String, Owner)> {
+    let config = base_config.and_then(|c| c.get("config"));
+    let base_working_dir = config.and_then(|c| c.get("WorkingDir")).and_then(Value::as_str);
+    let base_user = config.and_then(|c| c.get("User")).and_then(Value::as_str);
+    let root = Owner { uid: 0, gid: 0 };
+    recipe
+        .workdirs
+        .iter()
+        .map(|workdir| {
+            let user = workdir.user.as_deref().or(base_user).filter(|u| !u.is_empty());
+            let owner = user.and_then(parse_owner).unwrap_or(root);
+            (resolve_path(base_working_dir, &workdir.dir), owner)
+        })
+        .collect()
 }
 
 /// The base image's child for the platform: where it is, its manifest, config and layers.
@@ -249,4 +267,32 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     text.split_once('=')
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .ok_or_else(|| format!("{text:?} is not KEY=VALUE"))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn workdirs_are_made_for_the_user_then_in_effect() {
+        let text = "FROM base\nWORKDIR a\nUSER 1000\nWORKDIR b\nUSER 1001:1002\nWORKDIR /c\nUSER app\nWORKDIR /d\n";
+        let platform = Platform::linux("amd64", None);
+        let recipe = recipe(text, &BTreeMap::new(), &platform, &platform).unwrap();
+        let owner = |uid, gid| Owner { uid, gid };
+        // The base runs as 65532 in /srv: the first WORKDIR is its, and below /srv as the second. A user
+        // by name stays root's.
+        let base = json!({"config": {"User": "65532", "WorkingDir": "/srv"}});
+        let expected = [
+            ("/srv/a".to_string(), owner(65532, 65532)),
+            ("/srv/a/b".into(), owner(1000, 1000)),
+            ("/c".into(), owner(1001, 1002)),
+            ("/d".into(), owner(0, 0)),
+        ];
+        assert_eq!(workdirs(&recipe, Some(&base)), expected);
+        // `FROM scratch`, or a base without a User: root.
+        let recipe = super::recipe("FROM scratch\nWORKDIR app\n", &BTreeMap::new(), &platform, &platform).unwrap();
+        assert_eq!(workdirs(&recipe, None), [("/app".to_string(), owner(0, 0))]);
+    }
 }
