@@ -16,6 +16,7 @@ use parse_dockerfile::{
 };
 use serde_json::{Map, Value as Json};
 
+use super::layer::dockerignore::clean;
 use super::{Base, ConfigEdits, CopyStep, HistoryStep, NeedsBuilder, Owner, Recipe, WorkdirStep};
 use crate::platform::Platform;
 
@@ -651,27 +652,6 @@ impl Workdir {
             joined.push('.');
         }
         joined
-    }
-}
-
-/// Go's `path.Clean`.
-fn clean(path: &str) -> String {
-    let rooted = path.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|last| *last != "..") => {
-                parts.pop();
-            }
-            ".." if rooted => {}
-            part => parts.push(part),
-        }
-    }
-    match (rooted, parts.join("/")) {
-        (true, joined) => format!("/{joined}"),
-        (false, joined) if joined.is_empty() => ".".into(),
-        (false, joined) => joined,
     }
 }
 

@@ -7,7 +7,7 @@
 //! on the way: neither a file nor the layer is ever held in memory.
 
 mod context;
-mod dockerignore;
+pub(crate) mod dockerignore;
 
 use std::collections::BTreeMap;
 use std::fmt;
