@@ -250,18 +250,29 @@ impl Registry {
             if self.head_digest(reference).await.is_ok_and(|current| current == digest) {
                 continue;
             }
-            self.call(op, reference, |base| async move {
-                let url = manifest_url(&base, reference);
-                let put = |http: &reqwest::Client| http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.to_vec());
-                let answer = self.wire.send(&base, reference.repository(), Access::Push, put).await?;
-                match answer.status().is_success() {
-                    true => Ok(()),
-                    false => Err(status_error(answer).await),
-                }
-            })
-            .await?;
+            self.put_manifest(op, reference, bytes, media_type).await?;
         }
         Ok(digest)
+    }
+
+    /// PUT of manifest bytes to `reference` (a tag, or their own digest).
+    async fn put_manifest(
+        &self,
+        op: Operation,
+        reference: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(), RegistryError> {
+        self.call(op, reference, |base| async move {
+            let url = manifest_url(&base, reference);
+            let put = |http: &reqwest::Client| http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.to_vec());
+            let answer = self.wire.send(&base, reference.repository(), Access::Push, put).await?;
+            match answer.status().is_success() {
+                true => Ok(()),
+                false => Err(status_error(answer).await),
+            }
+        })
+        .await
     }
 
     /// Deletes `tag` and only the tag (see `untag.rs`): one try, for cleaning up. A registry

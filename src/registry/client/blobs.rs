@@ -140,19 +140,8 @@ impl Registry {
     ) -> Result<String, RegistryError> {
         let op = Operation::PushManifest;
         let digest = crate::registry::digest_of(bytes);
-        let reference = &blob_reference(op, repository, &digest)?;
-        self.call(op, reference, |base| {
-            let url = format!("{base}/v2/{}/manifests/{digest}", reference.repository());
-            async move {
-                let put = |http: &reqwest::Client| http.put(&url).header(CONTENT_TYPE, media_type).body(bytes.to_vec());
-                let answer = self.wire.send(&base, reference.repository(), Access::Push, put).await?;
-                match answer.status().is_success() {
-                    true => Ok(()),
-                    false => Err(status_error(answer).await),
-                }
-            }
-        })
-        .await?;
+        let reference = blob_reference(op, repository, &digest)?;
+        self.put_manifest(op, &reference, bytes, media_type).await?;
         Ok(digest)
     }
 
