@@ -6,8 +6,9 @@ mod status;
 
 pub use reason::Reason;
 pub use spec::{
-    AUTO_PLATFORM, BuildTool, BuilderKind, BuilderSpec, GitSource, LocalRef, MultiArchBuild, MultiArchBuildSpec,
-    OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec, RolloutTarget, Source, WorkloadKind,
+    AUTO_PLATFORM, BuildTool, BuilderKind, BuilderSpec, CacheSpec, GitSource, LocalRef, MultiArchBuild,
+    MultiArchBuildSpec, OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec, RolloutTarget, Source,
+    WorkloadKind,
 };
 pub use status::{
     BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus, TargetState,

@@ -85,6 +85,11 @@ pub struct MultiArchBuildSpec {
     /// Where the image is pushed.
     pub output: OutputSpec,
 
+    /// A registry cache of the builders' layers (default: none), so that a build reuses the steps an
+    /// earlier build ran with the same inputs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSpec>,
+
     /// When the index is published: once every platform is built (default), or, with
     /// `policy: AvailablePlatforms`, also with the platforms that are built when the others failed or
     /// waited longer than `waitFor`.
@@ -309,7 +314,7 @@ pub struct OutputSpec {
     /// Image repository to push to, without tag or digest, for example
     /// `registry.example.com/asksven/blog`.
     #[schemars(length(min = 1, max = 255))]
-    #[x_kube(validation = rules::untagged_image("spec.output.image", "spec.output.tags"))]
+    #[x_kube(validation = rules::untagged_image("spec.output.image", "put tags in spec.output.tags"))]
     #[x_kube(validation = rules::image_repository("spec.output.image"))]
     pub image: String,
     /// Tags that point to the multi-arch image (default `[latest]`).
@@ -339,6 +344,23 @@ impl Default for OutputSpec {
             insecure_registry: false,
         }
     }
+}
+
+/// A registry cache of the builders' layers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct CacheSpec {
+    /// Image repository of the cache, without tag or digest, for example
+    /// `registry.example.com/asksven/blog-cache`. Each platform has its own cache in
+    /// `<image>/<platform>` (`.../blog-cache/linux-arm64`, `.../blog-cache/linux-arm-v7`): buildah
+    /// (`--layers --cache-from --cache-to`) pushes every step's layer there, tagged by the step's cache
+    /// key; BuildKit (`--export-cache type=registry,mode=max`) its cache as the tag `buildkit`. It is
+    /// pushed and pulled with `spec.output.pushSecret` (and `spec.output.insecureRegistry`), so it must
+    /// be on a registry that Secret covers. `assemble` runs no step and ignores it.
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = rules::untagged_image("spec.cache.image", "each platform's cache is <image>/<platform>"))]
+    #[x_kube(validation = rules::image_repository("spec.cache.image"))]
+    pub image: String,
 }
 
 /// When the index is published.
@@ -534,9 +556,10 @@ mod rules {
             .message(msg(format!("{field} must be a positive duration such as 90s, 30m or 1h30m")))
     }
 
-    pub fn untagged_image(field: &str, tags_field: &str) -> Rule {
+    /// `hint` says where a tag goes instead.
+    pub fn untagged_image(field: &str, hint: &str) -> Rule {
         Rule::new("!self.contains('@') && !self.matches(':[^/]*$')")
-            .message(msg(format!("{field} must not carry a tag or digest; put tags in {tags_field}")))
+            .message(msg(format!("{field} must not carry a tag or digest; {hint}")))
     }
 
     /// Checked only when there is no tag or digest, so that a tagged image gets one clear message.

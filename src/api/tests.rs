@@ -44,6 +44,7 @@ fn full_spec() -> MultiArchBuildSpec {
             platform_tags: true,
             insecure_registry: true,
         },
+        cache: Some(CacheSpec { image: "registry.example.com/asksven/blog-cache".into() }),
         publish: PublishSpec { policy: PublishPolicy::AvailablePlatforms, wait_for: "2h".into() },
         rollout: Some(RolloutSpec {
             targets: vec![RolloutTarget {
@@ -136,6 +137,7 @@ fn fields_are_camel_case_and_enums_as_users_write_them() {
     assert_eq!(json["spec"]["builder"]["kind"], "buildkit");
     assert_eq!(json["spec"]["output"]["pushSecret"]["name"], "registry-credentials");
     assert_eq!(json["spec"]["output"]["insecureRegistry"], true);
+    assert_eq!(json["spec"]["cache"]["image"], "registry.example.com/asksven/blog-cache");
     assert_eq!(json["spec"]["rollout"]["targets"][0]["kind"], "StatefulSet");
     assert_eq!(json["spec"]["rollout"]["targets"][0]["restrictToCoveredArchitectures"], true);
     assert_eq!(json["status"]["observedGeneration"], 3);
@@ -166,6 +168,7 @@ fn omitted_fields_take_their_defaults() {
     assert!(!spec.output.platform_tags && !spec.output.insecure_registry);
     assert_eq!(spec.output.push_secret, None);
     assert_eq!(spec.rollout, None);
+    assert_eq!(spec.cache, None);
 }
 
 #[test]

@@ -38,6 +38,7 @@ pub(super) async fn apply_jobs(
             placed: &create.placed,
             config: builder,
             timeout_seconds,
+            cache: valid.cache.as_ref(),
         };
         let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
         let name = job.metadata.name.clone().unwrap_or_default();

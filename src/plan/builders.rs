@@ -6,6 +6,8 @@ use k8s_openapi::api::core::v1::{AppArmorProfile, Capabilities, PodSecurityConte
 
 use super::job::BuilderConfig;
 use crate::api::BuildTool;
+use crate::platform::Platform;
+use crate::registry::Repository;
 
 /// Where BuildKit keeps its state: the rootless image's default root, an emptyDir in the pod.
 pub const BUILDKIT_ROOT: &str = "/home/user/.local/share/buildkit";
@@ -32,21 +34,22 @@ buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$
 "#;
 
 /// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the output registry
-/// (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and trusting the
+/// and the cache's (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and trusting the
 /// registry CA for every registry (as buildah's `--cert-dir` does); pushes by digest (no tag is left
 /// behind), and writes the digest from the build's metadata to the termination log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never parsed by the shell.
 /// Attestations stay off (buildctl adds none unless asked), so the push is one image, not an index.
 const BUILDKIT_SCRIPT: &str = r#"set -eu
 d=$(mktemp -d)
-{
-  echo "[registry.\"$ARCHWAY_REGISTRY\"]"
+# The output's registry, and the cache's where it is another.
+for r in "$ARCHWAY_REGISTRY" ${ARCHWAY_CACHE_REGISTRY:+"$ARCHWAY_CACHE_REGISTRY"}; do
+  echo "[registry.\"$r\"]"
   if [ "$ARCHWAY_INSECURE" = true ]; then
     echo '  http = true'; echo '  insecure = true'
   else
     # BuildKit would speak plain HTTP to a loopback registry.
     echo '  http = false'
   fi
-} > "$d/buildkitd.toml"
+done > "$d/buildkitd.toml"
 export BUILDKITD_FLAGS="${BUILDKITD_FLAGS:-} --root $ARCHWAY_BUILDKIT_ROOT --config $d/buildkitd.toml"
 export DOCKER_CONFIG=/archway/auth
 # Go's system roots: the default bundle file, plus every certificate in these directories.
@@ -141,6 +144,32 @@ pub fn build_arg(tool: BuildTool, key: &str, value: &str) -> [String; 2] {
     }
 }
 
+/// The words that make the builder read and write its cache in `repository` (one platform's: see
+/// [`platform_cache`]). buildah pushes each step's layer as an image tagged by the step's cache key
+/// and looks them up before running a step; BuildKit keeps one cache manifest (`mode=max`: every
+/// step's layer, not only the final image's) at the tag `buildkit`. `assemble` runs no step: none.
+pub fn cache_args(tool: BuildTool, repository: &str) -> Vec<String> {
+    match tool {
+        BuildTool::Buildah => {
+            vec!["--layers".into(), "--cache-from".into(), repository.into(), "--cache-to".into(), repository.into()]
+        }
+        BuildTool::Buildkit => {
+            let reference = format!("type=registry,ref={repository}:{BUILDKIT_CACHE_TAG}");
+            vec!["--import-cache".into(), reference.clone(), "--export-cache".into(), format!("{reference},mode=max")]
+        }
+        BuildTool::Assemble => Vec::new(),
+    }
+}
+
+/// The tag of BuildKit's cache manifest in a platform's cache repository.
+const BUILDKIT_CACHE_TAG: &str = "buildkit";
+
+/// One platform's cache: `<spec.cache.image>/<platform slug>` (`.../blog-cache/linux-arm-v7`), so one
+/// platform's build never overwrites another's cache (BuildKit's is one tag) nor looks through it.
+pub fn platform_cache(cache: &Repository, platform: &Platform) -> String {
+    format!("{cache}/{}", platform.slug())
+}
+
 /// buildah in a pod needs to set up user namespaces and mounts for its chroot isolation.
 fn buildah_security_context() -> SecurityContext {
     SecurityContext {
@@ -174,7 +203,7 @@ mod tests {
     /// buildkitd flags and config and `SSL_CERT_DIR` in `dir`, in a mount namespace where
     /// `/dev/termination-log` is `dir/termination-log` and, with `ca`, `/archway/ca` holds a `ca.crt`.
     /// Returns whether it succeeded and its stderr.
-    fn run_script(dir: &Path, insecure: bool, ca: bool) -> (bool, String) {
+    fn run_script(dir: &Path, insecure: bool, ca: bool, cache_registry: Option<&str>) -> (bool, String) {
         let bin = dir.join("bin");
         std::fs::create_dir_all(&bin).unwrap();
         let stub = format!(
@@ -208,7 +237,11 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
             wrapper += &format!(" && mkdir -p /archway/ca && mount --bind {} /archway/ca", ca_dir.display());
         }
         wrapper += " && exec \"$@\"";
-        let out = std::process::Command::new("unshare")
+        let mut command = std::process::Command::new("unshare");
+        if let Some(registry) = cache_registry {
+            command.env("ARCHWAY_CACHE_REGISTRY", registry);
+        }
+        let out = command
             .args(["--mount", "--propagation", "private", "sh", "-c", &wrapper, "sh", "sh", "-c", BUILDKIT_SCRIPT])
             .args(["build", "--opt", "build-arg:A=x y; $(false)"])
             .env("PATH", format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin.display()))
@@ -236,7 +269,7 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         }
         let dir = std::env::temp_dir().join(format!("archway-buildkit-script-{}", std::process::id()));
         let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
-        let (ok, stderr) = run_script(&dir, false, true);
+        let (ok, stderr) = run_script(&dir, false, true, None);
         assert!(ok, "{stderr}");
         assert_eq!(read("termination-log"), format!("sha256:{}", "ab".repeat(32)));
         let argv = read("argv");
@@ -251,10 +284,17 @@ printf '{{\n  "containerimage.descriptor": {{"digest": "sha256:{}"}},\n  "contai
         assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = false\n");
         assert_eq!(read("cert-dir"), "/archway/ca:/etc/ssl/certs");
 
-        let (ok, stderr) = run_script(&dir, true, false);
+        let (ok, stderr) = run_script(&dir, true, false, None);
         assert!(ok, "{stderr}");
         assert_eq!(read("buildkitd.toml"), "[registry.\"127.0.0.1:5000\"]\n  http = true\n  insecure = true\n");
         assert_eq!(read("cert-dir"), "unset");
+
+        // A cache on another registry is configured as the output's is.
+        let (ok, stderr) = run_script(&dir, false, false, Some("cache.example.com:5000"));
+        assert!(ok, "{stderr}");
+        let expected =
+            "[registry.\"127.0.0.1:5000\"]\n  http = false\n[registry.\"cache.example.com:5000\"]\n  http = false\n";
+        assert_eq!(read("buildkitd.toml"), expected);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -30,6 +30,10 @@ pub struct BuildInputs {
     pub image: String,
     pub push_secret: Option<String>,
     pub insecure_registry: bool,
+    /// `spec.cache.image`: where the builder reads and writes its cache. Left out when unset, so the
+    /// hash of a build without a cache is what it was before caches existed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<String>,
     /// The value of [`REBUILD_ANNOTATION`]: a new value is new inputs, so every platform builds again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild_requested_at: Option<String>,
@@ -51,6 +55,7 @@ impl BuildInputs {
             image: spec.output.image.clone(),
             push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
             insecure_registry: spec.output.insecure_registry,
+            cache: spec.cache.as_ref().map(|c| c.image.clone()),
             rebuild_requested_at: None,
         }
     }
@@ -123,7 +128,7 @@ fn shortened(name: &str, room: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::LocalRef;
+    use crate::api::{CacheSpec, LocalRef};
 
     fn spec() -> MultiArchBuildSpec {
         MultiArchBuildSpec {
@@ -180,6 +185,21 @@ mod tests {
             ..BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-1"))
         };
         assert_ne!(base, requested.hash());
+        // A cache is an input: turning it on, or moving it, makes new Jobs.
+        let mut cached = spec();
+        cached.cache = Some(CacheSpec { image: "registry.example.com/blog-cache".into() });
+        let with_cache = BuildInputs::new(&cached, &p("linux/amd64"), Some("cm-1")).hash();
+        assert_ne!(base, with_cache);
+        cached.cache = Some(CacheSpec { image: "registry.example.com/other-cache".into() });
+        assert_ne!(with_cache, BuildInputs::new(&cached, &p("linux/amd64"), Some("cm-1")).hash());
+    }
+
+    /// Existing builds keep their Job names (and are not built again) when the operator learns caches.
+    #[test]
+    fn no_cache_leaves_the_hash_as_it_was() {
+        let inputs = BuildInputs::new(&spec(), &p("linux/amd64"), Some("cm-1"));
+        let json = serde_json::to_value(&inputs).unwrap();
+        assert!(json.get("cache").is_none(), "{json}");
     }
 
     #[test]

@@ -15,13 +15,13 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
 };
 
-use super::builders::{Builder, build_arg};
+use super::builders::{Builder, build_arg, cache_args, platform_cache};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
 use super::placement::Placed;
 use crate::api::{BuildMode, BuildTool, Source};
 use crate::platform::Platform;
-use crate::registry::{ReferenceError, split_host};
+use crate::registry::{ReferenceError, Repository, split_host};
 
 pub const BUILD_LABEL: &str = "archway.dev/build";
 pub const PLATFORM_LABEL: &str = "archway.dev/platform";
@@ -109,6 +109,8 @@ pub struct JobRequest<'a> {
     pub config: &'a BuilderConfig,
     /// `spec.builder.timeout` in seconds, already parsed.
     pub timeout_seconds: i64,
+    /// `spec.cache.image`, already parsed (the inputs hold it as written).
+    pub cache: Option<&'a Repository>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -158,13 +160,19 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         ("ARCHWAY_DOCKERFILE", req.inputs.dockerfile.clone()),
         ("ARCHWAY_IMAGE", req.inputs.image.clone()),
         ("ARCHWAY_INSECURE", req.inputs.insecure_registry.to_string()),
-        ("ARCHWAY_REGISTRY", registry),
+        ("ARCHWAY_REGISTRY", registry.clone()),
     ];
     if tool == BuildTool::Buildah {
         // buildah pushes to a name; BuildKit pushes by digest alone.
         env.push(("ARCHWAY_BUILD_TAG", build_tag(req.platform, &hash)));
     }
     env.extend(builder.env);
+    // `assemble` runs no step, so it has nothing to cache.
+    let cache = req.cache.filter(|_| tool != BuildTool::Assemble);
+    if let Some(cache) = cache.filter(|c| tool == BuildTool::Buildkit && c.registry() != registry) {
+        // BuildKit is configured per registry it talks to; buildah's options hold for every registry.
+        env.push(("ARCHWAY_CACHE_REGISTRY", cache.registry().to_string()));
+    }
     if builder.pod_security_context.is_some() {
         // An unprivileged builder's pod is unprivileged throughout: the clone runs as its user too.
         for clone in init_containers.iter_mut().flatten() {
@@ -175,6 +183,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         Some(script) => (Some(vec!["sh".into()]), vec!["-c".to_string(), script.to_string(), "build".to_string()]),
         None => (None, vec!["assemble".to_string()]),
     };
+    args.extend(cache.into_iter().flat_map(|cache| cache_args(tool, &platform_cache(cache, req.platform))));
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(tool, k, v)));
     let container = Container {
         name: BUILDER_CONTAINER.into(),
@@ -364,7 +373,7 @@ fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::{BuilderKind, GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
+    use crate::api::{BuilderKind, CacheSpec, GitSource, LocalRef, MultiArchBuildSpec, OutputSpec, Placement};
     use crate::plan::builder_images::BuildImages;
     use crate::plan::builders::BUILDKIT_ROOT;
     use crate::plan::nodes::NodeView;
@@ -405,6 +414,7 @@ mod tests {
             place(&platform, Placement::Auto, spec.builder.kind, &nodes, &Default::default(), &BuildImages::unread())
                 .unwrap();
         let inputs = BuildInputs::new(spec, &platform, Some("rv1"));
+        let cache = spec.cache.as_ref().map(|c| c.image.parse::<Repository>()).transpose()?;
         let req = JobRequest {
             build_name: "blog",
             namespace: "web",
@@ -414,6 +424,7 @@ mod tests {
             placed: &placed,
             config,
             timeout_seconds: 1800,
+            cache: cache.as_ref(),
         };
         build_job(&req)
     }
@@ -593,6 +604,39 @@ mod tests {
             env.into_iter().filter(|e| !own.contains(&e.name.as_str())).collect::<Vec<_>>()
         };
         assert_eq!(shared(container(&buildah)), shared(container(&buildkit)));
+    }
+
+    /// Each platform's cache is a repository of its own under `spec.cache.image`, passed as the builder's
+    /// own options; `assemble` runs no step and gets none.
+    #[test]
+    fn the_cache_is_one_repository_per_platform() {
+        let mut cached = spec();
+        cached.cache = Some(CacheSpec { image: "registry.example.com/blog-cache".into() });
+        let repository = "registry.example.com/blog-cache/linux-arm64";
+        let args = |job: &Job| container(job).args.clone().unwrap();
+        let has_env = |job: &Job, name: &str| container(job).env.as_ref().unwrap().iter().any(|e| e.name == name);
+
+        let buildah = job_for(&cached);
+        let words = ["--layers", "--cache-from", repository, "--cache-to", repository];
+        assert!(args(&buildah).windows(5).any(|w| w == words), "{:?}", args(&buildah));
+        assert!(!has_env(&buildah, "ARCHWAY_CACHE_REGISTRY"));
+
+        let with_buildkit = job_for(&buildkit(&cached));
+        let import = format!("type=registry,ref={repository}:buildkit");
+        let words =
+            ["--import-cache".to_string(), import.clone(), "--export-cache".into(), format!("{import},mode=max")];
+        assert!(args(&with_buildkit).windows(4).any(|w| w == words), "{:?}", args(&with_buildkit));
+        // On the output's registry, which the build's registry configuration names already.
+        assert!(!has_env(&with_buildkit, "ARCHWAY_CACHE_REGISTRY"));
+        cached.cache = Some(CacheSpec { image: "cache.example.com:5000/blog".into() });
+        assert_eq!(env(container(&job_for(&buildkit(&cached))), "ARCHWAY_CACHE_REGISTRY"), "cache.example.com:5000");
+
+        cached.builder.kind = BuilderKind::Assemble;
+        let assembled = job_for(&cached);
+        assert!(!args(&assembled).iter().any(|a| a.contains("cache")), "{:?}", args(&assembled));
+        assert!(!has_env(&assembled, "ARCHWAY_CACHE_REGISTRY"));
+        // Without a cache, no cache option at all.
+        assert!(!args(&job_for(&spec())).iter().any(|a| a.contains("cache") || a == "--layers"));
     }
 
     #[test]

@@ -12,6 +12,8 @@ use crate::registry::Repository;
 pub struct ValidBuild {
     /// `spec.output.image`.
     pub repository: Repository,
+    /// `spec.cache.image`: the repository under which each platform's build cache lives.
+    pub cache: Option<Repository>,
     /// `spec.builder.timeout`, at least a second.
     pub timeout: Duration,
     /// `spec.source.git.pollInterval`, at least a second.
@@ -46,6 +48,8 @@ impl AllowedImages {
 pub enum SpecError {
     #[error("spec.output.image: {0}")]
     Image(String),
+    #[error("spec.cache.image: {0}")]
+    CacheImage(String),
     #[error("spec.builder.timeout: {0}; use a positive duration such as 90s, 30m or 1h30m")]
     Timeout(String),
     #[error("spec.source.git.pollInterval: {0}; use a positive duration such as 5m or 1h")]
@@ -65,6 +69,8 @@ pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<Va
         return Err(SpecError::BuilderImage { image: image.clone(), allowed: allowed.0.join(", ") });
     }
     let repository = spec.output.image.parse::<Repository>().map_err(|e| SpecError::Image(e.to_string()))?;
+    let cache = spec.cache.as_ref().map(|c| c.image.parse::<Repository>()).transpose();
+    let cache = cache.map_err(|e| SpecError::CacheImage(e.to_string()))?;
     let timeout = positive_duration(&spec.builder.timeout).map_err(SpecError::Timeout)?;
     let poll = spec.source.git.as_ref().and_then(|g| g.poll_interval.as_deref());
     let poll_interval = poll.map(positive_duration).transpose().map_err(SpecError::PollInterval)?;
@@ -74,7 +80,7 @@ pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<Va
             Some(positive_duration(&spec.publish.wait_for).map_err(SpecError::WaitFor)?)
         }
     };
-    Ok(ValidBuild { repository, timeout, poll_interval, partial_after })
+    Ok(ValidBuild { repository, cache, timeout, poll_interval, partial_after })
 }
 
 fn positive_duration(text: &str) -> Result<Duration, String> {
@@ -88,7 +94,7 @@ fn positive_duration(text: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::OutputSpec;
+    use crate::api::{CacheSpec, OutputSpec};
 
     fn spec(image: &str, timeout: &str) -> MultiArchBuildSpec {
         let mut spec = MultiArchBuildSpec {
@@ -108,6 +114,22 @@ mod tests {
         let e = validate(&spec("registry.example.com/blog", "soon")).unwrap_err();
         assert!(e.to_string().starts_with("spec.builder.timeout: "), "{e}");
         assert!(matches!(validate(&spec("Blog With Spaces", "90s")), Err(SpecError::Image(_))));
+    }
+
+    #[test]
+    fn the_cache_is_a_repository_without_tag() {
+        let validate = |spec: &MultiArchBuildSpec| validate(spec, &AllowedImages::default());
+        let mut cached = spec("registry.example.com/blog", "90s");
+        assert_eq!(validate(&cached).unwrap().cache, None);
+        cached.cache = Some(CacheSpec { image: "registry.example.com/blog-cache".into() });
+        let cache = validate(&cached).unwrap().cache.unwrap();
+        assert_eq!((cache.registry(), cache.path()), ("registry.example.com", "blog-cache"));
+        for image in ["registry.example.com/blog-cache:v1", "Blog Cache"] {
+            cached.cache = Some(CacheSpec { image: image.into() });
+            let e = validate(&cached).unwrap_err();
+            assert!(matches!(e, SpecError::CacheImage(_)), "{image}: {e}");
+            assert!(e.to_string().starts_with("spec.cache.image: "), "{e}");
+        }
     }
 
     #[test]
