@@ -351,14 +351,14 @@ impl Default for OutputSpec {
 #[serde(rename_all = "camelCase")]
 pub struct CacheSpec {
     /// Image repository of the cache, without tag or digest, for example
-    /// `registry.example.com/asksven/blog-cache`. Each platform has its own cache in
-    /// `<image>/<platform>` (`.../blog-cache/linux-arm64`, `.../blog-cache/linux-arm-v7`): buildah
+    /// `registry.example.com/asksven/blog-cache`. Each platform has its own cache, the repository
+    /// `<image>-<platform>` (`.../blog-cache-linux-arm64`, `.../blog-cache-linux-arm-v7`): buildah
     /// (`--layers --cache-from --cache-to`) pushes every step's layer there, tagged by the step's cache
     /// key; BuildKit (`--export-cache type=registry,mode=max`) its cache as the tag `buildkit`. It is
     /// pushed and pulled with `spec.output.pushSecret` (and `spec.output.insecureRegistry`), so it must
     /// be on a registry that Secret covers. `assemble` runs no step and ignores it.
     #[schemars(length(min = 1, max = 200))]
-    #[x_kube(validation = rules::untagged_image("spec.cache.image", "each platform's cache is <image>/<platform>"))]
+    #[x_kube(validation = rules::untagged_image("spec.cache.image", "each platform's cache is <image>-<platform>"))]
     #[x_kube(validation = rules::image_repository("spec.cache.image"))]
     pub image: String,
 }

@@ -34,8 +34,8 @@ buildah $s push $tls --digestfile /dev/termination-log archway-build "docker://$
 "#;
 
 /// Starts a buildkitd for this one build (buildctl-daemonless.sh), configured for the output registry
-/// and the cache's (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and trusting the
-/// registry CA for every registry (as buildah's `--cert-dir` does); pushes by digest (no tag is left
+/// and the cache's (when insecure, no verification, and plain HTTP if the registry speaks no TLS) and
+/// trusting the registry CA for every registry (as buildah's `--cert-dir` does); pushes by digest (no tag is left
 /// behind), and writes the digest from the build's metadata to the termination log. Build args arrive as positional parameters (`--opt build-arg:K=V`), never parsed by the shell.
 /// Attestations stay off (buildctl adds none unless asked), so the push is one image, not an index.
 const BUILDKIT_SCRIPT: &str = r#"set -eu
@@ -164,10 +164,12 @@ pub fn cache_args(tool: BuildTool, repository: &str) -> Vec<String> {
 /// The tag of BuildKit's cache manifest in a platform's cache repository.
 const BUILDKIT_CACHE_TAG: &str = "buildkit";
 
-/// One platform's cache: `<spec.cache.image>/<platform slug>` (`.../blog-cache/linux-arm-v7`), so one
-/// platform's build never overwrites another's cache (BuildKit's is one tag) nor looks through it.
+/// One platform's cache: the repository `<spec.cache.image>-<platform slug>`
+/// (`.../blog-cache-linux-arm-v7`), so one platform's build never overwrites another's cache (BuildKit's
+/// is one tag) nor finds its layers. A sibling, not a nested repository: Docker Hub and Quay have only
+/// `namespace/name`.
 pub fn platform_cache(cache: &Repository, platform: &Platform) -> String {
-    format!("{cache}/{}", platform.slug())
+    format!("{cache}-{}", platform.slug())
 }
 
 /// buildah in a pod needs to set up user namespaces and mounts for its chroot isolation.

@@ -612,7 +612,7 @@ mod tests {
     fn the_cache_is_one_repository_per_platform() {
         let mut cached = spec();
         cached.cache = Some(CacheSpec { image: "registry.example.com/blog-cache".into() });
-        let repository = "registry.example.com/blog-cache/linux-arm64";
+        let repository = "registry.example.com/blog-cache-linux-arm64";
         let args = |job: &Job| container(job).args.clone().unwrap();
         let has_env = |job: &Job, name: &str| container(job).env.as_ref().unwrap().iter().any(|e| e.name == name);
 
