@@ -105,11 +105,13 @@ pub async fn assemble(args: &AssembleArgs) -> Result<String, AssembleError> {
         }
     };
     let base_config = base.as_ref().map(|b| &b.config);
-    let layer = push_layer(&clients, &registry, &output, args, &recipe, base.as_ref()).await?;
-    if let Some(base) = &base {
-        let source = clients.for_host(base.reference.resolve_registry())?;
+    // The base's registry's client, with that registry's credentials.
+    let source = base.as_ref().map(|b| clients.for_host(b.reference.resolve_registry())).transpose()?;
+    let base_and_source = base.as_ref().zip(source.as_ref());
+    let layer = push_layer(&registry, &output, args, &recipe, base_and_source).await?;
+    if let Some((base, source)) = base_and_source {
         for (digest, size) in &base.layers {
-            registry.copy_blob(&source, &base.reference, &output, digest, *size).await?;
+            registry.copy_blob(source, &base.reference, &output, digest, *size).await?;
         }
     }
 
@@ -135,14 +137,13 @@ pub async fn assemble(args: &AssembleArgs) -> Result<String, AssembleError> {
 /// Makes the recipe's layer in the work directory and pushes it (unless the repository holds it):
 /// its digests and descriptor, or `None` when the Dockerfile copies nothing and sets no WORKDIR.
 async fn push_layer(
-    clients: &Clients,
     registry: &Registry,
     output: &Repository,
     args: &AssembleArgs,
     recipe: &Recipe,
-    base: Option<&BaseImage>,
+    base: Option<(&BaseImage, &Registry)>,
 ) -> Result<Option<(super::layer::LayerDigests, Descriptor)>, AssembleError> {
-    let base_config = base.map(|b| &b.config);
+    let base_config = base.map(|(b, _)| &b.config);
     let base_working_dir = base_config.and_then(|c| c.pointer("/config/WorkingDir")).and_then(Value::as_str);
     let workdirs = workdirs(recipe, base_config);
     if recipe.copies.is_empty() && workdirs.is_empty() {
@@ -154,10 +155,7 @@ async fn push_layer(
         .map(|copy| super::CopyStep { dest: resolve_path(base_working_dir, &copy.dest), ..copy.clone() })
         .collect();
     let base_files = match base {
-        Some(base) => {
-            let source = clients.for_host(base.reference.resolve_registry())?;
-            base_layers::base_files(&source, base, paths_to_know(&resolved, &workdirs)).await?
-        }
+        Some((base, source)) => base_layers::base_files(source, base, paths_to_know(&resolved, &workdirs)).await?,
         None => BaseFiles::default(),
     };
     let path = args.work_dir.join("layer.tar.gz");
