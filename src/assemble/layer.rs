@@ -9,10 +9,11 @@
 mod context;
 pub(crate) mod dockerignore;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read, Write};
+use std::ops::Bound;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -21,6 +22,7 @@ use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
 use self::context::Context;
+use super::base_files::{BaseFiles, BaseKind};
 use super::{CopyStep, Owner};
 use dockerignore::{DockerignoreError, PatternError, clean};
 
@@ -87,30 +89,47 @@ pub fn is_archive(bytes_prefix: &[u8]) -> bool {
     MAGICS.iter().any(|magic| bytes_prefix.starts_with(magic)) || bytes_prefix.get(257..262) == Some(b"ustar")
 }
 
-/// Writes the layer of `copies` (and a directory entry per `WORKDIR` in `workdirs`, each with the owner
-/// it is made for) taken from `context` to `out`, gzipped. Sources and destinations are as in
-/// [`CopyStep`]; destinations must be absolute (a relative one is taken from `/`).
+/// Writes the layer of `copies` (and the directories of each `WORKDIR` in `workdirs`, with the owner
+/// it is made for) taken from `context` to `out`, gzipped, on top of a base image that has `base` (read
+/// at [`paths_to_know`]). Sources and destinations are as in [`CopyStep`]; destinations must be
+/// absolute (a relative one is taken from `/`).
 pub fn write_layer<W: Write>(
     context: &Path,
     copies: &[CopyStep],
     workdirs: &[(String, Owner)],
+    base: &BaseFiles,
     out: W,
 ) -> Result<LayerDigests, LayerError> {
-    let mut layer = Layer::new(context)?;
+    let mut layer = Layer::new(context, base)?;
     for (workdir, owner) in workdirs {
         let path = image_path(workdir);
-        // A second WORKDIR of a directory made already changes nothing, as a second `mkdir -p`.
-        if path.as_os_str().is_empty() || layer.entries.contains_key(&path) {
-            continue;
-        }
         let at = At { instruction: "WORKDIR", line: 0 };
-        // As BuildKit creates a missing WORKDIR: 0755, owned by the USER then in effect.
-        layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: *owner })?;
+        // As BuildKit's `mkdir -p` of a WORKDIR: what is missing 0755, owned by the USER then in
+        // effect; what exists (in the base, or made by this layer) as it is.
+        if let Some(parent) = path.parent() {
+            layer.make_parents(at, parent, *owner)?;
+        }
+        if !path.as_os_str().is_empty() && !layer.exists(&path) {
+            layer.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner: *owner })?;
+        }
     }
     for copy in copies {
         layer.copy(copy)?;
     }
     layer.write(out)
+}
+
+/// The paths whose kind in the base image the layer of `copies` and `workdirs` depends on: each
+/// destination and `WORKDIR`, and their parents. The layer reads nothing else of [`BaseFiles`], so
+/// platforms whose bases agree on these get the same layer.
+pub fn paths_to_know(copies: &[CopyStep], workdirs: &[(String, Owner)]) -> BTreeSet<PathBuf> {
+    let paths = copies.iter().map(|copy| &copy.dest).chain(workdirs.iter().map(|(dir, _)| dir));
+    let mut known = BTreeSet::new();
+    for path in paths {
+        let path = image_path(path);
+        known.extend(path.ancestors().filter(|a| !a.as_os_str().is_empty()).map(Path::to_path_buf));
+    }
+    known
 }
 
 const ROOT: Owner = Owner { uid: 0, gid: 0 };
@@ -141,16 +160,46 @@ impl Entry {
     }
 }
 
-struct Layer {
+struct Layer<'b> {
     context: Context,
+    base: &'b BaseFiles,
     /// Path in the image (relative, no trailing `/`) -> its entry. `PathBuf` orders by component, so
     /// a directory comes right before what it holds.
     entries: BTreeMap<PathBuf, Entry>,
 }
 
-impl Layer {
-    fn new(root: &Path) -> Result<Layer, LayerError> {
-        Ok(Layer { context: Context::open(root)?, entries: BTreeMap::new() })
+impl<'b> Layer<'b> {
+    fn new(root: &Path, base: &'b BaseFiles) -> Result<Layer<'b>, LayerError> {
+        Ok(Layer { context: Context::open(root)?, base, entries: BTreeMap::new() })
+    }
+
+    /// Whether the image has `path` once the layer is applied so far: the base's, an entry of this
+    /// layer, or a parent its entries imply.
+    fn exists(&self, path: &Path) -> bool {
+        let mut from = self.entries.range::<Path, _>((Bound::Included(path), Bound::Unbounded));
+        from.next().is_some_and(|(entry, _)| entry.starts_with(path)) || self.base.get(path).is_some()
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        match self.entries.get(path) {
+            Some(entry) => entry.is_dir(),
+            None => self.base.get(path) == Some(BaseKind::Dir),
+        }
+    }
+
+    /// Makes `dir` and its missing parents as `mkdir -p` would, for `owner`. Root's (0755, as an
+    /// extracted layer makes a missing parent) stay implicit: the layer then does not depend on what the
+    /// base lacks.
+    fn make_parents(&mut self, at: At, dir: &Path, owner: Owner) -> Result<(), LayerError> {
+        if owner == ROOT {
+            return Ok(());
+        }
+        let missing: Vec<PathBuf> =
+            dir.ancestors().filter(|a| !a.as_os_str().is_empty() && !self.exists(a)).map(Path::to_path_buf).collect();
+        for path in missing.into_iter().rev() {
+            self.insert(at, path, Entry { kind: Kind::Dir, mode: 0o755, owner })?;
+        }
+        Ok(())
     }
 
     /// Plans one `COPY`/`ADD`: finds its sources, then lays each out under the destination.
@@ -173,10 +222,14 @@ impl Layer {
                 // Its contents, then the destination directory (never the image's root: an entry for
                 // it would override the base's). BuildKit makes a missing destination before it copies
                 // into it, as `mkdir -p` with --chmod's mode or 0755, and never gives it the source
-                // directory's own mode; one that exists (here: that this layer made) it leaves as it is.
+                // directory's own mode; one that exists (in the base, or made by this layer) it leaves
+                // as it is.
+                let existed = dest.as_os_str().is_empty() || self.exists(&dest);
+                if let Some(parent) = dest.parent() {
+                    self.make_parents(at, parent, owner)?;
+                }
                 self.walk(at, &source.real, &dest, owner, step.chmod)?;
-                let made = self.entries.get(&dest).is_some_and(Entry::is_dir);
-                if !dest.as_os_str().is_empty() && !made {
+                if !existed {
                     let mode = step.chmod.unwrap_or(0o755) & 0o7777;
                     self.insert(at, dest.clone(), Entry { kind: Kind::Dir, mode, owner })?;
                 }
@@ -188,12 +241,17 @@ impl Layer {
             if step.add && self.context.is_archive_file(at, &source)? {
                 return Err(LayerError::AddArchive { line: step.line, path: source.name });
             }
-            // Into the destination when it is a directory, including one this layer makes (BuildKit
-            // looks at what exists; the base image's directories are not known here).
+            // Into the destination when it is a directory, of the base or made by this layer (BuildKit
+            // looks at what exists).
             let basename = source.name.rsplit('/').next().unwrap_or(&source.name);
-            let is_dir = self.entries.get(&dest).is_some_and(Entry::is_dir);
-            let target =
-                if into_dir || is_dir || dest.as_os_str().is_empty() { dest.join(basename) } else { dest.clone() };
+            let target = if into_dir || self.is_dir(&dest) || dest.as_os_str().is_empty() {
+                dest.join(basename)
+            } else {
+                dest.clone()
+            };
+            if let Some(parent) = target.parent() {
+                self.make_parents(at, parent, owner)?;
+            }
             let kind = Kind::File { source: self.context.root.join(&source.real), at };
             self.insert(at, target, Entry { kind, mode: mode(&source.metadata), owner })?;
         }
@@ -243,8 +301,15 @@ impl Layer {
     fn insert(&mut self, at: At, path: PathBuf, entry: Entry) -> Result<(), LayerError> {
         let conflict = |path: &Path, problem| LayerError::Conflict { at, path: path.display().to_string(), problem };
         for ancestor in path.ancestors().skip(1).filter(|a| !a.as_os_str().is_empty()) {
-            if self.entries.get(ancestor).is_some_and(|e| !e.is_dir()) {
-                return Err(conflict(ancestor, "is not a directory (an earlier step copied a file there)"));
+            match self.entries.get(ancestor) {
+                Some(entry) if !entry.is_dir() => {
+                    return Err(conflict(ancestor, "is not a directory (an earlier step copied a file there)"));
+                }
+                // A symlink of the base is followed when the layer is extracted.
+                None if self.base.get(ancestor) == Some(BaseKind::Other) => {
+                    return Err(conflict(ancestor, "is not a directory (a file of the base image)"));
+                }
+                _ => {}
             }
         }
         match self.entries.get(&path) {
@@ -443,8 +508,17 @@ mod tests {
         }
 
         fn layer_with(&self, copies: &[CopyStep], workdirs: &[(String, Owner)]) -> Result<ReadBack, LayerError> {
+            self.layer_on(copies, workdirs, &BaseFiles::default())
+        }
+
+        fn layer_on(
+            &self,
+            copies: &[CopyStep],
+            workdirs: &[(String, Owner)],
+            base: &BaseFiles,
+        ) -> Result<ReadBack, LayerError> {
             let mut gzip = Vec::new();
-            let digests = write_layer(self.0.path(), copies, workdirs, &mut gzip)?;
+            let digests = write_layer(self.0.path(), copies, workdirs, base, &mut gzip)?;
             Ok(ReadBack::read(digests, gzip))
         }
     }
@@ -731,12 +805,75 @@ mod tests {
         let context = TempContext::new();
         let app = Owner { uid: 1000, gid: 1000 };
         let workdirs = [("/srv/app".to_string(), app), ("/first".into(), ROOT), ("/srv/app".into(), ROOT)];
-        let layer = context.layer_with(&[], &workdirs).unwrap();
+        let base = BaseFiles::with(&[("srv", BaseKind::Dir)]);
+        let layer = context.layer_on(&[], &workdirs, &base).unwrap();
         // The second WORKDIR /srv/app finds it made: it stays the first one's, as `mkdir -p` leaves it.
+        let owned = |mode| Seen { uid: 1000, gid: 1000, ..dir(mode) };
+        assert_eq!(layer.entries, [("first/".into(), dir(0o755)), ("srv/app/".into(), owned(0o755))]);
+        // Where the base has no /srv, WORKDIR makes it too, for the same user.
+        let layer = context.layer_with(&[], &workdirs[..1]).unwrap();
+        assert_eq!(layer.entries, [("srv/".into(), owned(0o755)), ("srv/app/".into(), owned(0o755))]);
+    }
+
+    #[test]
+    fn what_the_base_has_is_left_as_it_is_and_copied_into() {
+        let context = TempContext::new();
+        context.file("site/index.html", "i").dir("site", 0o750).file("file.txt", "f");
+        let base = BaseFiles::with(&[
+            ("tmp", BaseKind::Dir),
+            ("srv", BaseKind::Dir),
+            ("bin", BaseKind::Dir),
+            ("bin/sh", BaseKind::Other),
+        ]);
+        let copies = [copy(3, &["site"], "/tmp/"), copy(4, &["file.txt"], "/srv"), copy(5, &["file.txt"], "/tmp")];
+        let layer = context.layer_on(&copies, &[("/tmp".into(), ROOT)], &base).unwrap();
+        // No entry for /tmp (a WORKDIR and a COPY's destination) nor /srv: their modes stay the base's.
         assert_eq!(
             layer.entries,
-            [("first/".into(), dir(0o755)), ("srv/app/".into(), Seen { uid: 1000, gid: 1000, ..dir(0o755) })]
+            [
+                ("srv/file.txt".into(), file(0o644, "f")),
+                ("tmp/file.txt".into(), file(0o644, "f")),
+                ("tmp/index.html".into(), file(0o644, "i")),
+            ]
         );
+        // Without the base's files, the same steps make /tmp and replace /srv.
+        let layer = context.layer_on(&copies, &[("/tmp".into(), ROOT)], &BaseFiles::default()).unwrap();
+        assert_eq!(layer.paths(), ["srv", "tmp/", "tmp/file.txt", "tmp/index.html"]);
+        let error = context.layer_on(&[copy(6, &["file.txt"], "/bin/sh/x")], &[], &base).err().unwrap();
+        assert_eq!(error.to_string(), "COPY at line 6: /bin/sh is not a directory (a file of the base image)");
+    }
+
+    #[test]
+    fn new_parents_belong_to_the_owner_they_are_made_for() {
+        let context = TempContext::new();
+        context.file("nested.txt", "n");
+        let owner = Owner { uid: 1003, gid: 1004 };
+        let owned = Seen { uid: 1003, gid: 1004, ..dir(0o755) };
+        let chowned = |dest: &str| CopyStep { chown: Some(owner), ..copy(2, &["nested.txt"], dest) };
+        let layer = context.layer(&[chowned("/home/app/deep/")], &[]).unwrap();
+        assert_eq!(layer.paths(), ["home/", "home/app/", "home/app/deep/", "home/app/deep/nested.txt"]);
+        assert!(layer.entries[..3].iter().all(|(_, seen)| *seen == owned));
+        // A parent of the base, or one an earlier step implied (root's), is left as it is.
+        let base = BaseFiles::with(&[("home", BaseKind::Dir)]);
+        let copies = [copy(2, &["nested.txt"], "/home/root/x"), chowned("/home/app/"), chowned("/home/root/y/")];
+        let layer = context.layer_on(&copies, &[], &base).unwrap();
+        let paths = ["home/app/", "home/app/nested.txt", "home/root/x", "home/root/y/", "home/root/y/nested.txt"];
+        assert_eq!(layer.paths(), paths);
+        // Root's new parents stay implicit, as before the base was read; a directory copied onto one
+        // leaves it as it is.
+        context.file("d/f", "f");
+        let copies = [copy(2, &["nested.txt"], "/a/b/"), CopyStep { chown: Some(owner), ..copy(3, &["d"], "/a") }];
+        let layer = context.layer(&copies, &[]).unwrap();
+        assert_eq!(layer.paths(), ["a/b/nested.txt", "a/f"]);
+    }
+
+    #[test]
+    fn the_paths_to_know_are_destinations_workdirs_and_their_parents() {
+        let copies = [copy(2, &["a"], "/srv/www/"), copy(3, &["b"], "/")];
+        let workdirs = [("/home/app".to_string(), ROOT)];
+        let paths: Vec<PathBuf> = paths_to_know(&copies, &workdirs).into_iter().collect();
+        let expected: Vec<PathBuf> = ["home", "home/app", "srv", "srv/www"].iter().map(PathBuf::from).collect();
+        assert_eq!(paths, expected);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! builder), [`layer`] makes the reproducible layer of a recipe's copies from a context directory,
 //! [`config`] edits the base image's config.
 
+pub mod base_files;
 pub mod config;
 pub mod dockerfile;
 pub mod layer;

@@ -4,7 +4,11 @@
 //! the manifest; then writes the manifest's digest to the termination log, as the builders do.
 //!
 //! Each platform's pod makes the same layer from the same inputs (same bytes, same digest): whichever
-//! pushes it first, the others find it there and push only their config and manifest.
+//! pushes it first, the others find it there and push only their config and manifest. The inputs
+//! include what the platform's base has at the paths the layer touches (`base_layers`): bases whose
+//! children differ there get layers of their own.
+
+mod base_layers;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,9 +17,10 @@ use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use serde_json::Value;
 
+use super::base_files::{BaseFiles, BaseFilesError};
 use super::config::{Descriptor, OCI_CONFIG, OCI_LAYER, OCI_MANIFEST, edit_config, manifest, resolve_path};
 use super::dockerfile::{RecipeError, parse_owner, recipe};
-use super::layer::{LayerError, write_layer};
+use super::layer::{LayerError, paths_to_know, write_layer};
 use super::{Base, Owner, Recipe};
 use crate::platform::{Platform, best_match};
 use crate::registry::client::BlobSource;
@@ -71,6 +76,8 @@ pub enum AssembleError {
     #[error(transparent)]
     Layer(#[from] LayerError),
     #[error(transparent)]
+    BaseFiles(#[from] BaseFilesError),
+    #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error("the base image {reference} has no image for {platform} (it has {available})")]
     NoChild { reference: String, platform: Platform, available: String },
@@ -98,11 +105,13 @@ pub async fn assemble(args: &AssembleArgs) -> Result<String, AssembleError> {
         }
     };
     let base_config = base.as_ref().map(|b| &b.config);
-    let layer = push_layer(&registry, &output, args, &recipe, base_config).await?;
-    if let Some(base) = &base {
-        let source = clients.for_host(base.reference.resolve_registry())?;
+    // The base's registry's client, with that registry's credentials.
+    let source = base.as_ref().map(|b| clients.for_host(b.reference.resolve_registry())).transpose()?;
+    let base_and_source = base.as_ref().zip(source.as_ref());
+    let layer = push_layer(&registry, &output, args, &recipe, base_and_source).await?;
+    if let Some((base, source)) = base_and_source {
         for (digest, size) in &base.layers {
-            registry.copy_blob(&source, &base.reference, &output, digest, *size).await?;
+            registry.copy_blob(source, &base.reference, &output, digest, *size).await?;
         }
     }
 
@@ -132,8 +141,9 @@ async fn push_layer(
     output: &Repository,
     args: &AssembleArgs,
     recipe: &Recipe,
-    base_config: Option<&Value>,
+    base: Option<(&BaseImage, &Registry)>,
 ) -> Result<Option<(super::layer::LayerDigests, Descriptor)>, AssembleError> {
+    let base_config = base.map(|(b, _)| &b.config);
     let base_working_dir = base_config.and_then(|c| c.pointer("/config/WorkingDir")).and_then(Value::as_str);
     let workdirs = workdirs(recipe, base_config);
     if recipe.copies.is_empty() && workdirs.is_empty() {
@@ -144,10 +154,14 @@ async fn push_layer(
         .iter()
         .map(|copy| super::CopyStep { dest: resolve_path(base_working_dir, &copy.dest), ..copy.clone() })
         .collect();
+    let base_files = match base {
+        Some((base, source)) => base_layers::base_files(source, base, paths_to_know(&resolved, &workdirs)).await?,
+        None => BaseFiles::default(),
+    };
     let path = args.work_dir.join("layer.tar.gz");
     let file = std::fs::File::create(&path)
         .map_err(|error| AssembleError::Read { path: path.display().to_string(), error })?;
-    let digests = write_layer(&args.context, &resolved, &workdirs, std::io::BufWriter::new(file))?;
+    let digests = write_layer(&args.context, &resolved, &workdirs, &base_files, std::io::BufWriter::new(file))?;
     registry.put_blob(output, &digests.digest, digests.size, BlobSource::File(&path)).await?;
     let descriptor = Descriptor { media_type: OCI_LAYER.into(), digest: digests.digest.clone(), size: digests.size };
     Ok(Some((digests, descriptor)))

@@ -248,7 +248,9 @@ pub fn decide(input: &Inputs) -> Decision {
 }
 
 /// How far the build's assembled platforms are: the first goes alone, so that the layer they share is
-/// uploaded once (the others find it in the registry), then the rest at once.
+/// uploaded once (the others find it in the registry), then the rest at once. A platform whose base
+/// differs at the paths the layer touches makes a layer of its own (`assemble::run`), so waiting costs
+/// it time, not correctness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Assembling {
     /// None built or building yet.

@@ -78,6 +78,8 @@ pub enum Operation {
     PushBlob,
     /// A base image's layer, into the output repository (`assemble`).
     CopyBlob,
+    /// A base image's layer, read for the paths it holds (`assemble`).
+    ReadLayer,
 }
 
 impl fmt::Display for Operation {
@@ -92,6 +94,7 @@ impl fmt::Display for Operation {
             Operation::DeleteTag => "deleting the tag",
             Operation::PushBlob => "pushing a blob to",
             Operation::CopyBlob => "copying a base image layer to",
+            Operation::ReadLayer => "reading a layer of",
         })
     }
 }

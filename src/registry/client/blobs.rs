@@ -3,11 +3,14 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use oci_client::Reference;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use reqwest::{Body, StatusCode};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
 
-use super::{Registry, invalid};
+use super::{Registry, invalid, timed_out};
 use crate::registry::error::{Operation, RegistryError};
 use crate::registry::reference::Repository;
 use crate::registry::wire::{Access, WireError, read_capped, status_error};
@@ -61,6 +64,58 @@ impl Registry {
             return Err(invalid(op, reference, why));
         }
         Ok(bytes)
+    }
+
+    /// Streams a blob of `size` bytes (a base image's layer) into `chunks`, checking its size and digest
+    /// as it passes; an error once streaming has begun is not retried (the receiver has part of it).
+    /// Stops early, without error, when the receiver is gone: it failed, and says why itself.
+    pub async fn stream_blob(
+        &self,
+        reference: &Reference,
+        digest: &str,
+        size: u64,
+        chunks: mpsc::Sender<Bytes>,
+    ) -> Result<(), RegistryError> {
+        let op = Operation::ReadLayer;
+        let mut answer = self
+            .call(op, reference, |base| {
+                let url = format!("{base}/v2/{}/blobs/{digest}", reference.repository());
+                async move {
+                    let get = |http: &reqwest::Client| http.get(&url);
+                    let answer = self.wire.send(&base, reference.repository(), Access::Pull, get).await?;
+                    if !answer.status().is_success() {
+                        return Err(status_error(answer).await);
+                    }
+                    Ok(answer)
+                }
+            })
+            .await?;
+        let wrong =
+            || invalid(op, reference, format!("the layer is not the {size} bytes of {digest} that the manifest names"));
+        let stream = async {
+            let (mut hasher, mut read) = (Sha256::new(), 0u64);
+            while let Some(chunk) =
+                answer.chunk().await.map_err(|e| RegistryError::from_wire(op, reference, &e.into()))?
+            {
+                read += chunk.len() as u64;
+                if read > size {
+                    return Err(wrong());
+                }
+                hasher.update(&chunk);
+                if chunks.send(chunk).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let hex: String = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+            if read != size || format!("sha256:{hex}") != digest {
+                return Err(wrong());
+            }
+            Ok(())
+        };
+        match tokio::time::timeout(BLOB_TRANSFER_LIMIT, stream).await {
+            Ok(result) => result,
+            Err(_) => Err(timed_out(op, reference, BLOB_TRANSFER_LIMIT)),
+        }
     }
 
     /// Puts a blob of `size` bytes under `digest`, unless the repository holds it already. The
