@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::base_images::PinnedBase;
 use crate::api::{BuilderSpec, MultiArchBuildSpec, OutputSpec, Source};
 use crate::platform::Platform;
 use crate::registry::digest_of;
@@ -30,6 +31,9 @@ pub struct BuildInputs {
     pub image: String,
     pub push_secret: Option<String>,
     pub insecure_registry: bool,
+    /// The base images, pinned by the digests this platform's build uses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<PinnedBase>,
     /// The value of [`REBUILD_ANNOTATION`]: a new value is new inputs, so every platform builds again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild_requested_at: Option<String>,
@@ -51,6 +55,7 @@ impl BuildInputs {
             image: spec.output.image.clone(),
             push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
             insecure_registry: spec.output.insecure_registry,
+            base_images: Vec::new(),
             rebuild_requested_at: None,
         }
     }

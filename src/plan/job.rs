@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
 };
 
+use super::base_images::pin_args;
 use super::builders::{Builder, build_arg};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
@@ -176,6 +177,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
         None => (None, vec!["assemble".to_string()]),
     };
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(tool, k, v)));
+    args.extend(pin_args(tool, &req.inputs.base_images));
     let container = Container {
         name: BUILDER_CONTAINER.into(),
         image: Some(builder.image),
