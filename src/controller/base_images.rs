@@ -35,12 +35,15 @@ pub struct Resolved {
     pub status: Vec<BaseImageStatus>,
 }
 
+/// When a tag was read, and the digest it named or why it could not be read.
+type TagRead = (Instant, Result<String, String>);
+
 pub struct BaseImages {
     /// `registry=mirror` (`--registry-mirror`): where images of a registry are read instead.
     mirrors: Vec<(String, String)>,
     options: RegistryOptions,
     /// By image and credentials (the namespace's push Secret, or none): when read, and what.
-    tags: Mutex<HashMap<(String, String), (Instant, Result<String, String>)>>,
+    tags: Mutex<HashMap<(String, String), TagRead>>,
     /// By `repository@digest`.
     manifests: Mutex<HashMap<String, BaseManifest>>,
 }
