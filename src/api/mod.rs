@@ -6,13 +6,13 @@ mod status;
 
 pub use reason::Reason;
 pub use spec::{
-    AUTO_PLATFORM, BuildTool, BuilderKind, BuilderSpec, CacheSpec, GitSource, LocalRef, MultiArchBuild,
-    MultiArchBuildSpec, OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec, RolloutTarget, Source,
-    WorkloadKind,
+    AUTO_PLATFORM, BaseImageTrigger, BuildTool, BuilderKind, BuilderSpec, CacheSpec, GitSource, LocalRef,
+    MultiArchBuild, MultiArchBuildSpec, OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec,
+    RolloutTarget, Source, TriggersSpec, WorkloadKind,
 };
 pub use status::{
-    BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus, TargetState,
-    TargetStatus, condition,
+    BaseImageStatus, BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus,
+    TargetState, TargetStatus, condition,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};

@@ -36,6 +36,8 @@ reasons! {
     Published,
     /// The index is pushed without the platforms that failed or waited too long (`AvailablePlatforms`).
     PartiallyPublished,
+    /// A base image's tag names another digest: the platforms whose image of it changed build again.
+    BaseImageChanged,
     /// The spec cannot be built as it is (an object it names is missing, a field does not parse).
     InvalidSpec,
     /// `spec.platforms` names a platform archway does not know.

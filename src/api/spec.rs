@@ -96,6 +96,10 @@ pub struct MultiArchBuildSpec {
     #[serde(default)]
     pub publish: PublishSpec,
 
+    /// What else builds the image again: a base image that moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub triggers: Option<TriggersSpec>,
+
     /// Workloads to update to the new image's digest once it is pushed and verified.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutSpec>,
@@ -393,6 +397,28 @@ pub enum PublishPolicy {
     AllPlatforms,
     /// Also an index of the platforms built, when the others failed or waited longer than `waitFor`.
     AvailablePlatforms,
+}
+
+/// What else builds the image again.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct TriggersSpec {
+    /// Look for new versions of the base images (the Dockerfile's `FROM`s) and build again the
+    /// platforms whose base image changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_images: Option<BaseImageTrigger>,
+}
+
+/// How base images are followed. Each platform builds from the base image's digest recorded in
+/// `status.baseImages`; without this trigger it stays until a rebuild is requested.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseImageTrigger {
+    /// How often to look whether a base image's tag names another digest, as a duration such as `10m`
+    /// (one request per tag and interval, shared by every build that uses it).
+    #[schemars(length(min = 2, max = 64))]
+    #[x_kube(validation = rules::positive_duration("spec.triggers.baseImages.pollInterval"))]
+    pub poll_interval: String,
 }
 
 /// Workloads to update to the new image's digest.

@@ -61,6 +61,11 @@ pub struct MultiArchBuildStatus {
     /// The commit a git source builds, and how it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,
+    /// The base images of the Dockerfile (its `FROM`s, of a ConfigMap context), each by the digest every
+    /// platform's build takes its image from: one digest per base for all platforms.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["image".into()]))]
+    pub base_images: Vec<BaseImageStatus>,
     /// One entry per `spec.rollout.targets` workload.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["kind".into(), "name".into()]))]
@@ -188,6 +193,19 @@ pub enum PlatformPhase {
     Failed,
 }
 
+/// A base image (a `FROM` of the Dockerfile, with its build args substituted) and its digest.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct BaseImageStatus {
+    /// As the Dockerfile names it, e.g. `busybox:1.36`.
+    pub image: String,
+    /// `sha256:...`; absent when it could not be read (then `message` says why).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// The build of one platform.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -229,6 +247,9 @@ pub struct PlatformStatus {
     /// Number of attempts so far.
     #[serde(default)]
     pub attempts: i32,
+    /// The base images this platform's build uses, each by the digest of its image for the platform.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<BaseImageStatus>,
     /// Since when it has waited for a node or a build slot (`Waiting`, `Queued`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,

@@ -46,6 +46,7 @@ fn full_spec() -> MultiArchBuildSpec {
         },
         cache: Some(CacheSpec { image: "registry.example.com/asksven/blog-cache".into() }),
         publish: PublishSpec { policy: PublishPolicy::AvailablePlatforms, wait_for: "2h".into() },
+        triggers: Some(TriggersSpec { base_images: Some(BaseImageTrigger { poll_interval: "10m".into() }) }),
         rollout: Some(RolloutSpec {
             targets: vec![RolloutTarget {
                 kind: WorkloadKind::StatefulSet,
@@ -90,6 +91,11 @@ fn full_status() -> MultiArchBuildStatus {
             attempts: 1,
             message: None,
             waiting_since: None,
+            base_images: vec![BaseImageStatus {
+                image: "arm32v7/busybox".into(),
+                digest: Some(format!("sha256:{}", "ef".repeat(32))),
+                message: None,
+            }],
         }],
         image: Some(format!("registry.example.com/asksven/blog@sha256:{}", "cd".repeat(32))),
         last_handled_rebuild_at: Some("2026-12-05T09:00:00Z".into()),
@@ -102,6 +108,11 @@ fn full_status() -> MultiArchBuildStatus {
             job: Some("blog-resolve-0123456789".into()),
             message: None,
         }),
+        base_images: vec![BaseImageStatus {
+            image: "busybox:1.36".into(),
+            digest: None,
+            message: Some("cannot read it: 401 Unauthorized".into()),
+        }],
         targets: vec![TargetStatus {
             kind: WorkloadKind::Deployment,
             name: "blog".into(),

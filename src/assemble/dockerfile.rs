@@ -46,31 +46,95 @@ pub fn recipe(
     target: &Platform,
     build: &Platform,
 ) -> Result<Recipe, RecipeError> {
+    let (source, empty_entrypoints) = readable(dockerfile)?;
+    let parsed = parse(&source)?.map_err(|e| invalid(e.line().max(1), format!("{e:#}")))?;
+    Reader::new(&source, args, &empty_entrypoints).read(&parsed, target, build)
+}
+
+/// A base image of a Dockerfile: a `FROM` that names an image (not `scratch`, not an earlier stage).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FromImage {
+    /// The `FROM` word as written (`${BASE_IMAGE}`): the name buildah's `--build-context` replaces.
+    pub written: String,
+    /// With the build args substituted: `busybox:1.36`.
+    pub image: String,
+    /// Whether its stage is built for the target platform: no `--platform`, or one naming the target.
+    /// Else (`--platform=$BUILDPLATFORM`) the builder picks the image's platform itself.
+    pub for_target: bool,
+}
+
+/// The base images of every stage of the Dockerfile for `target`, with the build args `args`, each once.
+pub fn base_images(
+    dockerfile: &str,
+    args: &BTreeMap<String, String>,
+    target: &Platform,
+) -> Result<Vec<FromImage>, RecipeError> {
+    let (source, empty_entrypoints) = readable(dockerfile)?;
+    let parsed = parse(&source)?.map_err(|e| invalid(e.line().max(1), format!("{e:#}")))?;
+    let mut reader = Reader::new(&source, args, &empty_entrypoints);
+    reader.escape = parsed.parser_directives.escape.as_ref().map_or('\\', |e| e.value.value);
+    // Where the build runs is not known here: a stage for `$BUILDPLATFORM` is never the target's.
+    let build = Platform::new("unknown", "unknown", None);
+    for (name, value) in automatic_args(target, &build, "default") {
+        let value = reader.build_args.get(name).cloned().unwrap_or(value);
+        reader.globals.insert(name.to_string(), value);
+    }
+    for arg in parsed.global_args() {
+        reader.line = reader.line_of(&arg.arg);
+        reader.global_arg(leading_flags(&arg.arguments.value).1)?;
+    }
+    let (mut stages, mut images) = (BTreeSet::new(), Vec::<FromImage>::new());
+    for stage in parsed.stages() {
+        let from = stage.from;
+        reader.line = reader.line_of(&from.from);
+        let image = reader.expand_global(&from.image.value)?;
+        if image != "scratch" && !stages.contains(&image.to_lowercase()) {
+            let flags = parse_flags(reader.line, &from.options, &[("platform", FlagKind::String)])?;
+            let platform = match flags.first() {
+                Some((_, raw)) => Some(reader.expand_global(raw)?),
+                None => None,
+            };
+            let for_target = platform.is_none_or(|p| p.parse::<Platform>().is_ok_and(|p| &p == target));
+            let found = FromImage { written: from.image.value.to_string(), image, for_target };
+            if !images.contains(&found) {
+                images.push(found);
+            }
+        }
+        if let Some((_, name)) = &from.as_ {
+            stages.insert(name.value.to_lowercase());
+        }
+    }
+    Ok(images)
+}
+
+/// The Dockerfile as parse-dockerfile reads it, and the lines of its empty `ENTRYPOINT []`s.
+fn readable(dockerfile: &str) -> Result<(Cow<'_, str>, BTreeSet<usize>), RecipeError> {
     // The parser would strip a BOM itself, and its positions would then be 3 bytes off ours.
     let text = dockerfile.strip_prefix('\u{feff}').unwrap_or(dockerfile);
     let mut source = Cow::Borrowed(text);
     let mut empty_entrypoints = BTreeSet::new();
     loop {
-        let error = match parse(&source)? {
-            Ok(parsed) => return Reader::new(&source, args, &empty_entrypoints).read(&parsed, target, build),
-            Err(error) => error,
+        let line = match parse(&source)? {
+            Ok(_) => None,
+            Err(error) => Some(error.line()),
         };
+        let Some(line) = line else { return Ok((source, empty_entrypoints)) };
         // parse-dockerfile 0.1 rejects `ENTRYPOINT []`, which BuildKit takes (it clears the base's
         // entrypoint): such lines are read as `ENTRYPOINT [""]`, and remembered as empty.
-        if empty_entrypoints.is_empty() && is_empty_entrypoint(source.split('\n').nth(error.line().wrapping_sub(1))) {
-            let mut patched = Vec::new();
-            for (index, line) in source.split('\n').enumerate() {
-                if is_empty_entrypoint(Some(line)) {
-                    empty_entrypoints.insert(index + 1);
-                    patched.push("ENTRYPOINT [\"\"]");
-                } else {
-                    patched.push(line);
-                }
-            }
-            source = Cow::Owned(patched.join("\n"));
-            continue;
+        if !empty_entrypoints.is_empty() || !is_empty_entrypoint(source.split('\n').nth(line.wrapping_sub(1))) {
+            // The caller's parse reports it.
+            return Ok((source, empty_entrypoints));
         }
-        return Err(invalid(error.line().max(1), format!("{error:#}")));
+        let mut patched = Vec::new();
+        for (index, line) in source.split('\n').enumerate() {
+            if is_empty_entrypoint(Some(line)) {
+                empty_entrypoints.insert(index + 1);
+                patched.push("ENTRYPOINT [\"\"]");
+            } else {
+                patched.push(line);
+            }
+        }
+        source = Cow::Owned(patched.join("\n"));
     }
 }
 
@@ -753,6 +817,27 @@ fn parse_flags<'f>(
 mod tests {
     use super::*;
     use crate::assemble::Owner;
+
+    #[test]
+    fn base_images_are_every_stages_image_substituted_once() {
+        let dockerfile = "ARG BASE=busybox\nARG TAG\nFROM --platform=$BUILDPLATFORM golang:1.23 AS tools\n\
+                          RUN go build\nFROM ${BASE}:${TAG:-1.36}-$TARGETARCH AS run\nFROM tools\nFROM scratch\n\
+                          FROM --platform=$TARGETPLATFORM ${BASE}:${TAG:-1.36}-$TARGETARCH\n";
+        let arm64 = Platform::linux("arm64", None);
+        let args = BTreeMap::from([("TAG".to_string(), "1.37".to_string())]);
+        let images = base_images(dockerfile, &args, &arm64).unwrap();
+        let expected = [
+            FromImage { written: "golang:1.23".into(), image: "golang:1.23".into(), for_target: false },
+            FromImage {
+                written: "${BASE}:${TAG:-1.36}-$TARGETARCH".into(),
+                image: "busybox:1.37-arm64".into(),
+                for_target: true,
+            },
+        ];
+        assert_eq!(images, expected);
+        let bad = base_images("FROM ${X\n", &BTreeMap::new(), &arm64);
+        assert!(matches!(bad, Err(RecipeError::Invalid { line: 1, .. })), "{bad:?}");
+    }
 
     fn platform(architecture: &str, variant: Option<&str>) -> Platform {
         Platform { os: "linux".into(), architecture: architecture.into(), variant: variant.map(str::to_string) }

@@ -51,6 +51,10 @@ pub struct AssembleArgs {
     /// A build argument, `KEY=VALUE` (repeatable).
     #[arg(long = "build-arg", value_parser = key_value)]
     pub build_args: Vec<(String, String)>,
+    /// A base image pinned by the operator, `IMAGE=REFERENCE@DIGEST` (repeatable): a `FROM IMAGE` reads
+    /// that exact image, whatever the tag names by now.
+    #[arg(long = "base", value_parser = key_value)]
+    pub bases: Vec<(String, String)>,
     /// Registry credentials (a dockerconfigjson), when the file exists.
     #[arg(long, default_value = "/archway/auth/config.json")]
     pub auth_file: PathBuf,
@@ -101,7 +105,8 @@ pub async fn assemble(args: &AssembleArgs) -> Result<String, AssembleError> {
                 Some(p) => p.parse().map_err(|e| AssembleError::Input(format!("FROM --platform: {e}")))?,
                 None => target.clone(),
             };
-            Some(BaseImage::read(&clients, reference.as_str(), &wanted).await?)
+            let pinned = args.bases.iter().find(|(image, _)| image == reference).map(|(_, pinned)| pinned);
+            Some(BaseImage::read(&clients, pinned.unwrap_or(reference), &wanted).await?)
         }
     };
     let base_config = base.as_ref().map(|b| &b.config);

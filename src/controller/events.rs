@@ -11,6 +11,7 @@ use crate::api::{
     BuildPhase, MultiArchBuild, MultiArchBuildStatus, PlatformPhase, PlatformStatus, Reason, TargetState, condition,
 };
 use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
+use crate::plan::base_images::moved;
 
 /// One event per platform that changed phase, per rollout target that changed state, and one when the
 /// build's phase changes.
@@ -74,6 +75,9 @@ pub(super) async fn record_transitions(
         };
         let note = format!("{:?}/{}: {}", target.kind, target.name, target.message.as_deref().unwrap_or_default());
         events.push(event(type_, reason, "RollOut", Some(workload), note));
+    }
+    for note in old.map(|old| moved(old, new)).unwrap_or_default() {
+        events.push(event(EventType::Normal, Reason::BaseImageChanged, "Build", None, note));
     }
     if old.and_then(|o| o.phase) != new.phase {
         let ready = new.conditions.iter().find(|c| c.type_ == condition::READY);

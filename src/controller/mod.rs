@@ -3,6 +3,7 @@
 //! platform is built; roll the published image out to the targets; write status by server-side apply
 //! (only when it changed), with an event for each transition.
 
+mod base_images;
 mod caches;
 pub mod config;
 mod error;
@@ -32,6 +33,7 @@ use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{instrument, warn};
 
+use base_images::{BaseImages, Resolved};
 use caches::{Caches, WorkloadKey};
 pub use config::OperatorConfig;
 pub use error::Error;
@@ -45,12 +47,13 @@ use crate::api::{
 };
 use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
 use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, plan};
-use crate::plan::decide::Decision;
+use crate::plan::decide::{Decision, requested_platforms};
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::BUILD_LABEL;
 use crate::plan::job::BuilderConfig;
 use crate::plan::nodes::{NodeChange, NodeFingerprints};
 use crate::plan::status::{Publish, desired_status};
+use crate::plan::validate::positive_duration;
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
 
@@ -74,6 +77,8 @@ pub struct Context {
     registry_ca: Vec<Vec<u8>>,
     /// Where the builder and clone images run.
     tool_images: ToolImages,
+    /// What the builds' base images' tags name.
+    base_images: BaseImages,
     metrics: Arc<Metrics>,
     /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes, as
     /// do the kept bodies of workloads no build targets any more.
@@ -187,6 +192,11 @@ async fn reconcile_until_shutdown(
                 futures::future::ready(change)
             });
     let (caches, triggers) = Caches::start(&client, nodes);
+    let registry_options = RegistryOptions {
+        extra_ca_pem: registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
+        token_realm_hosts: config.registry_token_realms.clone(),
+        ..Default::default()
+    };
     let ctx = Arc::new(Context {
         metrics,
         reporter,
@@ -194,15 +204,8 @@ async fn reconcile_until_shutdown(
         caches,
         fence: Fence::new(clients.requests, config.election().as_ref()),
         builder: config.builder(registry_ca.clone()),
-        tool_images: ToolImages::new(
-            config.registry_mirrors.clone(),
-            registry_auth,
-            RegistryOptions {
-                extra_ca_pem: registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
-                token_realm_hosts: config.registry_token_realms.clone(),
-                ..Default::default()
-            },
-        ),
+        tool_images: ToolImages::new(config.registry_mirrors.clone(), registry_auth, registry_options.clone()),
+        base_images: BaseImages::new(config.registry_mirrors.clone(), registry_options),
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
         written: Mutex::new(HashMap::new()),
@@ -351,14 +354,14 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     }
     let generation = build.metadata.generation.unwrap_or_default();
     let now = now();
-    let (mut observed, mut plan) = observe_and_plan(build, ctx, &now).await?;
+    let (mut observed, mut bases, mut plan) = observe_and_plan(build, ctx, &now).await?;
     // Two builds placed at once would each see a node's last slot free: placing a Job on nodes with
     // slots is one reconcile at a time, on what the others placed (planned again under the lock, it
     // may be Queued now).
     let placing = match &plan.next {
         Next::Go(go) if go.decision.create.iter().any(|create| create.placed.bounded) => {
             let placing = ctx.placing.lock().await;
-            (observed, plan) = observe_and_plan(build, ctx, &now).await?;
+            (observed, bases, plan) = observe_and_plan(build, ctx, &now).await?;
             Some(placing)
         }
         _ => None,
@@ -408,24 +411,36 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     let targets = rollout::roll_out(ctx, build, &go.valid, published, &observed.node_objects, &now).await?;
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     let status = desired_status(generation, &go.decision, &publish, &targets, build.status.as_ref(), &now);
-    write_status(build, ctx, MultiArchBuildStatus { source: plan.source(), ..status }).await?;
-    Ok(Action::requeue(plan.requeue(rolling)))
+    let status = MultiArchBuildStatus { source: plan.source(), base_images: bases.status, ..status };
+    write_status(build, ctx, status).await?;
+    let poll = base_poll_interval(&build.spec).unwrap_or(Duration::MAX);
+    Ok(Action::requeue(plan.requeue(rolling).min(poll)))
 }
 
-/// What the caches and the builder images say of `build` now, and the plan for it.
+/// What the caches, the builder images and the base images say of `build` now, and the plan for it.
 async fn observe_and_plan(
     build: &MultiArchBuild,
     ctx: &Context,
     now: &Time,
-) -> Result<(observe::Observed, BuildPlan), Error> {
+) -> Result<(observe::Observed, Resolved, BuildPlan), Error> {
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
     let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
+    // The operator knows the Dockerfile of a ConfigMap context only.
+    let bases = match observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()) {
+        Some(dockerfile) => {
+            let platforms = requested_platforms(&build.spec, &observed.nodes).unwrap_or_default();
+            let poll = base_poll_interval(&build.spec);
+            ctx.base_images.resolve(ctx, build, &dockerfile.text, &platforms, poll).await
+        }
+        None => Resolved::default(),
+    };
     let plan = plan(&Observation {
         build_name: &build.name_any(),
         generation: build.metadata.generation.unwrap_or_default(),
         spec: &build.spec,
         rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
+        bases: &bases.pins,
         status: build.status.as_ref(),
         nodes: &observed.nodes,
         emulation: &emulation,
@@ -439,7 +454,13 @@ async fn observe_and_plan(
         missing: observed.missing.as_deref(),
         now,
     });
-    Ok((observed, plan))
+    Ok((observed, bases, plan))
+}
+
+/// `spec.triggers.baseImages.pollInterval`, where it parses (validation reports it where it does not).
+fn base_poll_interval(spec: &MultiArchBuildSpec) -> Option<Duration> {
+    let trigger = spec.triggers.as_ref().and_then(|t| t.base_images.as_ref())?;
+    positive_duration(&trigger.poll_interval).ok()
 }
 
 /// A problem only a change can fix: say so in status and an event, and wait for the change, or `recheck`.
@@ -458,7 +479,8 @@ async fn fail_permanently(
     let targets = rollout::pending_targets(build);
     let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());
     let source = source.or_else(|| old.and_then(|o| o.source.clone()));
-    write_status(build, ctx, MultiArchBuildStatus { source, ..status }).await?;
+    let base_images = old.map(|o| o.base_images.clone()).unwrap_or_default();
+    write_status(build, ctx, MultiArchBuildStatus { source, base_images, ..status }).await?;
     Ok(Action::requeue(recheck))
 }
 

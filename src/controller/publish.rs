@@ -3,6 +3,7 @@
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::events::EventType;
 use kube::{Api, Resource, ResourceExt};
+use oci_client::secrets::RegistryAuth;
 use tracing::{info, warn};
 
 use super::Context;
@@ -31,30 +32,9 @@ pub async fn publish(
     let client = &ctx.client;
     let output = &build.spec.output;
     let repository = &valid.repository;
-    let auth = match &output.push_secret {
-        Some(secret) => {
-            let namespace = build.namespace().unwrap_or_default();
-            let Some(found) = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret.name).await? else {
-                return Ok(failed(
-                    Reason::PushSecretMissing,
-                    format!("spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}", secret.name),
-                ));
-            };
-            let bytes = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone());
-            let Some(bytes) = bytes else {
-                return Ok(failed(
-                    Reason::PushSecretInvalid,
-                    format!("spec.output.pushSecret: Secret {:?} has no .dockerconfigjson key", secret.name),
-                ));
-            };
-            // Without an entry for the output's host the push is anonymous, as the builder's was (the
-            // Secret may hold only the credentials of the base image's registry).
-            match lookup(&format!("{namespace}/{}", secret.name), &bytes, repository.registry()) {
-                Ok(auth) => auth.unwrap_or(oci_client::secrets::RegistryAuth::Anonymous),
-                Err(e) => return Ok(failed(Reason::PushSecretInvalid, format!("spec.output.pushSecret: {e}"))),
-            }
-        }
-        None => oci_client::secrets::RegistryAuth::Anonymous,
+    let auth = match push_credentials(client, build, repository.registry()).await? {
+        Ok(auth) => auth,
+        Err((reason, message)) => return Ok(failed(reason, message)),
     };
     let options = RegistryOptions {
         insecure: output.insecure_registry,
@@ -96,6 +76,31 @@ pub async fn publish(
     let digest = registry.push_index(repository, &output.tags, &index).await?;
     delete_temporary_tags(ctx, build, &registry, repository, temporary_tags).await;
     Ok(Publish::Published { image: format!("{}@{digest}", output.image) })
+}
+
+/// The push Secret's credentials for `host`; anonymous without a Secret or without an entry for the
+/// host (the Secret may hold only the credentials of the base image's registry). What is wrong with the
+/// Secret comes back as the reason and message to show.
+pub(super) async fn push_credentials(
+    client: &kube::Client,
+    build: &MultiArchBuild,
+    host: &str,
+) -> Result<Result<RegistryAuth, (Reason, String)>, Error> {
+    let Some(secret) = &build.spec.output.push_secret else { return Ok(Ok(RegistryAuth::Anonymous)) };
+    let namespace = build.namespace().unwrap_or_default();
+    let Some(found) = Api::<Secret>::namespaced(client.clone(), &namespace).get_opt(&secret.name).await? else {
+        let message = format!("spec.output.pushSecret: Secret {:?} not found in namespace {namespace:?}", secret.name);
+        return Ok(Err((Reason::PushSecretMissing, message)));
+    };
+    let bytes = found.data.as_ref().and_then(|d| d.get(".dockerconfigjson")).map(|b| b.0.clone());
+    let Some(bytes) = bytes else {
+        let message = format!("spec.output.pushSecret: Secret {:?} has no .dockerconfigjson key", secret.name);
+        return Ok(Err((Reason::PushSecretInvalid, message)));
+    };
+    Ok(match lookup(&format!("{namespace}/{}", secret.name), &bytes, host) {
+        Ok(auth) => Ok(auth.unwrap_or(RegistryAuth::Anonymous)),
+        Err(e) => Err((Reason::PushSecretInvalid, format!("spec.output.pushSecret: {e}"))),
+    })
 }
 
 /// Deletes the tags buildah pushed to, now that the index names the children by digest. Where the

@@ -4,11 +4,13 @@
 //! [`super::rollout::plan_target`], needs the published digest) and writes the status from
 //! [`super::status::desired_status`].
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::assembly::{Assembly, ContextDockerfile, assembly};
+use super::base_images::PinnedBase;
 use super::builder_images::BuildImages;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
 use super::git::{GitStep, ResolveObservation, git_step};
@@ -30,6 +32,8 @@ pub struct Observation<'a> {
     pub spec: &'a MultiArchBuildSpec,
     /// The rebuild annotation's value.
     pub rebuild_requested_at: Option<&'a str>,
+    /// The base images of each platform, pinned.
+    pub bases: &'a BTreeMap<Platform, Vec<PinnedBase>>,
     /// The status as last written.
     pub status: Option<&'a MultiArchBuildStatus>,
     pub nodes: &'a [NodeView],
@@ -153,6 +157,7 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         context_fingerprint: observed.context_fingerprint,
         dockerfile: observed.dockerfile,
         rebuild_requested_at: observed.rebuild_requested_at,
+        bases: observed.bases,
         source: match (&git, &commit) {
             (None, _) => SourceRevision::NotGit,
             (Some(_), None) => SourceRevision::Resolving,
@@ -266,6 +271,7 @@ mod tests {
             generation: 2,
             spec,
             rebuild_requested_at: None,
+            bases: &BTreeMap::new(),
             status,
             nodes: &nodes,
             emulation: &EmulationLabels::default(),
@@ -356,6 +362,7 @@ mod tests {
             generation: 1,
             spec: &spec,
             rebuild_requested_at: None,
+            bases: &BTreeMap::new(),
             status: None,
             nodes: &nodes,
             emulation: &EmulationLabels::default(),

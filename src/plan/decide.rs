@@ -1,11 +1,13 @@
 //! The next step of a build, from what was observed: which Jobs to create or delete, and each
 //! platform's status. A pure function of plain data (the controller gathers the data and applies).
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::assembly::{Assembly, ContextDockerfile, assembly};
+use super::base_images::{PinnedBase, shown};
 use super::builder_images::BuildImages;
 use super::inputs::{BuildInputs, job_name};
 pub use super::job_status::{JobObservation, JobState};
@@ -116,6 +118,8 @@ pub struct Inputs<'a> {
     pub dockerfile: Option<&'a ContextDockerfile>,
     /// The build's rebuild annotation ([`super::inputs::REBUILD_ANNOTATION`]), if set.
     pub rebuild_requested_at: Option<&'a str>,
+    /// The base images of each platform, pinned (see [`super::base_images`]).
+    pub bases: &'a BTreeMap<Platform, Vec<PinnedBase>>,
     /// For a git source, the commit every platform builds (see [`super::git`]).
     pub source: SourceRevision<'a>,
     /// The platforms of the status last written: the record of what was built.
@@ -148,8 +152,10 @@ pub fn decide(input: &Inputs) -> Decision {
     for platform in input.platforms {
         let mut inputs = BuildInputs {
             rebuild_requested_at: input.rebuild_requested_at.map(str::to_string),
+            base_images: input.bases.get(platform).cloned().unwrap_or_default(),
             ..BuildInputs::new(input.spec, platform, input.context_fingerprint)
         };
+        let bases = shown(&inputs.base_images);
         if let (Some(git), SourceRevision::Commit(commit)) = (inputs.source.git.as_mut(), input.source) {
             // The commit is the input, not the name that led to it; how often to look is no input.
             git.revision = commit.to_string();
@@ -240,7 +246,7 @@ pub fn decide(input: &Inputs) -> Decision {
             }
         };
         // Every entry records the inputs it is about: the record a later pass compares with.
-        decision.platforms.push(PlatformStatus { inputs: Some(hash), ..status });
+        decision.platforms.push(PlatformStatus { inputs: Some(hash), base_images: bases, ..status });
     }
     let stale = input.jobs.iter().filter(|j| !keep.contains(&j.name) && !decision.delete.contains(&j.name));
     decision.delete.extend(stale.map(|j| j.name.clone()).collect::<Vec<_>>());
@@ -389,6 +395,7 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
         job: Some(job.name.clone()),
         // Set by `decide` for every entry.
         inputs: None,
+        base_images: Vec::new(),
         phase,
         digest,
         started_at: job.started_at.clone(),
@@ -472,6 +479,7 @@ pub(crate) mod tests {
         records: Vec<PlatformStatus>,
         fingerprint: &'static str,
         rebuild: Option<String>,
+        bases: BTreeMap<Platform, Vec<PinnedBase>>,
         now: Time,
     }
 
@@ -484,6 +492,7 @@ pub(crate) mod tests {
                 records: vec![],
                 fingerprint: "fp",
                 rebuild: None,
+                bases: BTreeMap::new(),
                 now: time(1000),
             }
         }
@@ -502,6 +511,7 @@ pub(crate) mod tests {
                 context_fingerprint: Some(self.fingerprint),
                 dockerfile: None,
                 rebuild_requested_at: self.rebuild.as_deref(),
+                bases: &self.bases,
                 source: SourceRevision::NotGit,
                 records: &self.records,
                 timeout: Duration::from_secs(30),
@@ -675,6 +685,29 @@ pub(crate) mod tests {
         let retried = world.decide();
         assert_eq!(retried.create.len(), 1);
         assert_ne!(retried.platforms[0].job.as_deref(), Some(name.as_str()));
+    }
+
+    #[test]
+    fn a_moved_base_builds_again_exactly_the_platforms_whose_image_of_it_changed() {
+        let mut world = World::new(spec(&["linux/amd64", "linux/arm64"]));
+        let pin = |c: char| PinnedBase { written: "busybox".into(), image: "busybox".into(), digest: digest(c) };
+        let (amd64, arm64) = (Platform::linux("amd64", None), Platform::linux("arm64", None));
+        world.bases = BTreeMap::from([(amd64.clone(), vec![pin('a')]), (arm64.clone(), vec![pin('b')])]);
+        let names = world.job_names();
+        world.jobs = names.iter().map(|n| observed(n, succeeded('d'))).collect();
+        let built = world.decide();
+        assert!(built.create.is_empty());
+        assert_eq!(built.platforms[1].base_images[0].digest, Some(digest('b')), "{:?}", built.platforms[1]);
+        world.records = built.platforms;
+
+        // The index moved; only its arm64 image changed.
+        world.bases.insert(arm64, vec![pin('c')]);
+        let moved = world.decide();
+        let created: Vec<String> = moved.create.iter().map(|c| c.platform.to_string()).collect();
+        assert_eq!(created, ["linux/arm64"]);
+        assert_eq!(moved.delete, [names[1].clone()]);
+        assert_eq!(moved.platforms[0].phase, PlatformPhase::Succeeded);
+        assert_eq!(moved.platforms[1].base_images[0].digest, Some(digest('c')));
     }
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::base_images::PinnedBase;
 use crate::api::{BuilderSpec, MultiArchBuildSpec, OutputSpec, Source};
 use crate::platform::Platform;
 use crate::registry::digest_of;
@@ -34,6 +35,9 @@ pub struct BuildInputs {
     /// hash of a build without a cache is what it was before caches existed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<String>,
+    /// The base images, pinned by the digests this platform's build uses.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub base_images: Vec<PinnedBase>,
     /// The value of [`REBUILD_ANNOTATION`]: a new value is new inputs, so every platform builds again.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rebuild_requested_at: Option<String>,
@@ -56,6 +60,7 @@ impl BuildInputs {
             push_secret: spec.output.push_secret.as_ref().map(|s| s.name.clone()),
             insecure_registry: spec.output.insecure_registry,
             cache: spec.cache.as_ref().map(|c| c.image.clone()),
+            base_images: Vec::new(),
             rebuild_requested_at: None,
         }
     }

@@ -15,6 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
 };
 
+use super::base_images::pin_args;
 use super::builders::{Builder, build_arg, cache_args, platform_cache};
 use super::git;
 use super::inputs::{BuildInputs, build_label, job_name};
@@ -185,6 +186,7 @@ pub fn build_job(req: &JobRequest) -> Result<Job, JobError> {
     };
     args.extend(cache.into_iter().flat_map(|cache| cache_args(tool, &platform_cache(cache, req.platform))));
     args.extend(req.inputs.build_args.iter().flat_map(|(k, v)| build_arg(tool, k, v)));
+    args.extend(pin_args(tool, &req.inputs.base_images));
     let container = Container {
         name: BUILDER_CONTAINER.into(),
         image: Some(builder.image),

@@ -3,6 +3,7 @@
 //! the workloads that use it. No client, no clock, no I/O.
 
 pub mod assembly;
+pub mod base_images;
 pub mod build;
 pub mod builder_images;
 pub mod builders;

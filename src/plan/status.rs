@@ -149,6 +149,8 @@ pub fn desired_status(
         image,
         last_handled_rebuild_at,
         source: None,
+        // The shell's, as `source`.
+        base_images: Vec::new(),
         targets: targets.to_vec(),
     }
 }

@@ -54,6 +54,8 @@ pub enum SpecError {
     Timeout(String),
     #[error("spec.source.git.pollInterval: {0}; use a positive duration such as 5m or 1h")]
     PollInterval(String),
+    #[error("spec.triggers.baseImages.pollInterval: {0}; use a positive duration such as 10m or 1h")]
+    BasePollInterval(String),
     #[error("spec.publish.waitFor: {0}; use a positive duration such as 30m or 2h")]
     WaitFor(String),
     #[error(
@@ -74,6 +76,9 @@ pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<Va
     let timeout = positive_duration(&spec.builder.timeout).map_err(SpecError::Timeout)?;
     let poll = spec.source.git.as_ref().and_then(|g| g.poll_interval.as_deref());
     let poll_interval = poll.map(positive_duration).transpose().map_err(SpecError::PollInterval)?;
+    if let Some(trigger) = spec.triggers.as_ref().and_then(|t| t.base_images.as_ref()) {
+        positive_duration(&trigger.poll_interval).map_err(SpecError::BasePollInterval)?;
+    }
     let partial_after = match spec.publish.policy {
         PublishPolicy::AllPlatforms => None,
         PublishPolicy::AvailablePlatforms => {
@@ -83,7 +88,7 @@ pub fn validate(spec: &MultiArchBuildSpec, allowed: &AllowedImages) -> Result<Va
     Ok(ValidBuild { repository, cache, timeout, poll_interval, partial_after })
 }
 
-fn positive_duration(text: &str) -> Result<Duration, String> {
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
     match text.parse::<kube::core::Duration>() {
         Ok(d) if !d.is_negative() => Ok(Duration::from(d).max(Duration::from_secs(1))),
         Ok(_) => Err("must not be negative".into()),
