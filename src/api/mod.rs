@@ -7,8 +7,8 @@ mod status;
 pub use reason::Reason;
 pub use spec::{
     AUTO_PLATFORM, BaseImageTrigger, BuildTool, BuilderKind, BuilderSpec, CacheSpec, GitSource, LocalRef,
-    MultiArchBuild, MultiArchBuildSpec, OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec,
-    RolloutTarget, Source, TriggersSpec, WorkloadKind,
+    MultiArchBuild, MultiArchBuildSpec, OutputSpec, Placement, PublishPolicy, PublishSpec, RolloutSpec, RolloutTarget,
+    Source, TriggersSpec, WorkloadKind,
 };
 pub use status::{
     BaseImageStatus, BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus,
