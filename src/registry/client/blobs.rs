@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use oci_client::Reference;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
-use reqwest::{Body, StatusCode};
+use reqwest::{Body, Response, StatusCode};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -43,20 +43,23 @@ impl Registry {
         .await
     }
 
+    /// The registry's answer to a GET of a blob, when it is a success.
+    async fn get_blob(&self, base: &str, reference: &Reference, digest: &str) -> Result<Response, WireError> {
+        let url = format!("{base}/v2/{}/blobs/{digest}", reference.repository());
+        let get = |http: &reqwest::Client| http.get(&url);
+        let answer = self.wire.send(base, reference.repository(), Access::Pull, get).await?;
+        if !answer.status().is_success() {
+            return Err(status_error(answer).await);
+        }
+        Ok(answer)
+    }
+
     /// The bytes of a config blob, `size` of them at most, checked against its digest.
     pub async fn fetch_blob(&self, reference: &Reference, digest: &str, size: u64) -> Result<Vec<u8>, RegistryError> {
         let op = Operation::GetConfig;
         let bytes = self
-            .call(op, reference, |base| {
-                let url = format!("{base}/v2/{}/blobs/{digest}", reference.repository());
-                async move {
-                    let get = |http: &reqwest::Client| http.get(&url);
-                    let answer = self.wire.send(&base, reference.repository(), Access::Pull, get).await?;
-                    if !answer.status().is_success() {
-                        return Err(status_error(answer).await);
-                    }
-                    read_capped(answer, size, "image config").await
-                }
+            .call(op, reference, |base| async move {
+                read_capped(self.get_blob(&base, reference, digest).await?, size, "image config").await
             })
             .await?;
         if bytes.len() as u64 != size || crate::registry::digest_of(&bytes) != digest {
@@ -77,19 +80,8 @@ impl Registry {
         chunks: mpsc::Sender<Bytes>,
     ) -> Result<(), RegistryError> {
         let op = Operation::ReadLayer;
-        let mut answer = self
-            .call(op, reference, |base| {
-                let url = format!("{base}/v2/{}/blobs/{digest}", reference.repository());
-                async move {
-                    let get = |http: &reqwest::Client| http.get(&url);
-                    let answer = self.wire.send(&base, reference.repository(), Access::Pull, get).await?;
-                    if !answer.status().is_success() {
-                        return Err(status_error(answer).await);
-                    }
-                    Ok(answer)
-                }
-            })
-            .await?;
+        let mut answer =
+            self.call(op, reference, |base| async move { self.get_blob(&base, reference, digest).await }).await?;
         let wrong =
             || invalid(op, reference, format!("the layer is not the {size} bytes of {digest} that the manifest names"));
         let stream = async {
