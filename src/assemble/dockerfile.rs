@@ -72,17 +72,8 @@ pub fn base_images(
     let (source, empty_entrypoints) = readable(dockerfile)?;
     let parsed = parse(&source)?.map_err(|e| invalid(e.line().max(1), format!("{e:#}")))?;
     let mut reader = Reader::new(&source, args, &empty_entrypoints);
-    reader.escape = parsed.parser_directives.escape.as_ref().map_or('\\', |e| e.value.value);
     // Where the build runs is not known here: a stage for `$BUILDPLATFORM` is never the target's.
-    let build = Platform::new("unknown", "unknown", None);
-    for (name, value) in automatic_args(target, &build, "default") {
-        let value = reader.build_args.get(name).cloned().unwrap_or(value);
-        reader.globals.insert(name.to_string(), value);
-    }
-    for arg in parsed.global_args() {
-        reader.line = reader.line_of(&arg.arg);
-        reader.global_arg(leading_flags(&arg.arguments.value).1)?;
-    }
+    reader.global_scope(&parsed, target, &Platform::new("unknown", "unknown", None), "default")?;
     let (mut stages, mut images) = (BTreeSet::new(), Vec::<FromImage>::new());
     for stage in parsed.stages() {
         let from = stage.from;
@@ -209,18 +200,10 @@ impl<'a> Reader<'a> {
     }
 
     fn read(mut self, parsed: &Dockerfile<'_>, target: &Platform, build: &Platform) -> Result<Recipe, RecipeError> {
-        self.escape = parsed.parser_directives.escape.as_ref().map_or('\\', |e| e.value.value);
         let mut stages = parsed.stages();
         let stage = stages.next().ok_or_else(|| invalid(1, "expected at least one FROM instruction"))?;
         let stage_name = stage.from.as_.as_ref().map_or("default".into(), |(_, name)| name.value.to_lowercase());
-        for (name, value) in automatic_args(target, build, &stage_name) {
-            let value = self.build_args.get(name).cloned().unwrap_or(value);
-            self.globals.insert(name.to_string(), value);
-        }
-        for arg in parsed.global_args() {
-            self.line = self.line_of(&arg.arg);
-            self.global_arg(leading_flags(&arg.arguments.value).1)?;
-        }
+        self.global_scope(parsed, target, build, &stage_name)?;
         let base = self.from(stage.from)?;
         for instruction in stage.instructions {
             self.instruction(instruction)?;
@@ -229,6 +212,27 @@ impl<'a> Reader<'a> {
             return Err(needs(self.line_of(&next.from.from), "a second FROM"));
         }
         Ok(Recipe { base, copies: self.copies, config: self.config, workdirs: self.workdirs, history: self.history })
+    }
+
+    /// The escape character and the global scope: the automatic platform args (a build arg of their
+    /// name wins) and the ARGs before the first FROM.
+    fn global_scope(
+        &mut self,
+        parsed: &Dockerfile<'_>,
+        target: &Platform,
+        build: &Platform,
+        stage_name: &str,
+    ) -> Result<(), RecipeError> {
+        self.escape = parsed.parser_directives.escape.as_ref().map_or('\\', |e| e.value.value);
+        for (name, value) in automatic_args(target, build, stage_name) {
+            let value = self.build_args.get(name).cloned().unwrap_or(value);
+            self.globals.insert(name.to_string(), value);
+        }
+        for arg in parsed.global_args() {
+            self.line = self.line_of(&arg.arg);
+            self.global_arg(leading_flags(&arg.arguments.value).1)?;
+        }
+        Ok(())
     }
 
     /// `text` of an instruction that takes no flag (BuildKit reads a leading `--word` of any as one).
