@@ -10,6 +10,8 @@
 //! own event wakes the build again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::plan::assembly::ContextDockerfile;
 use std::sync::Mutex;
@@ -22,7 +24,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Secret};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use crate::api::WorkloadKind;
@@ -44,7 +46,18 @@ pub struct Caches {
     workloads: Mutex<HashMap<WorkloadKey, Workload>>,
     /// `(namespace, name)` of a git source's Secret -> what is known of it at a resourceVersion.
     secret_metas: Mutex<HashMap<(String, String), (String, SecretMeta)>>,
+    /// Jobs this operator creates, or created, that the Job watch has not delivered yet: counted as
+    /// if cached (client-go's "expectations"), so a node's build slot is taken the moment a Job is
+    /// planned for it, without waiting for the watch.
+    expected_jobs: Mutex<HashMap<(String, String), Expected>>,
 }
+
+/// A Job expected, since when.
+type Expected = (Instant, Arc<Job>);
+
+/// How long a Job is expected at most: by then the watch has delivered it (or it was deleted again,
+/// and the watch delivered that).
+const EXPECTATION: Duration = Duration::from_secs(30);
 
 /// What is kept of a ConfigMap context: the fingerprint of its content, and the Dockerfile of key
 /// `dockerfile_key` (`spec.dockerfile`), which tells whether `auto` assembles the image.
@@ -105,6 +118,7 @@ impl Caches {
             contexts: Mutex::new(HashMap::new()),
             workloads: Mutex::new(HashMap::new()),
             secret_metas: Mutex::new(HashMap::new()),
+            expected_jobs: Mutex::new(HashMap::new()),
         };
         let triggers = Triggers {
             jobs: job_changes,
@@ -213,13 +227,32 @@ impl Caches {
         Ok(read)
     }
 
-    /// Waits (5 s at most) until the Job cache holds these Jobs of `namespace`, just created: what is
-    /// planned next must count them.
-    pub async fn wait_for_jobs(&self, namespace: &str, names: &[String]) {
-        let cached = || names.iter().all(|name| self.jobs.get(&ObjectRef::new(name).within(namespace)).is_some());
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !cached() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    /// The Jobs cached, and those expected (see `expected_jobs`) that the cache does not hold yet.
+    pub fn jobs(&self) -> Vec<Arc<Job>> {
+        let mut jobs = self.jobs.state();
+        let Ok(mut expected) = self.expected_jobs.lock() else { return jobs };
+        expected.retain(|(namespace, name), (since, _)| {
+            since.elapsed() < EXPECTATION && self.jobs.get(&ObjectRef::new(name).within(namespace)).is_none()
+        });
+        jobs.extend(expected.values().map(|(_, job)| job.clone()));
+        jobs
+    }
+
+    /// Counts these Jobs, about to be created, as created.
+    pub fn expect_jobs(&self, jobs: &[Job]) {
+        if let Ok(mut expected) = self.expected_jobs.lock() {
+            for job in jobs {
+                expected.insert(namespaced_name(job), (Instant::now(), Arc::new(job.clone())));
+            }
+        }
+    }
+
+    /// Stops counting Jobs that were not created after all.
+    pub fn unexpect_jobs(&self, jobs: &[Job]) {
+        if let Ok(mut expected) = self.expected_jobs.lock() {
+            for job in jobs {
+                expected.remove(&namespaced_name(job));
+            }
         }
     }
 
@@ -229,6 +262,10 @@ impl Caches {
             kept.retain(|key, _| targeted(key));
         }
     }
+}
+
+fn namespaced_name(job: &Job) -> (String, String) {
+    (job.metadata.namespace.clone().unwrap_or_default(), job.metadata.name.clone().unwrap_or_default())
 }
 
 fn version<K: Resource<DynamicType = ()> + Clone>(store: &Store<K>, namespace: &str, name: &str) -> Option<String> {
@@ -242,6 +279,8 @@ where
     S: futures::Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 {
     let (store, writer) = reflector::store();
+    // Who wrote which field is read by no one here, and is often the larger part of an object.
+    let watch = watch.modify(|object: &mut K| object.managed_fields_mut().clear());
     (store, reflector::reflector(writer, watch).default_backoff().touched_objects().boxed())
 }
 

@@ -13,42 +13,61 @@ use crate::plan::git::{GitStep, ResolveRequest, resolve_job};
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::validate::ValidBuild;
 
-pub(super) async fn apply_jobs(
+/// The build Jobs `decision` creates, or why the spec makes none.
+pub(super) fn build_jobs(
     build: &MultiArchBuild,
     ctx: &Context,
     decision: &Decision,
     valid: &ValidBuild,
-) -> Result<Vec<String>, Error> {
+) -> Result<Vec<Job>, String> {
     let namespace = build.namespace().unwrap_or_default();
-    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
-    let owner = build.controller_owner_ref(&()).ok_or_else(|| Error::Invalid("the build has no uid yet".into()))?;
+    let owner = build.controller_owner_ref(&()).ok_or("the build has no uid yet")?;
     let timeout_seconds = i64::try_from(valid.timeout.as_secs()).unwrap_or(i64::MAX);
-    let builder = &ctx.builder;
-    if !decision.create.is_empty() || !decision.delete.is_empty() {
-        ctx.fence.check().await?;
-    }
-    let mut created = Vec::new();
+    let build_name = build.name_any();
+    let mut jobs = Vec::new();
     for create in &decision.create {
         let request = JobRequest {
-            build_name: &build.name_any(),
+            build_name: &build_name,
             namespace: &namespace,
             owner: owner.clone(),
             platform: &create.platform,
             inputs: &create.inputs,
             placed: &create.placed,
-            config: builder,
+            config: &ctx.builder,
             timeout_seconds,
             cache: valid.cache.as_ref(),
         };
-        let job = build_job(&request).map_err(|e| Error::Invalid(e.to_string()))?;
-        let name = job.metadata.name.clone().unwrap_or_default();
-        if create_job(&jobs, &job, &owner.uid).await? {
-            info!(job = name, platform = %create.platform, "created build job");
-        }
-        created.push(name);
+        jobs.push(build_job(&request).map_err(|e| e.to_string())?);
     }
-    delete_jobs(&jobs, &decision.delete).await?;
-    Ok(created)
+    Ok(jobs)
+}
+
+/// Creates `create` (expected in the caches already: a Job that fails to be created is expected no
+/// more) and deletes the Jobs named in `delete`.
+pub(super) async fn apply_jobs(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    create: &[Job],
+    delete: &[String],
+) -> Result<(), Error> {
+    let namespace = build.namespace().unwrap_or_default();
+    let jobs = Api::<Job>::namespaced(ctx.client.clone(), &namespace);
+    let owner_uid = build.uid().unwrap_or_default();
+    if !create.is_empty() || !delete.is_empty() {
+        ctx.fence.check().await.inspect_err(|_| ctx.caches.unexpect_jobs(create))?;
+    }
+    for (i, job) in create.iter().enumerate() {
+        let name = job.metadata.name.clone().unwrap_or_default();
+        match create_job(&jobs, job, &owner_uid).await {
+            Ok(true) => info!(job = name, "created build job"),
+            Ok(false) => {}
+            Err(e) => {
+                ctx.caches.unexpect_jobs(&create[i..]);
+                return Err(e);
+            }
+        }
+    }
+    delete_jobs(&jobs, delete).await
 }
 
 /// Creates the git source's resolve Job when one is due, deletes the ones done with.

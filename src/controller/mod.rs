@@ -184,13 +184,17 @@ async fn reconcile_until_shutdown(
     // and wakes nothing. The same watch keeps the node cache.
     let (nodes, node_writer) = reflector::store();
     let mut seen = NodeFingerprints::new(config.emulation_labels());
-    let node_changes =
-        reflector::reflector(node_writer, watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
-            .default_backoff()
-            .filter_map(move |event| {
-                let change = event.ok().map(|e| seen.change(&e)).filter(|c| *c != NodeChange::None);
-                futures::future::ready(change)
-            });
+    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).modify(|node: &mut Node| {
+        // What no one here reads, and most of a node's size: the images it holds, who wrote what.
+        node.managed_fields_mut().clear();
+        if let Some(status) = node.status.as_mut() {
+            status.images = None;
+        }
+    });
+    let node_changes = reflector::reflector(node_writer, node_watch).default_backoff().filter_map(move |event| {
+        let change = event.ok().map(|e| seen.change(&e)).filter(|c| *c != NodeChange::None);
+        futures::future::ready(change)
+    });
     let (caches, triggers) = Caches::start(&client, nodes);
     let registry_options = RegistryOptions {
         extra_ca_pem: registry_ca.iter().map(|pem| pem.clone().into_bytes()).collect(),
@@ -216,13 +220,16 @@ async fn reconcile_until_shutdown(
     // only its status does: the operator wrote that status itself, at the end of a reconcile that saw
     // everything. The store still gets every change.
     let (store, writer) = reflector::store();
-    let builds = reflector::reflector(writer, watcher(Api::<Guarded>::all(client.clone()), watcher::Config::default()))
-        .default_backoff()
-        .applied_objects()
-        .predicate_filter(
-            predicates::generation.combine(predicates::annotations).combine(predicates::labels),
-            Default::default(),
-        );
+    let build_watch =
+        watcher(Api::<Guarded>::all(client.clone()), watcher::Config::default()).modify(|guarded: &mut Guarded| {
+            if let Ok(build) = guarded.0.as_mut() {
+                build.managed_fields_mut().clear();
+            }
+        });
+    let builds = reflector::reflector(writer, build_watch).default_backoff().applied_objects().predicate_filter(
+        predicates::generation.combine(predicates::annotations).combine(predicates::labels),
+        Default::default(),
+    );
     let concurrency = ctx.config.concurrency;
     let controller = Controller::for_stream(builds, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
@@ -355,9 +362,10 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     let generation = build.metadata.generation.unwrap_or_default();
     let now = now();
     let (mut observed, mut bases, mut plan) = observe_and_plan(build, ctx, &now).await?;
-    // Two builds placed at once would each see a node's last slot free: placing a Job on nodes with
+    // Two builds placed at once would each see a node's last slot free: placing Jobs on nodes with
     // slots is one reconcile at a time, on what the others placed (planned again under the lock, it
-    // may be Queued now).
+    // may be Queued now). The Jobs it plans count as created (expected in the caches) before the lock
+    // goes: the others need not wait for their creation, nor for the watch to deliver them.
     let placing = match &plan.next {
         Next::Go(go) if go.decision.create.iter().any(|create| create.placed.bounded) => {
             let placing = ctx.placing.lock().await;
@@ -366,8 +374,20 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         }
         _ => None,
     };
+    let created = match &plan.next {
+        Next::Go(go) => match jobs::build_jobs(build, ctx, &go.decision, &go.valid) {
+            Ok(created) => created,
+            Err(message) => {
+                drop(placing);
+                return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
+            }
+        },
+        Next::Stop { .. } => Vec::new(),
+    };
+    ctx.caches.expect_jobs(&created);
+    drop(placing);
     if let (Some(step), Some(git)) = (&plan.git, &build.spec.source.git) {
-        jobs::apply_resolve(build, ctx, step, git).await?;
+        jobs::apply_resolve(build, ctx, step, git).await.inspect_err(|_| ctx.caches.unexpect_jobs(&created))?;
     }
     let go = match &plan.next {
         Next::Stop { reason, message, recheck } => {
@@ -375,18 +395,12 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         }
         Next::Go(go) => go,
     };
-    match jobs::apply_jobs(build, ctx, &go.decision, &go.valid).await {
+    match jobs::apply_jobs(build, ctx, &created, &go.decision.delete).await {
         Err(Error::Invalid(message)) => {
             return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
         }
-        Ok(created) if placing.is_some() => {
-            ctx.caches.wait_for_jobs(&build.namespace().unwrap_or_default(), &created).await
-        }
-        other => {
-            other?;
-        }
+        other => other?,
     }
-    drop(placing);
     let publish = match &go.publish {
         PublishStep::NotYet => Publish::NotYet,
         PublishStep::Done { image } => Publish::Published { image: image.clone() },

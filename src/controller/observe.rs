@@ -2,6 +2,7 @@
 //! a Job has no pod, from its events), and a ConfigMap context's fingerprint and Dockerfile.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
@@ -26,8 +27,8 @@ const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
 
 pub struct Observed {
     pub nodes: Vec<NodeView>,
-    /// The nodes as read, for the rollout's coverage check.
-    pub node_objects: Vec<Node>,
+    /// The nodes as cached, for the rollout's coverage check.
+    pub node_objects: Vec<Arc<Node>>,
     /// The platforms' build Jobs.
     pub jobs: Vec<JobObservation>,
     /// The Jobs that resolve a git revision.
@@ -51,7 +52,7 @@ pub async fn observe(
     let ours = |labels: &BTreeMap<String, String>, ns: Option<&String>| {
         ns == Some(&namespace) && labels.get(BUILD_LABEL) == Some(&label)
     };
-    let nodes: Vec<Node> = caches.nodes.state().iter().map(|n| Node::clone(n)).collect();
+    let nodes = caches.nodes.state();
     let owner = build.uid();
     let mut pods_by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
     for pod in caches.pods.state().iter().filter(|p| ours(p.labels(), p.metadata.namespace.as_ref())) {
@@ -59,7 +60,7 @@ pub async fn observe(
             pods_by_job.entry(job).or_default().push(Pod::clone(pod));
         }
     }
-    let jobs = caches.jobs.state();
+    let jobs = caches.jobs();
     let owned = jobs.iter().filter(|job| {
         ours(job.labels(), job.metadata.namespace.as_ref())
             && job.owner_references().iter().any(|o| Some(&o.uid) == owner.as_ref())
@@ -89,7 +90,7 @@ pub async fn observe(
         Err(e) => return Err(e),
     };
     let builds = builds_by_node(caches, &nodes);
-    let view = |node: &Node| {
+    let view = |node: &Arc<Node>| {
         let view = NodeView::from_node(node, emulation);
         NodeView { builds: builds.get(&view.name).copied().unwrap_or_default(), ..view }
     };
@@ -106,7 +107,7 @@ pub async fn observe(
 /// The builds each node runs or is about to run, of every MultiArchBuild: what `--max-builds-per-node`
 /// counts. A build pod on a node counts there; a build Job whose pod is not on a node yet (just created,
 /// pending) counts on every node it may land on, so two reconciles never fill one slot twice.
-fn builds_by_node(caches: &Caches, nodes: &[Node]) -> BTreeMap<String, u32> {
+fn builds_by_node(caches: &Caches, nodes: &[Arc<Node>]) -> BTreeMap<String, u32> {
     let mut builds: BTreeMap<String, u32> = BTreeMap::new();
     let mut placed = std::collections::BTreeSet::new();
     for pod in caches.pods.state().iter().filter(|p| p.labels().contains_key(PLATFORM_LABEL)) {
@@ -121,7 +122,7 @@ fn builds_by_node(caches: &Caches, nodes: &[Node]) -> BTreeMap<String, u32> {
             placed.insert((pod.metadata.namespace.clone(), job.clone()));
         }
     }
-    let pending = caches.jobs.state();
+    let pending = caches.jobs();
     let pending = pending.iter().filter(|job| {
         job.labels().contains_key(PLATFORM_LABEL)
             && !has_ended(job)

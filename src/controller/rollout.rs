@@ -1,6 +1,8 @@
 //! The workload side of a build: read each rollout target, let the planner decide, and apply the
 //! fields archway owns on its pod template with server-side apply.
 
+use std::sync::Arc;
+
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -32,11 +34,16 @@ pub async fn roll_out(
     build: &MultiArchBuild,
     valid: &ValidBuild,
     published: Option<Published<'_>>,
-    nodes: &[Node],
+    nodes: &[Arc<Node>],
     now: &Time,
 ) -> Result<Vec<TargetStatus>, Error> {
     let Some(published) = published else {
         return Ok(pending_targets(build));
+    };
+    // Cloned here only: most builds roll out nothing, and a reconcile should not copy every node.
+    let nodes: Vec<Node> = match targets(build).is_empty() {
+        true => Vec::new(),
+        false => nodes.iter().map(|node| Node::clone(node)).collect(),
     };
     let namespace = build.namespace().unwrap_or_default();
     let mut statuses = Vec::new();
@@ -51,7 +58,7 @@ pub async fn roll_out(
             repository: &valid.repository,
             image: published.image,
             offered: published.platforms,
-            nodes,
+            nodes: &nodes,
             previous: previous.as_ref(),
             now,
         });
