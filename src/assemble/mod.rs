@@ -11,6 +11,7 @@ pub mod base_files;
 pub mod config;
 pub mod dockerfile;
 pub mod layer;
+pub mod resolve;
 pub mod run;
 mod substitute;
 
