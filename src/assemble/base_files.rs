@@ -54,9 +54,9 @@ impl Node {
 /// relative to `/`, as [`crate::assemble::layer`] names them); `FROM scratch` has none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BaseFiles {
-    /// The last components of the paths asked about: a file of the base matters only where the layer
-    /// writes, which is a path asked about or where a link leads from one (under the same name but
-    /// for a link's own target; see [`BaseFiles::get`]).
+    /// The last components of the paths asked about. A file of the base matters only where the layer
+    /// writes: at a path asked about, or below a link on one, where it keeps its name (`/bin/tool`
+    /// -> `usr/bin/tool`); only a link's own target may be named otherwise (see [`BaseFiles::get`]).
     names: BTreeSet<OsString>,
     nodes: BTreeMap<PathBuf, Node>,
 }
