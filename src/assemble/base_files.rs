@@ -1,16 +1,19 @@
-//! What the base image has at the paths the new layer touches: a directory, a symlink, something else,
-//! or nothing. A builder looks at the base's files before it writes (a `WORKDIR` that exists is left as
-//! it is, a file copied onto a directory goes into it); `assemble` reads the base's layers' tar headers
-//! for the same answers.
+//! What the base image has at the paths the new layer touches: a directory, a symlink (and where to),
+//! something else, or nothing. A builder looks at the base's files before it writes (a `WORKDIR` that
+//! exists is left as it is, a file copied onto a directory goes into it, a destination below a symlink
+//! lands where the link leads); `assemble` reads the base's layers' tar headers for the same answers.
 //!
-//! Only the paths asked about are kept (every `COPY` destination and `WORKDIR`, and their parents), so
-//! memory does not grow with the base image; the reading is bounded by a [`Budget`]. Layers are applied
-//! in order with the OCI whiteouts (`.wh.<name>` deletes a lower path, `.wh..wh..opq` empties a lower
-//! directory).
+//! Every directory and symlink is kept (a destination may lead anywhere through a link: `/bin` ->
+//! `usr/bin`), other files only under the names of the paths asked about, so that memory grows with the
+//! base's directories and links, not with its files; the reading is bounded by a [`Budget`]. Layers are
+//! applied in order with the OCI whiteouts (`.wh.<name>` deletes a lower path, `.wh..wh..opq` empties a
+//! lower directory).
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::{self, BufRead, BufReader, Read};
+use std::ops::Bound;
 use std::path::{Component, Path, PathBuf};
 use std::rc::Rc;
 
@@ -29,12 +32,33 @@ pub enum BaseKind {
     Other,
 }
 
-/// The base image's files at the paths wanted (relative to `/`, as [`crate::assemble::layer`] names
-/// them); `FROM scratch` has none.
+/// One path of the base's final file system.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Node {
+    Dir,
+    Symlink(PathBuf),
+    Other,
+}
+
+impl Node {
+    fn kind(&self) -> BaseKind {
+        match self {
+            Node::Dir => BaseKind::Dir,
+            Node::Symlink(_) => BaseKind::Symlink,
+            Node::Other => BaseKind::Other,
+        }
+    }
+}
+
+/// The base image's directories and symlinks, and its other files under the names wanted (paths
+/// relative to `/`, as [`crate::assemble::layer`] names them); `FROM scratch` has none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct BaseFiles {
-    wanted: BTreeSet<PathBuf>,
-    found: BTreeMap<PathBuf, BaseKind>,
+    /// The last components of the paths asked about. A file of the base matters only where the layer
+    /// writes: at a path asked about, or below a link on one, where it keeps its name (`/bin/tool`
+    /// -> `usr/bin/tool`); only a link's own target may be named otherwise (see [`BaseFiles::get`]).
+    names: BTreeSet<OsString>,
+    nodes: BTreeMap<PathBuf, Node>,
 }
 
 /// How much of the base image's layers may be read: a real base has at most some hundred thousand
@@ -72,14 +96,27 @@ pub enum BaseFilesError {
 }
 
 impl BaseFiles {
-    /// An empty view that will keep what the layers say about `wanted`.
+    /// An empty view that will keep what the layers say about `wanted` (and every directory and
+    /// symlink).
     pub fn knowing(wanted: BTreeSet<PathBuf>) -> BaseFiles {
-        BaseFiles { wanted, found: BTreeMap::new() }
+        let names = wanted.iter().filter_map(|path| path.file_name()).map(OsString::from).collect();
+        BaseFiles { names, nodes: BTreeMap::new() }
     }
 
-    /// What the base has at `path` (one of the wanted paths; any other reads as nothing).
+    /// What the base has at `path`, the path itself (a symlink is not followed). A file that is not
+    /// a directory or symlink reads as nothing unless its name is that of a path asked about: a file
+    /// reached only through a link to another name (`COPY dir /conf`, `/conf -> etc/app.conf`) is not
+    /// known, and the layer then writes a directory where buildah would refuse.
     pub fn get(&self, path: &Path) -> Option<BaseKind> {
-        self.found.get(path).copied()
+        self.nodes.get(path).map(Node::kind)
+    }
+
+    /// The target of the symlink at `path`, as written in the base, if `path` is one.
+    pub fn link(&self, path: &Path) -> Option<&Path> {
+        match self.nodes.get(path) {
+            Some(Node::Symlink(target)) => Some(target),
+            _ => None,
+        }
     }
 
     /// Applies one layer blob (gzipped or plain tar) on top of the layers before it, reading it to its
@@ -108,12 +145,14 @@ impl BaseFiles {
             budget.entries_left =
                 budget.entries_left.checked_sub(1).ok_or(BaseFilesError::TooManyEntries(entries_limit))?;
             let path = normal_path(&entry.path().map_err(too_large)?);
-            let kind = match entry.header().entry_type() {
-                EntryType::Directory => BaseKind::Dir,
-                EntryType::Symlink => BaseKind::Symlink,
-                _ => BaseKind::Other,
+            let node = match entry.header().entry_type() {
+                EntryType::Directory => Node::Dir,
+                EntryType::Symlink => {
+                    Node::Symlink(entry.link_name().map_err(too_large)?.map(|t| t.into_owned()).unwrap_or_default())
+                }
+                _ => Node::Other,
             };
-            layer.add(path, kind);
+            layer.add(path, node);
         }
         // To the end: what follows the tar's end marker, so that the whole blob is read (and its digest
         // checked by the caller).
@@ -126,29 +165,68 @@ impl BaseFiles {
 
     fn apply(&mut self, layer: LayerChanges) {
         for gone in &layer.whiteouts {
-            self.found.retain(|path, _| !path.starts_with(gone));
+            self.nodes.remove(gone);
+            self.remove_below(gone);
         }
         for emptied in &layer.opaques {
-            self.found.retain(|path, _| path == emptied || !path.starts_with(emptied));
+            self.remove_below(emptied);
         }
-        for (path, kind) in layer.added {
-            if kind != BaseKind::Dir {
-                self.found.retain(|below, _| below == &path || !below.starts_with(&path));
+        for (path, node) in layer.added {
+            if node != Node::Dir {
+                self.remove_below(&path);
             }
-            // A tar may leave out a path's parents: extracting it makes them directories.
-            for parent in path.ancestors().skip(1).filter(|p| self.wanted.contains(*p)) {
-                self.found.entry(parent.to_path_buf()).or_insert(BaseKind::Dir);
+            // A tar may leave out a path's parents: extracting it makes them directories. Those of a
+            // known path are known.
+            for parent in path.ancestors().skip(1).filter(|p| !p.as_os_str().is_empty()) {
+                if self.nodes.contains_key(parent) {
+                    break;
+                }
+                self.nodes.insert(parent.to_path_buf(), Node::Dir);
             }
-            if self.wanted.contains(&path) {
-                self.found.insert(path, kind);
+            let named = path.file_name().is_some_and(|name| self.names.contains(name));
+            if node == Node::Other && !named {
+                self.nodes.remove(&path);
+            } else if !(node == Node::Dir && self.nodes.get(&path) == Some(&Node::Dir)) {
+                self.nodes.insert(path, node);
             }
         }
     }
 
+    /// Forgets what is below `path` (not `path` itself): `PathBuf`s order by component, so that is the
+    /// run of keys right after it that start with it.
+    fn remove_below(&mut self, path: &Path) {
+        let below: Vec<PathBuf> = self
+            .nodes
+            .range::<Path, _>((Bound::Excluded(path), Bound::Unbounded))
+            .take_while(|(below, _)| below.starts_with(path))
+            .map(|(below, _)| below.clone())
+            .collect();
+        for below in below {
+            self.nodes.remove(&below);
+        }
+    }
+
+    /// A view of `entries`: a kind, or `->target` for a symlink.
     #[cfg(test)]
-    pub fn with(entries: &[(&str, BaseKind)]) -> BaseFiles {
-        let found: BTreeMap<PathBuf, BaseKind> = entries.iter().map(|(p, k)| (PathBuf::from(p), *k)).collect();
-        BaseFiles { wanted: found.keys().cloned().collect(), found }
+    pub fn with(entries: &[(&str, &str)]) -> BaseFiles {
+        let node = |kind: &str| match kind {
+            "d" => Node::Dir,
+            "f" => Node::Other,
+            target => Node::Symlink(PathBuf::from(target.trim_start_matches("->"))),
+        };
+        let mut nodes: BTreeMap<PathBuf, Node> = entries.iter().map(|(p, k)| (PathBuf::from(p), node(k))).collect();
+        let names = nodes.keys().filter_map(|p| p.file_name()).map(OsString::from).collect();
+        // As a layer's tar makes them: the parents of what it holds are directories.
+        let parents: Vec<PathBuf> = nodes
+            .keys()
+            .flat_map(|p| p.ancestors().skip(1))
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(PathBuf::from)
+            .collect();
+        for parent in parents {
+            nodes.entry(parent).or_insert(Node::Dir);
+        }
+        BaseFiles { names, nodes }
     }
 }
 
@@ -157,11 +235,11 @@ impl BaseFiles {
 struct LayerChanges {
     whiteouts: Vec<PathBuf>,
     opaques: Vec<PathBuf>,
-    added: Vec<(PathBuf, BaseKind)>,
+    added: Vec<(PathBuf, Node)>,
 }
 
 impl LayerChanges {
-    fn add(&mut self, path: PathBuf, kind: BaseKind) {
+    fn add(&mut self, path: PathBuf, node: Node) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         let parent = path.parent().unwrap_or(Path::new(""));
         if name == OPAQUE {
@@ -172,7 +250,7 @@ impl LayerChanges {
                 self.whiteouts.push(parent.join(gone));
             }
         } else if !path.as_os_str().is_empty() {
-            self.added.push((path, kind));
+            self.added.push((path, node));
         }
     }
 }
@@ -223,10 +301,12 @@ mod tests {
 
     use super::*;
 
-    /// A tar of `(path, type)`: `d` directory, `l` symlink, `f` file.
+    /// A tar of `(path, type)`: `d` directory, `l` symlink (`path->target`, else to `target`), `f`
+    /// file.
     fn tar(entries: &[(&str, char)]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for (path, kind) in entries {
+            let (path, target) = path.split_once("->").unwrap_or((path, "target"));
             let mut header = tar::Header::new_gnu();
             header.set_size(0);
             header.set_mode(0o755);
@@ -236,7 +316,7 @@ mod tests {
                 _ => EntryType::Regular,
             });
             if *kind == 'l' {
-                builder.append_link(&mut header, path, "target").unwrap();
+                builder.append_link(&mut header, path, target).unwrap();
             } else {
                 builder.append_data(&mut header, path, io::empty()).unwrap();
             }
@@ -290,6 +370,45 @@ mod tests {
         files.apply_layer(&second[..], &mut budget).unwrap();
         let expected = [Some(Dir), Some(Dir), Some(Other), Some(Dir), Some(Other), None, None, Some(Symlink), None];
         assert_eq!(kinds(&files, &wanted), expected);
+    }
+
+    #[test]
+    fn symlinks_are_kept_with_their_targets_until_a_later_layer_replaces_them() {
+        let mut files = knowing(&["bin/tool"]);
+        let mut budget = Budget::default();
+        let first = tar(&[
+            ("bin->usr/bin", 'l'),
+            ("usr/bin/sh", 'f'),
+            ("var/run->../run", 'l'),
+            ("lib->/usr/lib", 'l'),
+            ("sbin->usr/sbin", 'l'),
+            ("opt/old->x", 'l'),
+            ("etc/tool", 'f'),
+        ]);
+        files.apply_layer(&first[..], &mut budget).unwrap();
+        assert_eq!(files.link(Path::new("bin")), Some(Path::new("usr/bin")));
+        assert_eq!(files.link(Path::new("var/run")), Some(Path::new("../run")));
+        assert_eq!(files.link(Path::new("lib")), Some(Path::new("/usr/lib")));
+        // Every directory is known; a file only under a name asked about.
+        assert_eq!(
+            kinds(&files, &["usr/bin", "var", "usr/bin/sh", "etc/tool"]),
+            [Some(BaseKind::Dir), Some(BaseKind::Dir), None, Some(BaseKind::Other)]
+        );
+        // A whiteout deletes a link, a directory replaces one, an opaque directory forgets those below
+        // it, a file replaces one.
+        let second = tar(&[(".wh.bin", 'f'), ("lib/", 'd'), ("opt/.wh..wh..opq", 'f'), ("sbin", 'f')]);
+        files.apply_layer(&second[..], &mut budget).unwrap();
+        assert_eq!(
+            kinds(&files, &["bin", "lib", "opt", "opt/old", "sbin"]),
+            [None, Some(BaseKind::Dir), Some(BaseKind::Dir), None, None]
+        );
+        assert_eq!(files.link(Path::new("lib")), None);
+        // A later layer's link replaces a directory and what it held.
+        let third = tar(&[("usr->/opt", 'l')]);
+        files.apply_layer(&third[..], &mut budget).unwrap();
+        assert_eq!(files.link(Path::new("usr")), Some(Path::new("/opt")));
+        assert_eq!(files.get(Path::new("usr/bin")), None);
+        assert_eq!(files.link(Path::new("var/run")), Some(Path::new("../run")));
     }
 
     #[test]

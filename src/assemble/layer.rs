@@ -23,6 +23,7 @@ use tar::{EntryType, Header};
 
 use self::context::Context;
 use super::base_files::{BaseFiles, BaseKind};
+use super::resolve::{TooManyLinks, resolve};
 use super::{CopyStep, Owner};
 use dockerignore::{DockerignoreError, PatternError, clean};
 
@@ -66,6 +67,8 @@ pub enum LayerError {
     SymlinkLoop { at: At, name: String },
     #[error("{at}: {error}")]
     Pattern { at: At, error: PatternError },
+    #[error("{at}: {error} in the image")]
+    ImageSymlinks { at: At, error: TooManyLinks },
     #[error("{at}: {count} sources need a destination that ends with `/`, not {dest:?}")]
     DestNotDirectory { at: At, count: usize, dest: String },
     #[error("{at}: {path} is a {kind}: only files, directories and symlinks can be copied")]
@@ -102,8 +105,10 @@ pub fn write_layer<W: Write>(
 ) -> Result<LayerDigests, LayerError> {
     let mut layer = Layer::new(context, base)?;
     for (workdir, owner) in workdirs {
-        let path = image_path(workdir);
         let at = At { instruction: "WORKDIR", line: 0 };
+        // Made where its symlinks lead, the last one too (buildah's `mkdir` follows them; a dangling
+        // one makes its target).
+        let path = layer.resolve(at, &image_path(workdir), true)?;
         // As BuildKit's `mkdir -p` of a WORKDIR: what is missing 0755, owned by the USER then in
         // effect; what exists (in the base, or made by this layer) as it is.
         if let Some(parent) = path.parent() {
@@ -119,9 +124,11 @@ pub fn write_layer<W: Write>(
     layer.write(out)
 }
 
-/// The paths whose kind in the base image the layer of `copies` and `workdirs` depends on: each
-/// destination and `WORKDIR`, and their parents. The layer reads nothing else of [`BaseFiles`], so
-/// platforms whose bases agree on these get the same layer.
+/// The paths the layer of `copies` and `workdirs` writes at, before their symlinks are followed: each
+/// destination and `WORKDIR`, and their parents. Of the base's files that are neither directories nor
+/// symlinks, [`BaseFiles`] keeps those under these names only. The layer reads nothing of the base but
+/// what it has at these paths and where their symlinks lead, so platforms whose bases agree there get
+/// the same layer.
 pub fn paths_to_know(copies: &[CopyStep], workdirs: &[(String, Owner)]) -> BTreeSet<PathBuf> {
     let paths = copies.iter().map(|copy| &copy.dest).chain(workdirs.iter().map(|(dir, _)| dir));
     let mut known = BTreeSet::new();
@@ -187,6 +194,22 @@ impl<'b> Layer<'b> {
         }
     }
 
+    /// The target of the symlink at `path`: this layer's, else the base's unless this layer replaced
+    /// it.
+    fn link(&self, path: &Path) -> Option<PathBuf> {
+        match self.entries.get(path) {
+            Some(Entry { kind: Kind::Symlink(target), .. }) => Some(target.clone()),
+            Some(_) => None,
+            None => self.base.link(path).map(Path::to_path_buf),
+        }
+    }
+
+    /// Where `path` leads once the symlinks above it (and the last one, when `follow_last`) are
+    /// followed, as buildah resolves a destination (see [`resolve`]).
+    fn resolve(&self, at: At, path: &Path, follow_last: bool) -> Result<PathBuf, LayerError> {
+        resolve(path, follow_last, |p| self.link(p)).map_err(|error| LayerError::ImageSymlinks { at, error })
+    }
+
     /// Makes `dir` and its missing parents as `mkdir -p` would, for `owner`. Root's (0755, as an
     /// extracted layer makes a missing parent) stay implicit: the layer then does not depend on what the
     /// base lacks.
@@ -214,7 +237,12 @@ impl<'b> Layer<'b> {
         if sources.len() > 1 && !into_dir {
             return Err(LayerError::DestNotDirectory { at, count: sources.len(), dest: step.dest.clone() });
         }
-        let dest = image_path(&step.dest);
+        // The destination where its symlinks lead (`/bin/tool` -> `usr/bin/tool` on a merged-usr base),
+        // as buildah writes it: `dest` for a directory (or into one), the link itself for a file whose
+        // destination is a link (see below).
+        let written = image_path(&step.dest);
+        let dest = self.resolve(at, &written, true)?;
+        let dest_file = self.resolve(at, &written, false)?;
         let owner = step.chown.unwrap_or(ROOT);
         let mode = |metadata: &Metadata| step.chmod.unwrap_or(metadata.mode()) & 0o7777;
         for source in sources {
@@ -223,7 +251,9 @@ impl<'b> Layer<'b> {
                 // it would override the base's). BuildKit makes a missing destination before it copies
                 // into it, as `mkdir -p` with --chmod's mode or 0755, and never gives it the source
                 // directory's own mode; one that exists (in the base, or made by this layer) it leaves
-                // as it is.
+                // as it is. What the directory holds is laid out as it is, not through the base's
+                // symlinks: a directory of it replaces a symlink of the base at its path, as buildah's
+                // copier does (`COPY rootfs/ /` with a `bin/` makes a merged-usr `/bin` a directory).
                 let existed = dest.as_os_str().is_empty() || self.exists(&dest);
                 if let Some(parent) = dest.parent() {
                     self.make_parents(at, parent, owner)?;
@@ -242,12 +272,15 @@ impl<'b> Layer<'b> {
                 return Err(LayerError::AddArchive { line: step.line, path: source.name });
             }
             // Into the destination when it is a directory, of the base or made by this layer (BuildKit
-            // looks at what exists).
+            // looks at what exists), a symlink to one too. A file replaces a symlink to anything else
+            // (`/etc/localtime`). buildah copies into a dangling one as into a directory it makes; that
+            // needs knowing the link leads to nothing rather than to a file of the base it did not keep
+            // (see `BaseFiles::get`), so the link is replaced then.
             let basename = source.name.rsplit('/').next().unwrap_or(&source.name);
             let target = if into_dir || self.is_dir(&dest) || dest.as_os_str().is_empty() {
                 dest.join(basename)
             } else {
-                dest.clone()
+                dest_file.clone()
             };
             if let Some(parent) = target.parent() {
                 self.make_parents(at, parent, owner)?;
@@ -805,7 +838,7 @@ mod tests {
         let context = TempContext::new();
         let app = Owner { uid: 1000, gid: 1000 };
         let workdirs = [("/srv/app".to_string(), app), ("/first".into(), ROOT), ("/srv/app".into(), ROOT)];
-        let base = BaseFiles::with(&[("srv", BaseKind::Dir)]);
+        let base = BaseFiles::with(&[("srv", "d")]);
         let layer = context.layer_on(&[], &workdirs, &base).unwrap();
         // The second WORKDIR /srv/app finds it made: it stays the first one's, as `mkdir -p` leaves it.
         let owned = |mode| Seen { uid: 1000, gid: 1000, ..dir(mode) };
@@ -819,12 +852,7 @@ mod tests {
     fn what_the_base_has_is_left_as_it_is_and_copied_into() {
         let context = TempContext::new();
         context.file("site/index.html", "i").dir("site", 0o750).file("file.txt", "f");
-        let base = BaseFiles::with(&[
-            ("tmp", BaseKind::Dir),
-            ("srv", BaseKind::Dir),
-            ("bin", BaseKind::Dir),
-            ("bin/sh", BaseKind::Other),
-        ]);
+        let base = BaseFiles::with(&[("tmp", "d"), ("srv", "d"), ("bin", "d"), ("bin/sh", "f")]);
         let copies = [copy(3, &["site"], "/tmp/"), copy(4, &["file.txt"], "/srv"), copy(5, &["file.txt"], "/tmp")];
         let layer = context.layer_on(&copies, &[("/tmp".into(), ROOT)], &base).unwrap();
         // No entry for /tmp (a WORKDIR and a COPY's destination) nor /srv: their modes stay the base's.
@@ -843,6 +871,78 @@ mod tests {
         assert_eq!(error.to_string(), "COPY at line 6: /bin/sh is not a directory (a file of the base image)");
     }
 
+    /// Each case as buildah 1.28 built it on this base (`buildah build`, the new layer listed).
+    #[test]
+    fn destinations_follow_the_symlinks_of_the_base_as_buildah_does() {
+        let context = TempContext::new();
+        context.file("tool", "t").file("dir/a", "a").file("dir/sub/b", "b").file("tree/bin/x", "x");
+        let base = BaseFiles::with(&[
+            ("bin", "->usr/bin"),
+            ("usr/bin", "d"),
+            ("usr/lib", "d"),
+            ("usr/share", "d"),
+            ("var/run", "->../run"),
+            ("run", "d"),
+            ("abs", "->/usr/lib"),
+            ("c1", "->c2"),
+            ("c2", "->usr/share"),
+            ("out", "->../../../../opt"),
+            ("opt", "d"),
+            ("loop1", "->loop2"),
+            ("loop2", "->loop1"),
+            ("dang", "->nonexist/dir"),
+            ("linkfile", "->etc/file"),
+            ("etc/file", "f"),
+        ]);
+        let paths = |copies: &[CopyStep], workdirs: &[(String, Owner)]| {
+            let layer = context.layer_on(copies, workdirs, &base).unwrap();
+            layer.entries.iter().map(|(path, seen)| format!("{path} {}:{}", seen.uid, seen.gid)).collect::<Vec<_>>()
+        };
+        let root = |workdir: &str| (workdir.to_string(), ROOT);
+        // Parents, a destination that is a link to a directory (with or without `/`), relative,
+        // absolute, chained and escaping links.
+        for dest in ["/bin/tool", "/bin/", "/bin"] {
+            assert_eq!(paths(&[copy(2, &["tool"], dest)], &[]), ["usr/bin/tool 0:0"], "{dest}");
+        }
+        assert_eq!(paths(&[copy(2, &["tool"], "/abs/x")], &[]), ["usr/lib/x 0:0"]);
+        assert_eq!(paths(&[copy(2, &["tool"], "/c1/")], &[]), ["usr/share/tool 0:0"]);
+        assert_eq!(paths(&[copy(2, &["tool"], "/out/")], &[]), ["opt/tool 0:0"]);
+        assert_eq!(
+            paths(&[copy(2, &["dir/"], "/var/run/app/")], &[]),
+            ["run/app/ 0:0", "run/app/a 0:0", "run/app/sub/ 0:0", "run/app/sub/b 0:0"]
+        );
+        assert_eq!(paths(&[copy(2, &["dir"], "/var/run")], &[]), ["run/a 0:0", "run/sub/ 0:0", "run/sub/b 0:0"]);
+        // New parents below a link, for the owner they are made for.
+        let chowned = CopyStep { chown: Some(Owner { uid: 1000, gid: 1000 }), ..copy(2, &["tool"], "/bin/sub/new/") };
+        assert_eq!(
+            paths(&[chowned], &[]),
+            ["usr/bin/sub/ 1000:1000", "usr/bin/sub/new/ 1000:1000", "usr/bin/sub/new/tool 1000:1000"]
+        );
+        // WORKDIRs: where the link leads, made for the USER; one that is a link to a directory is left
+        // as it is; a dangling one makes its target.
+        let user = ("/var/run/w/x".to_string(), Owner { uid: 1000, gid: 1000 });
+        assert_eq!(
+            paths(&[], &[root("/var/run/work"), user]),
+            ["run/w/ 1000:1000", "run/w/x/ 1000:1000", "run/work/ 0:0"]
+        );
+        assert_eq!(paths(&[], &[root("/bin")]), Vec::<String>::new());
+        assert_eq!(paths(&[], &[root("/dang")]), ["nonexist/dir/ 0:0"]);
+        assert_eq!(paths(&[copy(2, &["tool"], "/dang/x")], &[]), ["nonexist/dir/x 0:0"]);
+        // A file replaces a link to a file. What a directory holds is laid out as it is: its `bin/`
+        // replaces the link.
+        assert_eq!(paths(&[copy(2, &["tool"], "/linkfile")], &[]), ["linkfile 0:0"]);
+        assert_eq!(paths(&[copy(2, &["tree/"], "/")], &[]), ["bin/ 0:0", "bin/x 0:0"]);
+        // ... and a later step finds the directory there.
+        let copies = [copy(2, &["tree/"], "/"), copy(3, &["tool"], "/bin/")];
+        assert_eq!(paths(&copies, &[]), ["bin/ 0:0", "bin/tool 0:0", "bin/x 0:0"]);
+        // A loop.
+        let error = context.layer_on(&[copy(7, &["tool"], "/loop1/x")], &[], &base).err().unwrap();
+        assert_eq!(
+            error.to_string(),
+            "COPY at line 7: /loop1/x: too many levels of symbolic links (a loop, or more than 255) in the image"
+        );
+    }
+
     #[test]
     fn new_parents_belong_to_the_owner_they_are_made_for() {
         let context = TempContext::new();
@@ -854,7 +954,7 @@ mod tests {
         assert_eq!(layer.paths(), ["home/", "home/app/", "home/app/deep/", "home/app/deep/nested.txt"]);
         assert!(layer.entries[..3].iter().all(|(_, seen)| *seen == owned));
         // A parent of the base, or one an earlier step implied (root's), is left as it is.
-        let base = BaseFiles::with(&[("home", BaseKind::Dir)]);
+        let base = BaseFiles::with(&[("home", "d")]);
         let copies = [copy(2, &["nested.txt"], "/home/root/x"), chowned("/home/app/"), chowned("/home/root/y/")];
         let layer = context.layer_on(&copies, &[], &base).unwrap();
         let paths = ["home/app/", "home/app/nested.txt", "home/root/x", "home/root/y/", "home/root/y/nested.txt"];

@@ -1,16 +1,18 @@
 //! The `assemble` builder: the image of a Dockerfile that runs no program of the target platform (no
 //! `RUN`), made without a builder, qemu or privileges. Each platform's image is the base image's child for
-//! that platform, plus the layer of the Dockerfile's `COPY`/`ADD`s (the same for every platform) and an
-//! edited config.
+//! that platform, plus the layer of the Dockerfile's `COPY`/`ADD`s (the same for every platform whose
+//! base agrees where it writes) and an edited config.
 //!
 //! Pure parts: [`dockerfile`] reads a Dockerfile into a [`Recipe`] (or says which line needs a
 //! builder), [`layer`] makes the reproducible layer of a recipe's copies from a context directory,
-//! [`config`] edits the base image's config.
+//! [`resolve`] follows symlinks inside the image's root as buildah does, [`config`] edits the base
+//! image's config.
 
 pub mod base_files;
 pub mod config;
 pub mod dockerfile;
 pub mod layer;
+pub mod resolve;
 pub mod run;
 mod substitute;
 

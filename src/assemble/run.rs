@@ -5,8 +5,9 @@
 //!
 //! Each platform's pod makes the same layer from the same inputs (same bytes, same digest): whichever
 //! pushes it first, the others find it there and push only their config and manifest. The inputs
-//! include what the platform's base has at the paths the layer touches (`base_layers`): bases whose
-//! children differ there get layers of their own.
+//! include what the platform's base has at the paths the layer touches and where its symlinks on them
+//! lead (`base_layers`): bases whose children differ there (a merged-usr child beside one with a real
+//! `/bin`) get layers of their own.
 
 mod base_layers;
 

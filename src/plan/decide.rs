@@ -208,8 +208,8 @@ pub fn decide(input: &Inputs) -> Decision {
                             mode: Some(placed.mode),
                             builder: Some(placed.tool),
                             message: Some(
-                                "waits for the first assembled platform, which pushes the layer every platform \
-                                 shares"
+                                "waits for the first assembled platform, which pushes the new layer: the same \
+                                 for each platform whose base agrees where the layer writes"
                                     .into(),
                             ),
                             ..Default::default()
@@ -255,8 +255,8 @@ pub fn decide(input: &Inputs) -> Decision {
 
 /// How far the build's assembled platforms are: the first goes alone, so that the layer they share is
 /// uploaded once (the others find it in the registry), then the rest at once. A platform whose base
-/// differs at the paths the layer touches makes a layer of its own (`assemble::run`), so waiting costs
-/// it time, not correctness.
+/// differs where the layer writes (the paths it touches, and where the base's symlinks on them lead)
+/// makes a layer of its own (`assemble::run`), so waiting costs it time, not correctness.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Assembling {
     /// None built or building yet.

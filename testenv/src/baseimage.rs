@@ -1,4 +1,4 @@
-//! The multi-arch base image `library/busybox:latest`, built from Debian's busybox-static packages for
+//! The multi-arch base image `library/busybox:usrmerge`, built from Debian's busybox-static packages for
 //! amd64, arm64, armhf (linux/arm/v7) and armel (linux/arm/v6) with buildah, and pushed as an OCI
 //! index. The registry's storage outlives a run, so this is skipped when the image is already there.
 
@@ -14,7 +14,9 @@ use tokio::process::Command;
 use crate::process::run;
 use crate::registry::Registry;
 
-pub const REPO: &str = "library/busybox:latest";
+/// Tagged by layout: a registry kept from a run before the merged-usr layout holds the older one under
+/// `latest`, which [`ensure`] would otherwise take as it is.
+pub const REPO: &str = "library/busybox:usrmerge";
 /// The usual PATH, so that a Dockerfile that installs into /usr/local/bin works as on any base.
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -194,13 +196,14 @@ async fn build(dir: &Path, registry: &Registry, reference: &str, debs: &Path) ->
     Ok(())
 }
 
-/// `/bin/busybox` from the package, a symlink in /bin for each of its applets, `/srv` and `/tmp`. The
-/// applet list comes from each binary itself (foreign ones run through qemu's binfmt handlers), so it
-/// matches that build exactly.
+/// `/usr/bin/busybox` from the package, a symlink in /usr/bin for each of its applets, `/srv` and
+/// `/tmp`; laid out as a merged-usr Debian is, with `/bin -> usr/bin` and `/var/run -> ../run`, so that
+/// what is written below a base's symlinks is tested. The applet list comes from each binary itself
+/// (foreign ones run through qemu's binfmt handlers), so it matches that build exactly.
 async fn make_rootfs(deb: &Path, rootfs: &Path) -> Result<()> {
     let extracted = rootfs.with_extension("deb-root");
     run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&extracted)).await?;
-    let bin = rootfs.join("bin");
+    let bin = rootfs.join("usr/bin");
     fs::create_dir_all(&bin)?;
     fs::copy(extracted.join("bin/busybox"), bin.join("busybox"))
         .with_context(|| format!("{} has no bin/busybox", deb.display()))?;
@@ -209,6 +212,10 @@ async fn make_rootfs(deb: &Path, rootfs: &Path) -> Result<()> {
     for applet in applets.lines().filter(|a| !a.is_empty() && *a != "busybox") {
         symlink("busybox", bin.join(applet))?;
     }
+    symlink("usr/bin", rootfs.join("bin"))?;
+    fs::create_dir_all(rootfs.join("run"))?;
+    fs::create_dir_all(rootfs.join("var"))?;
+    symlink("../run", rootfs.join("var/run"))?;
     fs::create_dir_all(rootfs.join("srv"))?;
     fs::create_dir_all(rootfs.join("tmp"))?;
     fs::set_permissions(rootfs.join("tmp"), fs::Permissions::from_mode(0o1777))?;

@@ -76,7 +76,7 @@ pub struct Env {
     pub dir: PathBuf,
     pub control_plane: ControlPlane,
     pub registry: Registry,
-    /// `HOST/library/busybox:latest` when [`EnvOptions::base_image`] was set.
+    /// `HOST/library/busybox:usrmerge` when [`EnvOptions::base_image`] was set.
     pub base_image: Option<String>,
     /// `<dir>/env.sh`, to `source` in a shell.
     pub env_sh: PathBuf,

@@ -25,8 +25,8 @@ use serde_json::Value;
 use tokio::process::Command;
 
 const PLATFORMS: [&str; 2] = ["linux/amd64", "linux/arm64"];
-/// `{base}` in a Dockerfile or a build arg stands for the environment's multi-arch busybox (which has
-/// `/bin`, `/srv` 0755 and `/tmp` 1777, and `Cmd` `sh`).
+/// `{base}` in a Dockerfile or a build arg stands for the environment's multi-arch busybox (merged-usr:
+/// `/bin -> usr/bin`, `/var/run -> ../run`; `/srv` 0755 and `/tmp` 1777, and `Cmd` `sh`).
 const BASE: &str = "{base}";
 
 /// One Dockerfile of the corpus, its build context, and the differences it is known to show.
@@ -339,6 +339,43 @@ const CASES: &[Case] = &[
         name: "existing-dirs",
         dockerfile: concat!("FROM {base}\n", "WORKDIR /tmp\n", "COPY site /tmp/\n", "COPY file.txt /srv\n"),
         context: &[File("site/index.html", "i\n", 0o644), Dir("site", 0o750), File("file.txt", "f\n", 0o644)],
+        build_args: &[],
+        known: &[],
+    },
+    Case {
+        // Destinations below the base's symlinks land where they lead, as buildah resolves them: into
+        // a link to a directory with and without `/`, a file under a link, a directory's contents
+        // under a relative link, a WORKDIR under one; /bin and /var/run stay links.
+        name: "base-symlinks",
+        dockerfile: concat!(
+            "FROM {base}\n",
+            "COPY tool /bin/\n",
+            "COPY tool /bin/tool2\n",
+            "COPY tool /bin\n",
+            "COPY app/ /var/run/app/\n",
+            "COPY app /var/run\n",
+            "WORKDIR /var/run/work\n",
+            "COPY tool ./\n",
+        ),
+        context: &[
+            File("tool", "#!/bin/sh\necho tool\n", 0o755),
+            File("app/conf", "c\n", 0o644),
+            File("app/sub/data", "d\n", 0o600),
+        ],
+        build_args: &[],
+        known: &[],
+    },
+    Case {
+        // The new directories below a link are made for their owner: a WORKDIR after USER, the
+        // parents of a --chown COPY.
+        name: "base-symlinks-owners",
+        dockerfile: concat!(
+            "FROM {base}\n",
+            "USER 1000:1000\n",
+            "WORKDIR /var/run/user/dir\n",
+            "COPY --chown=1001:1002 tool /bin/sub/new/\n",
+        ),
+        context: &[File("tool", "#!/bin/sh\necho tool\n", 0o755)],
         build_args: &[],
         known: &[],
     },
