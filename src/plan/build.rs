@@ -376,6 +376,63 @@ mod tests {
         assert!(message.starts_with("spec.platforms"), "{message}");
     }
 
+    /// A git build whose resolve Job reports `message`: the plan of the pass that sees it.
+    fn plan_of_git(message: &str) -> BuildPlan {
+        let (nodes, now) = (nodes(), time(1000));
+        let mut spec = spec(&["linux/amd64"]);
+        spec.dockerfile = "Dockerfile".into();
+        spec.source = crate::api::Source {
+            config_map: None,
+            git: Some(crate::api::GitSource {
+                url: "https://example.com/blog.git".into(),
+                context_dir: "site".into(),
+                ..Default::default()
+            }),
+        };
+        let observe = |resolve_jobs: &[JobObservation]| {
+            plan(&Observation {
+                build_name: "blog",
+                generation: 1,
+                spec: &spec,
+                rebuild_requested_at: None,
+                bases: &BTreeMap::new(),
+                status: None,
+                nodes: &nodes,
+                emulation: &EmulationLabels::default(),
+                images: &BuildImages::unread(),
+                allowed_builder_images: &AllowedImages::default(),
+                slots: &BuildSlots::default(),
+                jobs: &[],
+                resolve_jobs,
+                context_fingerprint: None,
+                dockerfile: None,
+                missing: None,
+                now: &now,
+            })
+        };
+        let name = observe(&[]).git.and_then(|step| step.create).expect("a resolve Job");
+        let state = JobState::Succeeded { message: Some(message.into()) };
+        observe(&[JobObservation { name, state, ..Default::default() }])
+    }
+
+    #[test]
+    fn a_git_commit_without_the_dockerfile_stops_naming_field_and_path() {
+        let commit = "e96170b9f24304f431209b9305930710d7736b5e";
+        let refs = format!("{commit}\trefs/heads/main\n");
+        let planned = plan_of_git(&format!("{refs}archway-dockerfile {commit} missing\n"));
+        let Next::Stop { reason, message, .. } = &planned.next else { panic!("went on") };
+        assert_eq!(*reason, Reason::InvalidSpec);
+        assert!(
+            message.starts_with(&format!("spec.source.git: no file site/Dockerfile at commit {commit}")),
+            "{message}"
+        );
+        assert!(planned.source().and_then(|s| s.dockerfile).is_some_and(|d| d.missing), "recorded for later passes");
+        // Too large: the build goes on, at that commit.
+        let planned = plan_of_git(&format!("{refs}archway-dockerfile {commit} too-large 6000\n"));
+        assert_eq!(go(&planned).commit.as_deref(), Some(commit));
+        assert_eq!(go(&planned).decision.create.len(), 1);
+    }
+
     #[test]
     fn a_missing_reference_stops_until_it_appears() {
         let (nodes, now) = (nodes(), Time(Timestamp::from_second(1000).unwrap()));
