@@ -143,23 +143,26 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
                 };
                 step(SourceStatus { message: Some(job.problem.clone().unwrap_or(doing)), ..status.clone() })
             }
-            JobState::Succeeded { message: Some(message) } => match report::parse(message) {
-                report if full_commit || commit_in(report.refs, &git.revision).is_some() => {
-                    let commit = commit_in(report.refs, &git.revision).unwrap_or_else(|| git.revision.clone());
-                    let resolved_at = job.completed_at.clone().or(Some(input.now.clone()));
-                    let dockerfile = Some(report::recorded(report.dockerfile.as_ref(), &commit, &path));
-                    let status =
-                        SourceStatus { commit: Some(commit.clone()), resolved_at, dockerfile, ..status.clone() };
-                    let mut delete = stale.clone();
-                    delete.push(name.clone());
-                    GitStep { commit: Some(commit), status, delete, ..Default::default() }
-                }
-                _ => failed(format!(
-                    "spec.source.git.revision: no branch or tag named {:?} in {}; use a branch, a tag or a full \
-                     40-character commit",
-                    git.revision, git.url
-                )),
-            },
+            JobState::Succeeded { message: Some(message) } => {
+                let report = report::parse(message);
+                let commit = match full_commit {
+                    true => Some(git.revision.clone()),
+                    false => commit_in(report.refs, &git.revision),
+                };
+                let Some(commit) = commit else {
+                    return failed(format!(
+                        "spec.source.git.revision: no branch or tag named {:?} in {}; use a branch, a tag or a \
+                         full 40-character commit",
+                        git.revision, git.url
+                    ));
+                };
+                let resolved_at = job.completed_at.clone().or(Some(input.now.clone()));
+                let dockerfile = Some(report::recorded(report.dockerfile.as_ref(), &commit, &path));
+                let status = SourceStatus { commit: Some(commit.clone()), resolved_at, dockerfile, ..status.clone() };
+                let mut delete = stale.clone();
+                delete.push(name.clone());
+                GitStep { commit: Some(commit), status, delete, ..Default::default() }
+            }
             // Its pods went before the output was read: resolve again.
             JobState::Succeeded { message: None } => {
                 let mut step = step(status.clone());
