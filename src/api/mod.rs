@@ -11,8 +11,8 @@ pub use spec::{
     Source, TriggersSpec, WorkloadKind,
 };
 pub use status::{
-    BaseImageStatus, BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceStatus,
-    TargetState, TargetStatus, condition,
+    BaseImageStatus, BuildMode, BuildPhase, MultiArchBuildStatus, PlatformPhase, PlatformStatus, SourceDockerfile,
+    SourceStatus, TargetState, TargetStatus, condition,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};

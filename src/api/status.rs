@@ -61,7 +61,7 @@ pub struct MultiArchBuildStatus {
     /// The commit a git source builds, and how it was found.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<SourceStatus>,
-    /// The base images of the Dockerfile (its `FROM`s, of a ConfigMap context), each by the digest every
+    /// The base images of the Dockerfile (its `FROM`s, with the build args), each by the digest every
     /// platform's build takes its image from: one digest per base for all platforms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["image".into()]))]
@@ -94,6 +94,31 @@ pub struct SourceStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<String>,
     /// Why it is not resolved, or why the last poll failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The Dockerfile at `commit`, as the resolve Job read it: what `baseImages` are read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<SourceDockerfile>,
+}
+
+/// A git source's Dockerfile at one commit. Kept in status rather than in the operator's memory: the
+/// status is the record of a build, and an operator that restarts must not need a pod with the
+/// build's git credentials to learn it again (nor could it, for a branch that moved since). Its
+/// compact form is at most what a termination message holds (4 KiB), written once per resolution.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceDockerfile {
+    /// Its path in the repository: `spec.source.git.contextDir` and `spec.dockerfile`.
+    pub path: String,
+    /// The commit it was read at.
+    pub commit: String,
+    /// Its content, gzip-compressed and base64-encoded; absent when it could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gzip: Option<String>,
+    /// The commit has no file at `path`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub missing: bool,
+    /// Why `gzip` is absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
 }
@@ -197,7 +222,8 @@ pub enum PlatformPhase {
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct BaseImageStatus {
-    /// As the Dockerfile names it, e.g. `busybox:1.36`.
+    /// As the Dockerfile names it, e.g. `busybox:1.36`. Where a git source's Dockerfile could not be
+    /// read, its path in the repository (and `message` says why no base image is pinned).
     pub image: String,
     /// `sha256:...`; absent when it could not be read (then `message` says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]

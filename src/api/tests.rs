@@ -107,6 +107,13 @@ fn full_status() -> MultiArchBuildStatus {
             key: Some("0123456789".into()),
             job: Some("blog-resolve-0123456789".into()),
             message: None,
+            dockerfile: Some(SourceDockerfile {
+                path: "site/Dockerfile".into(),
+                commit: "ab".repeat(20),
+                gzip: Some("H4sIAAAAAAACA3ML8vdVqOACALklUncHAAAA".into()),
+                missing: false,
+                message: None,
+            }),
         }),
         base_images: vec![BaseImageStatus {
             image: "busybox:1.36".into(),

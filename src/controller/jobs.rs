@@ -9,6 +9,7 @@ use tracing::info;
 use super::{Context, Error, FIELD_MANAGER};
 use crate::api::{GitSource, MultiArchBuild};
 use crate::plan::decide::Decision;
+use crate::plan::git::report::dockerfile_path;
 use crate::plan::git::{GitStep, ResolveRequest, resolve_job};
 use crate::plan::job::{JobRequest, build_job};
 use crate::plan::validate::ValidBuild;
@@ -90,6 +91,7 @@ pub(super) async fn apply_resolve(
             build_name: &build.name_any(),
             owner: owner.clone(),
             git,
+            dockerfile_path: &dockerfile_path(git, &build.spec.dockerfile),
             image: &ctx.config.git_image,
             ttl_seconds: ctx.config.finished_job_ttl,
             node_terms: step.node_terms.clone(),

@@ -42,12 +42,13 @@ pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 use tool_images::{BuildToolImages, ToolImages};
 
 use crate::api::{
-    MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus, TargetState,
-    WorkloadKind,
+    BaseImageStatus, MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus,
+    TargetState, WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
-use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, plan};
+use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, git_source_step, plan};
 use crate::plan::decide::{Decision, requested_platforms};
+use crate::plan::git::report;
 use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::BUILD_LABEL;
 use crate::plan::job::BuilderConfig;
@@ -440,34 +441,48 @@ async fn observe_and_plan(
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
     let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
-    // The operator knows the Dockerfile of a ConfigMap context only.
-    let bases = match observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()) {
-        Some(dockerfile) => {
-            let platforms = requested_platforms(&build.spec, &observed.nodes).unwrap_or_default();
-            let poll = base_poll_interval(&build.spec);
-            ctx.base_images.resolve(ctx, build, &dockerfile.text, &platforms, poll).await
-        }
-        None => Resolved::default(),
-    };
-    let plan = plan(&Observation {
+    let (allowed_builder_images, slots, no_bases) =
+        (ctx.config.allowed_builder_images(), ctx.config.build_slots(), Default::default());
+    let observation = Observation {
         build_name: &build.name_any(),
         generation: build.metadata.generation.unwrap_or_default(),
         spec: &build.spec,
         rebuild_requested_at: build.annotations().get(REBUILD_ANNOTATION).map(String::as_str),
-        bases: &bases.pins,
+        bases: &no_bases,
         status: build.status.as_ref(),
         nodes: &observed.nodes,
         emulation: &emulation,
         images: &images.view(),
-        allowed_builder_images: &ctx.config.allowed_builder_images(),
-        slots: &ctx.config.build_slots(),
+        allowed_builder_images: &allowed_builder_images,
+        slots: &slots,
         jobs: &observed.jobs,
         resolve_jobs: &observed.resolve_jobs,
         context_fingerprint: observed.context.as_ref().map(|c| c.fingerprint.as_str()),
         dockerfile: observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()),
         missing: observed.missing.as_deref(),
         now,
+    };
+    // A ConfigMap context's Dockerfile is read with it; a git source's is reported by its resolve Job
+    // for the commit the plan builds (kept in status), so its step comes first.
+    let git_dockerfile = git_source_step(&observation).and_then(|step| {
+        let path = step.status.dockerfile.as_ref().map(|d| d.path.clone()).unwrap_or_default();
+        Some((path, report::text(&step.status)?))
     });
+    let context_dockerfile = observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()).map(|d| d.text.clone());
+    let bases = match (context_dockerfile, git_dockerfile) {
+        (Some(text), _) | (None, Some((_, Ok(text)))) => {
+            let platforms = requested_platforms(&build.spec, &observed.nodes).unwrap_or_default();
+            let poll = base_poll_interval(&build.spec);
+            ctx.base_images.resolve(ctx, build, &text, &platforms, poll).await
+        }
+        // Not read: the build goes on with its bases unpinned, and the status says why.
+        (None, Some((path, Err(message)))) => Resolved {
+            status: vec![BaseImageStatus { image: path, digest: None, message: Some(message) }],
+            ..Default::default()
+        },
+        (None, None) => Resolved::default(),
+    };
+    let plan = plan(&Observation { bases: &bases.pins, ..observation });
     Ok((observed, bases, plan))
 }
 

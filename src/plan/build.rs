@@ -13,7 +13,7 @@ use super::assembly::{Assembly, ContextDockerfile, assembly};
 use super::base_images::PinnedBase;
 use super::builder_images::BuildImages;
 use super::decide::{self, Decision, JobObservation, SourceRevision, decide, requested_platforms};
-use super::git::{GitStep, ResolveObservation, git_step};
+use super::git::{GitStep, ResolveObservation, git_step, report};
 use super::job::build_tag;
 use super::nodes::{EmulationLabels, NodeView};
 use super::placement::{BuildSlots, nodes_running};
@@ -26,6 +26,7 @@ use crate::api::{
 use crate::platform::Platform;
 
 /// What a reconcile observed of one build and the cluster, as plain data.
+#[derive(Clone, Copy)]
 pub struct Observation<'a> {
     pub build_name: &'a str,
     pub generation: i64,
@@ -128,21 +129,15 @@ pub fn plan(observed: &Observation) -> BuildPlan {
     if let Some(message) = not_assemblable(observed, &platforms) {
         return BuildPlan { git: None, next: stop(Reason::InvalidSpec, message, WAKES_IT) };
     }
-    let git = observed.spec.source.git.as_ref().map(|git| GitStep {
-        node_terms: observed.images.git.as_ref().and_then(|image| nodes_running(image, observed.nodes)),
-        ..git_step(&ResolveObservation {
-            build_name: observed.build_name,
-            git,
-            poll_interval: valid.poll_interval,
-            generation: observed.generation,
-            rebuild_requested_at: observed.rebuild_requested_at,
-            recorded: observed.status.and_then(|s| s.source.as_ref()),
-            jobs: observed.resolve_jobs,
-            now: observed.now,
-        })
-    });
+    let git = source_step(observed, &valid);
     if let Some(message) = git.as_ref().and_then(|step| step.failed.clone()) {
         return BuildPlan { git, next: stop(Reason::RevisionUnresolved, message, LOOK_AGAIN) };
+    }
+    // The builder would fail on it: say so now, naming the field and the path.
+    if let (Some(step), Some(source)) = (&git, &observed.spec.source.git)
+        && let Some(message) = report::missing(&step.status, source)
+    {
+        return BuildPlan { git, next: stop(Reason::InvalidSpec, message, LOOK_AGAIN) };
     }
     let commit = git.as_ref().and_then(|step| step.commit.clone());
     let mut decision = decide(&decide::Inputs {
@@ -184,6 +179,34 @@ pub fn plan(observed: &Observation) -> BuildPlan {
         (None, None) => PublishStep::NotYet,
     };
     BuildPlan { git, next: Next::Go(Box::new(Go { valid, decision, publish, commit })) }
+}
+
+/// The git source's next step: the commit to build and its Dockerfile, from which the shell reads the
+/// base images before it plans (see [`git_source_step`]).
+fn source_step(observed: &Observation, valid: &ValidBuild) -> Option<GitStep> {
+    let git = observed.spec.source.git.as_ref()?;
+    Some(GitStep {
+        node_terms: observed.images.git.as_ref().and_then(|image| nodes_running(image, observed.nodes)),
+        ..git_step(&ResolveObservation {
+            build_name: observed.build_name,
+            git,
+            dockerfile: &observed.spec.dockerfile,
+            poll_interval: valid.poll_interval,
+            generation: observed.generation,
+            rebuild_requested_at: observed.rebuild_requested_at,
+            recorded: observed.status.and_then(|s| s.source.as_ref()),
+            jobs: observed.resolve_jobs,
+            now: observed.now,
+        })
+    })
+}
+
+/// The git source's step as [`plan`] will take it, for the shell to read the base images of the
+/// Dockerfile it reports first (`observed.bases` is not read). `None` for another source, or a spec
+/// that does not validate (the plan stops then).
+pub fn git_source_step(observed: &Observation) -> Option<GitStep> {
+    let valid = validate(observed.spec, observed.allowed_builder_images).ok()?;
+    source_step(observed, &valid)
 }
 
 /// With `spec.builder.kind: assemble`, why the Dockerfile cannot be assembled for some platform.
@@ -351,6 +374,63 @@ mod tests {
         };
         assert_eq!(reason, Reason::InvalidPlatform);
         assert!(message.starts_with("spec.platforms"), "{message}");
+    }
+
+    /// A git build whose resolve Job reports `message`: the plan of the pass that sees it.
+    fn plan_of_git(message: &str) -> BuildPlan {
+        let (nodes, now) = (nodes(), time(1000));
+        let mut spec = spec(&["linux/amd64"]);
+        spec.dockerfile = "Dockerfile".into();
+        spec.source = crate::api::Source {
+            config_map: None,
+            git: Some(crate::api::GitSource {
+                url: "https://example.com/blog.git".into(),
+                context_dir: "site".into(),
+                ..Default::default()
+            }),
+        };
+        let observe = |resolve_jobs: &[JobObservation]| {
+            plan(&Observation {
+                build_name: "blog",
+                generation: 1,
+                spec: &spec,
+                rebuild_requested_at: None,
+                bases: &BTreeMap::new(),
+                status: None,
+                nodes: &nodes,
+                emulation: &EmulationLabels::default(),
+                images: &BuildImages::unread(),
+                allowed_builder_images: &AllowedImages::default(),
+                slots: &BuildSlots::default(),
+                jobs: &[],
+                resolve_jobs,
+                context_fingerprint: None,
+                dockerfile: None,
+                missing: None,
+                now: &now,
+            })
+        };
+        let name = observe(&[]).git.and_then(|step| step.create).expect("a resolve Job");
+        let state = JobState::Succeeded { message: Some(message.into()) };
+        observe(&[JobObservation { name, state, ..Default::default() }])
+    }
+
+    #[test]
+    fn a_git_commit_without_the_dockerfile_stops_naming_field_and_path() {
+        let commit = "e96170b9f24304f431209b9305930710d7736b5e";
+        let refs = format!("{commit}\trefs/heads/main\n");
+        let planned = plan_of_git(&format!("{refs}archway-dockerfile {commit} missing\n"));
+        let Next::Stop { reason, message, .. } = &planned.next else { panic!("went on") };
+        assert_eq!(*reason, Reason::InvalidSpec);
+        assert!(
+            message.starts_with(&format!("spec.source.git: no file site/Dockerfile at commit {commit}")),
+            "{message}"
+        );
+        assert!(planned.source().and_then(|s| s.dockerfile).is_some_and(|d| d.missing), "recorded for later passes");
+        // Too large: the build goes on, at that commit.
+        let planned = plan_of_git(&format!("{refs}archway-dockerfile {commit} too-large 6000\n"));
+        assert_eq!(go(&planned).commit.as_deref(), Some(commit));
+        assert_eq!(go(&planned).decision.create.len(), 1);
     }
 
     #[test]

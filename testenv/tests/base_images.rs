@@ -2,7 +2,8 @@
 //! pins every build to them (buildah's `--build-context`), and with `triggers.baseImages.pollInterval`
 //! follows the tag. A new index of the base whose arm64 child changed (pushed with host buildah, as a
 //! base's publisher would) builds arm64 again, not amd64, and the new index keeps amd64's image and
-//! carries an arm64 image built from the new base (its label shows through, read with skopeo).
+//! carries an arm64 image built from the new base (its label shows through, read with skopeo). A git
+//! source does the same from the Dockerfile its resolve Job reads at the commit.
 
 mod common;
 
@@ -10,6 +11,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result, ensure};
 use archway_testenv::registry::Registry;
+use common::GitRepo;
 use common::blog::{NS, api, jobs_of, notes, raw_index, start, wait_events, wait_status};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -110,6 +112,88 @@ async fn a_moved_base_image_builds_again_exactly_the_platforms_whose_image_chang
     let config: Value = serde_json::from_str(&config)?;
     ensure!(config["config"]["Labels"]["moved"] == "yes", "the arm64 image is not of the new base: {config}");
     Ok(())
+}
+
+/// A git source: its resolve Job reports the Dockerfile at the commit, the operator pins its base per
+/// platform (status and buildah's words, as for a ConfigMap context), and a moved base builds again
+/// only the platform whose image of it changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_sources_base_images_are_pinned_and_followed() -> Result<()> {
+    const GIT: &str = "follows-git";
+    let (env, client) = start("base-images-git").await?;
+    let registry = &env.registry;
+    let base = env.base_image.clone().context("base image")?;
+    let moving = format!("{}/library/moving-git:1", registry.host);
+    skopeo(registry, &["copy", "--all", &format!("docker://{base}"), &format!("docker://{moving}")]).await?;
+    let first_index = raw_index(&env, &moving).await?;
+    let (amd64_base, arm64_base) = (child(&first_index, "amd64")?, child(&first_index, "arm64")?);
+    let repo = GitRepo::init(env.dir.join("git/follows")).await?;
+    repo.write("site/Dockerfile", "ARG BASE\nFROM ${BASE}\nRUN uname -m > /arch\n")?;
+    let commit = repo.commit("first").await?;
+    let build = json!({
+        "apiVersion": "archway.dev/v1alpha1",
+        "kind": "MultiArchBuild",
+        "metadata": {"name": GIT, "namespace": NS},
+        "spec": {
+            "source": {"git": {"url": repo.url(), "revision": "main", "contextDir": "site"}},
+            "platforms": ["linux/amd64", "linux/arm64"],
+            "buildArgs": {"BASE": moving},
+            "builder": {"kind": "buildah"},
+            "output": {"image": format!("{}/asksven/follows-git", registry.host), "tags": ["new"],
+                "pushSecret": {"name": "registry-credentials"}},
+            "triggers": {"baseImages": {"pollInterval": "2s"}},
+        },
+    });
+    api(&client).patch(GIT, &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let ready = wait_status(&client, GIT, |s| s["phase"] == "Ready").await?;
+    ensure!(ready["source"]["commit"] == commit.as_str(), "{ready}");
+    let dockerfile = &ready["source"]["dockerfile"];
+    ensure!(dockerfile["path"] == "site/Dockerfile" && dockerfile["gzip"].is_string(), "{ready}");
+    let recorded = &ready["baseImages"][0];
+    ensure!(recorded["image"] == moving.as_str(), "{ready}");
+    let recorded_index = recorded["digest"].as_str().context("a recorded digest")?.to_string();
+    ensure!(recorded_index == common::manifest_digest_raw(registry, &moving).await?, "{recorded}");
+    ensure!(platform_base(&ready, "linux/amd64") == amd64_base, "{ready}");
+    ensure!(platform_base(&ready, "linux/arm64") == arm64_base, "{ready}");
+    let jobs = jobs_of(&client, GIT).await?;
+    let pinned = format!("${{BASE}}=docker-image://{}/library/moving-git@{arm64_base}", registry.host);
+    let arm64_job =
+        jobs.iter().find(|j| j.metadata.labels.as_ref().is_some_and(|l| l["archway.dev/platform"] == "linux-arm64"));
+    let args = arm64_job.and_then(|j| j.spec.as_ref()?.template.spec.as_ref()?.containers[0].args.clone());
+    ensure!(args.as_ref().is_some_and(|a| a.contains(&pinned)), "{args:?} lacks {pinned}");
+    let old_image = ready["image"].as_str().context("published")?.to_string();
+    let amd64_job =
+        jobs.iter().filter_map(|j| j.metadata.name.clone()).find(|j| j.contains("linux-amd64")).context("amd64 job")?;
+
+    // The base moves: arm64 builds again at the same commit, amd64 does not.
+    let moved_arm64 = publish_moved_arm64(registry, &moving, &first_index, &arm64_base).await?;
+    let moved = wait_status(&client, GIT, |s| {
+        s["phase"] == "Ready"
+            && s["baseImages"][0]["digest"] != recorded_index.as_str()
+            && s["image"] != old_image.as_str()
+    })
+    .await?;
+    ensure!(moved["source"]["commit"] == commit.as_str(), "{moved}");
+    ensure!(platform_base(&moved, "linux/arm64") == moved_arm64, "{moved}");
+    ensure!(platform_base(&moved, "linux/amd64") == amd64_base, "{moved}");
+    let jobs: Vec<String> = jobs_of(&client, GIT).await?.into_iter().filter_map(|j| j.metadata.name).collect();
+    ensure!(jobs.contains(&amd64_job), "amd64 built again: {jobs:?}");
+    let events = wait_events(&client, NS, GIT, |e| notes(e).iter().any(|n| n.starts_with("BaseImageChanged"))).await;
+    ensure!(notes(&events).iter().any(|n| n.contains("building again: linux/arm64; unchanged: linux/amd64")));
+    Ok(())
+}
+
+fn child(index: &Value, arch: &str) -> Result<String> {
+    let children = index["manifests"].as_array().context("an index")?;
+    let found = children.iter().find(|m| m["platform"]["architecture"] == arch).context("a child")?;
+    Ok(found["digest"].as_str().context("a digest")?.to_string())
+}
+
+/// The digest of `platform`'s image of the build's first base, as its status shows it.
+fn platform_base(status: &Value, platform: &str) -> String {
+    let entries = status["platforms"].as_array().cloned().unwrap_or_default();
+    let entry = entries.into_iter().find(|p| p["platform"] == platform).unwrap_or_default();
+    entry["baseImages"][0]["digest"].as_str().unwrap_or_default().to_string()
 }
 
 /// Pushes under `moving`'s tag an index whose arm64 child is a new image (the old one with a label),

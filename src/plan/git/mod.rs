@@ -2,8 +2,11 @@
 //! commit once per generation, by a small Job that runs `git ls-remote` with the build's credentials
 //! (the operator never holds them); the commit is recorded in status, every platform's Job checks out
 //! exactly that commit, and the index names it. `pollInterval` resolves again on that interval, and a
-//! moved branch is then new build inputs.
+//! moved branch is then new build inputs. The same Job reads the Dockerfile at that commit (a full
+//! commit as revision needs a Job for that alone), so that git builds pin their base images as
+//! ConfigMap builds do.
 
+pub mod report;
 mod step;
 
 pub use step::{GitStep, ResolveObservation, git_step};
@@ -33,9 +36,9 @@ pub const GIT_HOSTS_ANNOTATION: &str = "archway.dev/git-hosts";
 /// The label that tells a resolve Job from a platform's build Job.
 pub const ROLE_LABEL: &str = "archway.dev/role";
 pub const RESOLVE_ROLE: &str = "resolve-revision";
-/// The container of a resolve Job; its termination message lists the refs.
+/// The container of a resolve Job; its termination message lists the refs and holds the Dockerfile.
 pub const RESOLVE_CONTAINER: &str = "resolve";
-/// A resolve lists refs: seconds, even over a slow link.
+/// A resolve lists refs and fetches one commit's trees: seconds, even over a slow link.
 const RESOLVE_DEADLINE_SECONDS: i64 = 300;
 
 const CLONE_SCRIPT: &str = concat!("set -eu\n", include_str!("credentials.sh"), include_str!("clone.sh"));
@@ -51,12 +54,17 @@ pub fn is_commit(revision: &str) -> bool {
 pub fn commit_in(ls_remote: &str, revision: &str) -> Option<String> {
     let refs: Vec<(&str, &str)> = ls_remote.lines().filter_map(|l| l.split_once('\t')).collect();
     let find = |name: &str| refs.iter().find(|(_, r)| r.trim() == name).map(|(sha, _)| sha.trim().to_string());
-    let candidates = if revision == "HEAD" || revision.starts_with("refs/") {
+    candidates(revision).iter().find_map(|c| find(c)).filter(|sha| is_commit(sha))
+}
+
+/// The refs that may name `revision`'s commit, best first: the one rule of which wins, for
+/// [`commit_in`] and for the resolve Job, which reads the Dockerfile at the first it finds.
+fn candidates(revision: &str) -> Vec<String> {
+    if revision == "HEAD" || revision.starts_with("refs/") {
         vec![format!("{revision}^{{}}"), revision.to_string()]
     } else {
         vec![format!("refs/heads/{revision}"), format!("refs/tags/{revision}^{{}}"), format!("refs/tags/{revision}")]
-    };
-    candidates.iter().find_map(|c| find(c)).filter(|sha| is_commit(sha))
+    }
 }
 
 /// The volume of the `secretRef` Secret, if the source names one.
@@ -165,17 +173,23 @@ pub struct ResolveRequest<'a> {
     pub build_name: &'a str,
     pub owner: OwnerReference,
     pub git: &'a GitSource,
+    /// The Dockerfile's path in the repository ([`report::dockerfile_path`]).
+    pub dockerfile_path: &'a str,
     pub image: &'a str,
     pub ttl_seconds: i32,
     /// Required node selector terms: where the image runs (`None`: anywhere).
     pub node_terms: Option<Vec<NodeSelectorTerm>>,
 }
 
-/// The Job that lists the refs of `git.url` matching its revision into its termination message.
+/// The Job that lists the refs of `git.url` matching its revision, and reads the Dockerfile at the
+/// commit they name, into its termination message (see [`report`]). A full commit is not listed.
 pub fn resolve_job(req: &ResolveRequest) -> Job {
     let mut labels = build_labels(req.build_name);
     labels.insert(ROLE_LABEL.into(), RESOLVE_ROLE.into());
-    let params = vec![req.git.url.clone(), req.git.revision.clone()];
+    let mut params = vec![req.git.url.clone(), req.git.revision.clone(), req.dockerfile_path.to_string()];
+    if !is_commit(&req.git.revision) {
+        params.extend(candidates(&req.git.revision));
+    }
     let container = git_container(RESOLVE_CONTAINER, req.image, RESOLVE_SCRIPT, params, req.git, vec![]);
     Job {
         metadata: ObjectMeta {
@@ -279,6 +293,7 @@ mod tests {
             build_name: "blog",
             owner: OwnerReference::default(),
             git: &git,
+            dockerfile_path: "Dockerfile",
             image: "alpine/git:2.47.2",
             ttl_seconds: 60,
             node_terms: None,
@@ -289,7 +304,9 @@ mod tests {
         let c = &pod.containers[0];
         let args = c.args.clone().unwrap();
         assert!(args[1].contains("ls-remote") && args[1].contains("credential.helper"), "{}", args[1]);
-        assert_eq!(&args[2..], ["resolve", "https://example.com/blog.git", "main"]);
+        let refs = ["refs/heads/main", "refs/tags/main^{}", "refs/tags/main"];
+        assert_eq!(&args[2..6], ["resolve", "https://example.com/blog.git", "main", "Dockerfile"]);
+        assert_eq!(&args[6..], refs, "the refs that may name the commit, best first");
         assert_eq!(c.volume_mounts.as_ref().unwrap()[0].mount_path, CREDENTIALS_DIR);
         let env = c.env.as_ref().unwrap();
         assert_eq!(

@@ -5,8 +5,9 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::NodeSelectorTerm;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use super::report::{self, dockerfile_path};
 use super::{commit_in, is_commit};
-use crate::api::{GitSource, SourceStatus};
+use crate::api::{GitSource, SourceDockerfile, SourceStatus};
 use crate::plan::inputs::{resolve_job_name, short_hash};
 use crate::plan::job_status::{JobObservation, JobState};
 
@@ -14,6 +15,8 @@ use crate::plan::job_status::{JobObservation, JobState};
 pub struct ResolveObservation<'a> {
     pub build_name: &'a str,
     pub git: &'a GitSource,
+    /// `spec.dockerfile`: the resolve Job reads it at the commit.
+    pub dockerfile: &'a str,
     pub poll_interval: Option<Duration>,
     pub generation: i64,
     /// The rebuild annotation: a rebuild also builds what the branch holds now.
@@ -45,10 +48,11 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     let all_jobs = || input.jobs.iter().map(|j| j.name.clone()).collect::<Vec<_>>();
     let base =
         SourceStatus { revision: git.revision.clone(), generation: Some(input.generation), ..Default::default() };
-    if is_commit(&git.revision) {
-        let status = SourceStatus { commit: Some(git.revision.clone()), ..base };
-        return GitStep { commit: Some(git.revision.clone()), status, delete: all_jobs(), ..Default::default() };
-    }
+    // A full commit needs no resolving, but its Dockerfile is read all the same (by a Job: only it has
+    // the credentials), and the build waits for that: started without it, every platform would be
+    // built again once its base images are known and pinned.
+    let full_commit = is_commit(&git.revision);
+    let path = dockerfile_path(git, input.dockerfile);
     // A commit resolved for this generation (and rebuild request) still stands, unless a poll is due.
     let key =
         format!("{}\n{}\n{}\n{}", git.url, git.revision, input.generation, input.rebuild_requested_at.unwrap_or(""));
@@ -56,11 +60,14 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     let current = input.recorded.filter(|r| {
         r.revision == git.revision && r.generation == Some(input.generation) && r.key.as_deref() == Some(&key_hash)
     });
-    let standing = current.and_then(|r| Some((r.commit.clone()?, r.resolved_at.clone())));
+    // A full commit stands once its Dockerfile was read, or could not be. (A branch resolved before
+    // the operator read Dockerfiles stands without one: reading it now could land on another commit.)
+    let current_standing = current.filter(|r| !full_commit || r.dockerfile.is_some());
+    let standing = current_standing.and_then(|r| Some((r.commit.clone()?, r.resolved_at.clone())));
     // Polls come in rounds of `pollInterval` from the last resolution; each round has a Job of its own,
     // so a failed poll is tried again in the next round.
     let poll = match (&standing, input.poll_interval) {
-        (Some((_, Some(at))), Some(interval)) if !interval.is_zero() => {
+        (Some((_, Some(at))), Some(interval)) if !interval.is_zero() && !full_commit => {
             let waited = input.now.0.duration_since(at.0).unsigned_abs();
             let rounds = waited.as_nanos() / interval.as_nanos();
             let next_in =
@@ -72,7 +79,7 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     if let Some((commit, _)) = &standing
         && poll.as_ref().is_none_or(|(rounds, ..)| *rounds == 0)
     {
-        let status = current.cloned().unwrap_or_default();
+        let status = current_standing.cloned().unwrap_or_default();
         return GitStep {
             commit: Some(commit.clone()),
             status,
@@ -85,12 +92,14 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
     let name = resolve_job_name(input.build_name, &short_hash(format!("{key}\n{round}").as_bytes(), 10));
     let previous_commit = standing.as_ref().map(|(c, _)| c.clone());
     let stale: Vec<String> = input.jobs.iter().filter(|j| j.name != name).map(|j| j.name.clone()).collect();
-    // While a poll runs, the commit and the time it was resolved stay as they were (the time names the round).
+    // While a poll runs, the commit, its Dockerfile and the time it was resolved stay as they were (the
+    // time names the round).
     let status = SourceStatus {
         key: Some(key_hash),
         job: Some(name.clone()),
         commit: previous_commit.clone(),
         resolved_at: standing.and_then(|(_, at)| at),
+        dockerfile: current_standing.and_then(|r| r.dockerfile.clone()),
         ..base
     };
     let step = |status: SourceStatus| GitStep {
@@ -108,35 +117,59 @@ pub fn git_step(input: &ResolveObservation) -> GitStep {
         }
         step
     };
+    // A full commit's Dockerfile that cannot be read: the build goes on, its base images unpinned.
+    let unread = |why: &str| {
+        let dockerfile = SourceDockerfile {
+            path: path.clone(),
+            commit: git.revision.clone(),
+            message: Some(format!("cannot read it: {why}")),
+            ..Default::default()
+        };
+        let status =
+            SourceStatus { commit: Some(git.revision.clone()), dockerfile: Some(dockerfile), ..status.clone() };
+        let mut delete = stale.clone();
+        delete.push(name.clone());
+        GitStep { commit: Some(git.revision.clone()), status, delete, ..Default::default() }
+    };
     let recorded_failure = current.filter(|r| r.job.as_deref() == Some(&name)).and_then(|r| r.message.clone());
     match input.jobs.iter().find(|j| j.name == name) {
         None if recorded_failure.is_some() => failed(recorded_failure.unwrap_or_default()),
         None => GitStep { create: Some(name.clone()), ..step(status.clone()) },
         Some(job) => match &job.state {
             JobState::Running => {
-                let message = job.problem.clone().unwrap_or_else(|| format!("resolving {} to a commit", git.revision));
-                step(SourceStatus { message: Some(message), ..status.clone() })
+                let doing = match full_commit {
+                    true => format!("reading {path} at {}", git.revision),
+                    false => format!("resolving {} to a commit", git.revision),
+                };
+                step(SourceStatus { message: Some(job.problem.clone().unwrap_or(doing)), ..status.clone() })
             }
-            JobState::Succeeded { message: Some(refs) } => match commit_in(refs, &git.revision) {
-                Some(commit) => {
-                    let resolved_at = job.completed_at.clone().or(Some(input.now.clone()));
-                    let status = SourceStatus { commit: Some(commit.clone()), resolved_at, ..status.clone() };
-                    let mut delete = stale.clone();
-                    delete.push(name.clone());
-                    GitStep { commit: Some(commit), status, delete, ..Default::default() }
-                }
-                None => failed(format!(
-                    "spec.source.git.revision: no branch or tag named {:?} in {}; use a branch, a tag or a full \
-                     40-character commit",
-                    git.revision, git.url
-                )),
-            },
+            JobState::Succeeded { message: Some(message) } => {
+                let report = report::parse(message);
+                let commit = match full_commit {
+                    true => Some(git.revision.clone()),
+                    false => commit_in(report.refs, &git.revision),
+                };
+                let Some(commit) = commit else {
+                    return failed(format!(
+                        "spec.source.git.revision: no branch or tag named {:?} in {}; use a branch, a tag or a \
+                         full 40-character commit",
+                        git.revision, git.url
+                    ));
+                };
+                let resolved_at = job.completed_at.clone().or(Some(input.now.clone()));
+                let dockerfile = Some(report::recorded(report.dockerfile.as_ref(), &commit, &path));
+                let status = SourceStatus { commit: Some(commit.clone()), resolved_at, dockerfile, ..status.clone() };
+                let mut delete = stale.clone();
+                delete.push(name.clone());
+                GitStep { commit: Some(commit), status, delete, ..Default::default() }
+            }
             // Its pods went before the output was read: resolve again.
             JobState::Succeeded { message: None } => {
                 let mut step = step(status.clone());
                 step.delete.push(name.clone());
                 step
             }
+            JobState::Failed { message, .. } if full_commit => unread(message.trim()),
             JobState::Failed { message, .. } => {
                 failed(format!("cannot resolve spec.source.git.revision {:?}: {}", git.revision, message.trim()))
             }
@@ -175,6 +208,7 @@ mod tests {
             git_step(&ResolveObservation {
                 build_name: "blog",
                 git: &self.git,
+                dockerfile: "Dockerfile",
                 poll_interval: self.poll,
                 generation: self.generation,
                 rebuild_requested_at: None,
@@ -262,11 +296,76 @@ mod tests {
         assert_eq!((again.failed, again.create), (Some(message), None));
     }
 
+    /// What the resolve Job reports for `commit` after `refs`: `FROM x`, gzipped.
+    fn with_dockerfile(refs: &str, commit: &str) -> String {
+        format!("{refs}archway-dockerfile {commit} gzip\nH4sIAAAAAAACA3ML8vdVqOACALklUncHAAAA\n")
+    }
+
     #[test]
-    fn a_full_commit_needs_no_resolving() {
+    fn the_dockerfile_read_at_the_commit_stays_with_it_through_polls() {
+        let mut world = World::new();
+        world.git.context_dir = "./site".into();
+        world.poll = Some(Duration::from_secs(60));
+        let resolved = world.finish(&with_dockerfile(&format!("{OLD}\trefs/heads/main\n"), OLD));
+        let dockerfile = resolved.status.dockerfile.clone().unwrap();
+        assert_eq!((dockerfile.path.as_str(), dockerfile.commit.as_str()), ("site/Dockerfile", OLD));
+        assert_eq!(report::text(&resolved.status), Some(Ok("FROM x\n".to_string())));
+        // While a poll runs, the old commit keeps its Dockerfile; then the new commit brings its own.
+        world.now = time(1061);
+        let polling = world.step();
+        assert_eq!(polling.status.dockerfile, Some(dockerfile));
+        let moved = world.finish(&format!("{NEW}\trefs/heads/main\narchway-dockerfile {NEW} too-large 5000\n"));
+        let text = report::text(&moved.status).unwrap().unwrap_err();
+        assert!(text.starts_with(&format!("site/Dockerfile at {NEW}: it is too large")), "{text}");
+        assert_eq!(moved.commit.as_deref(), Some(NEW), "the build goes on, unpinned");
+    }
+
+    #[test]
+    fn a_full_commit_waits_only_for_its_dockerfile() {
         let mut world = World::new();
         world.git.revision = OLD.into();
+        let first = world.step();
+        assert_eq!(first.commit, None, "platforms wait: built before the Dockerfile is read, they would build twice");
+        assert!(first.create.is_some());
+        let read = world.finish(&with_dockerfile("", OLD));
+        assert_eq!(read.commit.as_deref(), Some(OLD));
+        assert!(matches!(report::text(&read.status), Some(Ok(_))));
+        // Read once: no more Jobs, and no polls (a commit never moves).
+        world.poll = Some(Duration::from_secs(1));
+        world.now = time(9000);
+        let later = world.step();
+        assert_eq!((later.commit.as_deref(), later.create, later.status), (Some(OLD), None, read.status));
+    }
+
+    #[test]
+    fn a_full_commit_whose_dockerfile_cannot_be_read_builds_unpinned() {
+        let mut world = World::new();
+        world.git.revision = OLD.into();
+        let name = world.step().create.unwrap();
+        world.jobs = vec![JobObservation {
+            name,
+            state: JobState::Failed { exit_code: Some(128), message: "not our ref".into() },
+            ..Default::default()
+        }];
         let step = world.step();
-        assert_eq!((step.commit.as_deref(), step.create), (Some(OLD), None));
+        assert_eq!((step.commit.as_deref(), step.failed), (Some(OLD), None));
+        assert_eq!(report::text(&step.status), Some(Err(format!("Dockerfile at {OLD}: cannot read it: not our ref"))));
+        world.recorded = Some(step.status.clone());
+        world.jobs.clear();
+        assert_eq!(world.step().create, None, "not tried again");
+    }
+
+    #[test]
+    fn a_missing_dockerfile_names_the_field_and_the_path() {
+        let mut world = World::new();
+        world.git.context_dir = "site".into();
+        let step = world.finish(&format!("{OLD}\trefs/heads/main\narchway-dockerfile {OLD} missing\n"));
+        assert_eq!(step.commit.as_deref(), Some(OLD));
+        let message = report::missing(&step.status, &world.git).unwrap();
+        assert!(
+            message.starts_with(&format!("spec.source.git: no file site/Dockerfile at commit {OLD} of ")),
+            "{message}"
+        );
+        assert_eq!(report::text(&step.status), None);
     }
 }
