@@ -12,6 +12,7 @@ use oci_client::Reference;
 use tracing::{info, warn};
 
 use super::Context;
+use super::one_read::OneRead;
 use super::publish::push_credentials;
 use crate::api::{BaseImageStatus, MultiArchBuild};
 use crate::assemble::dockerfile::{FromImage, base_images};
@@ -46,13 +47,21 @@ pub struct BaseImages {
     tags: Mutex<HashMap<(String, String), TagRead>>,
     /// By `repository@digest`.
     manifests: Mutex<HashMap<String, BaseManifest>>,
+    /// Tags and digests being read.
+    reading: OneRead,
 }
 
 impl BaseImages {
     pub fn new(mirrors: Vec<(String, String)>, options: RegistryOptions) -> BaseImages {
         // One quick try: a reconcile waits for it; a failure keeps the recorded digest or none.
         let options = RegistryOptions { request_timeout: Duration::from_secs(10), retry: RetryPolicy::NONE, ..options };
-        BaseImages { mirrors, options, tags: Mutex::new(HashMap::new()), manifests: Mutex::new(HashMap::new()) }
+        BaseImages {
+            mirrors,
+            options,
+            tags: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
+            reading: OneRead::default(),
+        }
     }
 
     /// The base images of `dockerfile` for each platform, pinned. `poll` is the build's poll interval.
@@ -133,8 +142,12 @@ impl BaseImages {
             .as_ref()
             .map(|s| format!("{}/{}", build.metadata.namespace.as_deref().unwrap_or_default(), s.name));
         let key = (image.to_string(), credentials.unwrap_or_default());
-        let kept = self.tags.lock().ok().and_then(|tags| tags.get(&key).cloned());
-        if let Some((_, read)) = kept.filter(|(at, _)| at.elapsed() < max_age) {
+        let kept = || self.tags.lock().ok().and_then(|tags| tags.get(&key).cloned());
+        if let Some((_, read)) = kept().filter(|(at, _)| at.elapsed() < max_age) {
+            return read;
+        }
+        let _reading = self.reading.lock(&format!("tag {} {}", key.0, key.1)).await;
+        if let Some((_, read)) = kept().filter(|(at, _)| at.elapsed() < max_age) {
             return read;
         }
         let registry = self.registry(ctx, build, &reference).await?;
@@ -162,7 +175,12 @@ impl BaseImages {
         let named = parse(image)?;
         let reference = Reference::with_digest(named.registry().into(), named.repository().into(), digest.into());
         let key = reference.whole();
-        if let Some(kept) = self.manifests.lock().ok().and_then(|m| m.get(&key).cloned()) {
+        let kept = || self.manifests.lock().ok().and_then(|m| m.get(&key).cloned());
+        if let Some(kept) = kept() {
+            return Ok(kept);
+        }
+        let _reading = self.reading.lock(&key).await;
+        if let Some(kept) = kept() {
             return Ok(kept);
         }
         let registry = self.registry(ctx, build, &reference).await?;

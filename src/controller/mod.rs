@@ -11,6 +11,7 @@ mod events;
 mod jobs;
 mod leader;
 mod observe;
+mod one_read;
 mod publish;
 mod rollout;
 mod tool_images;

@@ -10,6 +10,7 @@ use oci_client::Reference;
 use oci_client::secrets::RegistryAuth;
 use tracing::{info, warn};
 
+use super::one_read::OneRead;
 use crate::api::{BuildTool, BuilderKind, MultiArchBuildSpec};
 use crate::plan::builder_images::{BuildImages, ToolImage};
 use crate::plan::job::BuilderConfig;
@@ -46,13 +47,15 @@ pub struct ToolImages {
     /// How to reach registries: the CA, the token realms allowed.
     options: RegistryOptions,
     read: Mutex<HashMap<String, (Instant, ImagePlatforms)>>,
+    /// Images being read.
+    reading: OneRead,
 }
 
 impl ToolImages {
     pub fn new(mirrors: Vec<(String, String)>, auth: Option<Vec<u8>>, options: RegistryOptions) -> ToolImages {
         // One quick try: a reconcile waits for it, and a failure is read again a minute later.
         let options = RegistryOptions { request_timeout: Duration::from_secs(10), retry: RetryPolicy::NONE, ..options };
-        ToolImages { mirrors, auth, options, read: Mutex::new(HashMap::new()) }
+        ToolImages { mirrors, auth, options, read: Mutex::new(HashMap::new()), reading: OneRead::default() }
     }
 
     /// The platforms `image` runs on, from what was read before while it is fresh, else from the registry.
@@ -61,7 +64,12 @@ impl ToolImages {
             let keep = if matches!(platforms, ImagePlatforms::Known(_)) { KEEP } else { KEEP_FAILURE };
             (at.elapsed() < keep).then(|| platforms.clone())
         };
-        if let Some(platforms) = self.read.lock().ok().and_then(|read| read.get(image).and_then(fresh)) {
+        let kept = || self.read.lock().ok().and_then(|read| read.get(image).and_then(fresh));
+        if let Some(platforms) = kept() {
+            return platforms;
+        }
+        let _reading = self.reading.lock(image).await;
+        if let Some(platforms) = kept() {
             return platforms;
         }
         let platforms = match self.fetch(image).await {
