@@ -203,8 +203,17 @@ rss, holder0, holder1, took, profile = sys.argv[13], sys.argv[14], sys.argv[15],
 
 def parse(path):
     """reconciles, duration sum, and per value of the histogram's `registry` label its [(le, count)]."""
-    out = {"reconciles": 0.0, "sum": 0.0, "buckets": {}}
+    out = {"reconciles": 0.0, "sum": 0.0, "buckets": {}, "phases": {}}
     for line in open(path):
+        mm = re.match(r'archway_reconcile_phase_duration_seconds_(bucket|sum)\{([^}]*)\} (\S+)', line)
+        if mm:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', mm.group(2)))
+            phase = out["phases"].setdefault(labels["phase"], {"sum": 0.0, "buckets": []})
+            if mm.group(1) == "sum":
+                phase["sum"] = float(mm.group(3))
+            else:
+                phase["buckets"].append((float(labels["le"]), float(mm.group(3))))
+            continue
         if line.startswith("archway_reconciles_total "):
             out["reconciles"] = float(line.split()[1])
         mm = re.match(r'archway_reconcile_duration_seconds_(bucket|sum)\{?([^} ]*)\}? (\S+)', line)
@@ -244,9 +253,22 @@ def increase(a, b, registry=None):
 reconciles = lambda a, b: int(increase(a, b)[0])
 r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
 
-def quantile(q, a="m0", b="m5", registry=None):
+def phase_increase(phase, a="m0", b="m5"):
+    """(sum, [(le, count)]) of one reconcile phase's histogram from scrape a to b, over the replicas."""
+    secs, buckets = 0.0, []
+    for pod, end in m[b].items():
+        e = end["phases"].get(phase, {"sum": 0.0, "buckets": []})
+        s0 = m[a].get(pod, {"phases": {}})["phases"].get(phase, {"sum": 0.0, "buckets": []})
+        if pod in restarted or not s0["buckets"]:
+            s0 = {"sum": 0.0, "buckets": [(le, 0.0) for le, _ in e["buckets"]]}
+        diff = [(le, c - c0) for (le, c), (_, c0) in zip(e["buckets"], s0["buckets"])]
+        secs += e["sum"] - s0["sum"]
+        buckets = diff if not buckets else [(le, c + d) for (le, c), (_, d) in zip(buckets, diff)]
+    return secs, buckets
+
+def quantile(q, a="m0", b="m5", registry=None, buckets=None):
     """Bucket-interpolated, like PromQL's histogram_quantile, over the reconciles between a and b."""
-    buckets = increase(a, b, registry)[2]
+    buckets = increase(a, b, registry)[2] if buckets is None else buckets
     total = buckets[-1][1] if buckets else 0
     if total <= 0:
         return float("nan"), 0
@@ -338,6 +360,12 @@ leaders = dict(line.split(" ", 1) for line in open(f"{work}/leaders").read().spl
 changes = [windows[k] for prev, k in zip(["m0"] + list(windows), list(windows)) if leaders.get(prev) != leaders.get(k)]
 if changes:
     print(f"the leader changed during: {', '.join(changes)}")
+phases = sorted({p for scrape in m["m5"].values() for p in scrape["phases"]})
+def phase_figures(phase):
+    secs, buckets = phase_increase(phase)
+    (p50, total), (p99, _) = quantile(0.5, buckets=buckets), quantile(0.99, buckets=buckets)
+    return f"{phase} {ms(p50)} / {ms(p99)} (n {total:,.0f}, {secs:.1f} s in all)"
+print("reconcile phases, p50 / p99: " + "; ".join(phase_figures(p) for p in phases))
 if holder0 != holder1 or restarted:
     print(f"the leader changed during the run ({holder0} -> {holder1}; restarted or not answering: "
           f"{', '.join(sorted(restarted)) or 'none'}): a restarted replica's reconciles between the last scrape and"

@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body_util::Full;
@@ -50,6 +51,14 @@ pub struct ReconcileLabels {
     pub registry: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// `observe` (caches, builder and base images, the plan), `placing` (waiting for the placing lock
+    /// and planning again), `jobs` (creating and deleting Jobs), `publish`, `rollout`, `status` (the
+    /// status patch) or `events`.
+    pub phase: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -57,6 +66,7 @@ pub struct Metrics {
     pub reconciles: Counter,
     pub reconcile_errors: Family<ErrorLabels, Counter>,
     pub reconcile_seconds: HistogramFamily<ReconcileLabels>,
+    pub reconcile_phase_seconds: HistogramFamily<PhaseLabels>,
     pub platform_builds: Family<BuildLabels, Counter>,
     pub platform_build_seconds: HistogramFamily<BuildLabels>,
     pub rollouts: Family<RolloutLabels, Counter>,
@@ -72,6 +82,9 @@ impl Default for Metrics {
             reconcile_errors: Family::default(),
             // 1 ms to about 16 s.
             reconcile_seconds: Family::new_with_constructor(|| {
+                Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0])
+            }),
+            reconcile_phase_seconds: Family::new_with_constructor(|| {
                 Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0])
             }),
             platform_builds: Family::default(),
@@ -95,6 +108,11 @@ impl Default for Metrics {
             metrics.reconcile_seconds.clone(),
         );
         registry.register(
+            "reconcile_phase_duration_seconds",
+            "Time of one phase of a reconcile (where a slow reconcile waits)",
+            metrics.reconcile_phase_seconds.clone(),
+        );
+        registry.register(
             "platform_builds",
             "Platform builds that ended, by platform, mode and result",
             metrics.platform_builds.clone(),
@@ -115,12 +133,32 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A stopwatch for the phases of one reconcile, started now.
+    pub fn laps(&self) -> Laps<'_> {
+        Laps { metrics: self, last: Instant::now() }
+    }
+
     /// The OpenMetrics text of every metric.
     pub fn encode(&self) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = encode(&mut text, &self.registry);
         text
+    }
+}
+
+/// Times the phases of one reconcile: each lap observes the time since the one before.
+pub struct Laps<'a> {
+    metrics: &'a Metrics,
+    last: Instant,
+}
+
+impl Laps<'_> {
+    pub fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        let family = &self.metrics.reconcile_phase_seconds;
+        family.get_or_create(&PhaseLabels { phase }).observe(now.duration_since(self.last).as_secs_f64());
+        self.last = now;
     }
 }
 
@@ -185,6 +223,7 @@ mod tests {
         metrics.platform_build_seconds.get_or_create(&labels).observe(12.0);
         metrics.rollouts.get_or_create(&RolloutLabels { result: "blocked".into() }).inc();
         metrics.reconcile_seconds.get_or_create(&ReconcileLabels { registry: "false".into() }).observe(0.002);
+        metrics.laps().lap("observe");
         let text = metrics.encode();
         assert!(text.contains("archway_reconciles_total 1"), "{text}");
         assert!(
@@ -196,6 +235,7 @@ mod tests {
         assert!(text.contains("archway_platform_build_duration_seconds_sum{"), "{text}");
         assert!(text.contains(r#"archway_rollouts_total{result="blocked"} 1"#), "{text}");
         assert!(text.contains(r#"archway_reconcile_duration_seconds_bucket{le="0.004",registry="false"} 1"#), "{text}");
+        assert!(text.contains(r#"archway_reconcile_phase_duration_seconds_count{phase="observe"} 1"#), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 

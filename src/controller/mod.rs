@@ -46,7 +46,7 @@ use crate::api::{
     BaseImageStatus, MultiArchBuild, MultiArchBuildSpec, MultiArchBuildStatus, PlatformPhase, Reason, SourceStatus,
     TargetState, WorkloadKind,
 };
-use crate::metrics::{ErrorLabels, Metrics, ReconcileLabels};
+use crate::metrics::{ErrorLabels, Laps, Metrics, ReconcileLabels};
 use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, git_source_step, plan};
 use crate::plan::decide::{Decision, requested_platforms};
 use crate::plan::git::report;
@@ -337,8 +337,8 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
         }
     };
     let started = std::time::Instant::now();
-    let mut registry = false;
-    let result = reconcile_build(&with_last_written_status(build, &ctx), &ctx, &mut registry).await;
+    let (mut registry, mut laps) = (false, ctx.metrics.laps());
+    let result = reconcile_build(&with_last_written_status(build, &ctx), &ctx, &mut registry, &mut laps).await;
     ctx.metrics.reconciles.inc();
     let labels = ReconcileLabels { registry: registry.to_string() };
     ctx.metrics.reconcile_seconds.get_or_create(&labels).observe(started.elapsed().as_secs_f64());
@@ -356,14 +356,20 @@ async fn reconcile(guarded: Arc<Guarded>, ctx: Arc<Context>) -> Result<Action, E
 
 /// Observe (from the caches), plan (pure), apply: the resolve and build Jobs, the index once every
 /// platform is built, the rollout of the published image; then the status, with an event for each
-/// transition. `registry` is set when it calls the registry.
-async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut bool) -> Result<Action, Error> {
+/// transition. `registry` is set when it calls the registry; `laps` times the phases.
+async fn reconcile_build(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    registry: &mut bool,
+    laps: &mut Laps<'_>,
+) -> Result<Action, Error> {
     if !ctx.caches.is_ready() {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let generation = build.metadata.generation.unwrap_or_default();
     let now = now();
     let (mut observed, mut bases, mut plan) = observe_and_plan(build, ctx, &now).await?;
+    laps.lap("observe");
     // Two builds placed at once would each see a node's last slot free: placing Jobs on nodes with
     // slots is one reconcile at a time, on what the others placed (planned again under the lock, it
     // may be Queued now). The Jobs it plans count as created (expected in the caches) before the lock
@@ -372,6 +378,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         Next::Go(go) if go.decision.create.iter().any(|create| create.placed.bounded) => {
             let placing = ctx.placing.lock().await;
             (observed, bases, plan) = observe_and_plan(build, ctx, &now).await?;
+            laps.lap("placing");
             Some(placing)
         }
         _ => None,
@@ -381,7 +388,8 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
             Ok(created) => created,
             Err(message) => {
                 drop(placing);
-                return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
+                let source = plan.source();
+                return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source, LOOK_AGAIN, laps).await;
             }
         },
         Next::Stop { .. } => Vec::new(),
@@ -393,16 +401,18 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
     }
     let go = match &plan.next {
         Next::Stop { reason, message, recheck } => {
-            return fail_permanently(build, ctx, *reason, message, plan.source(), *recheck).await;
+            return fail_permanently(build, ctx, *reason, message, plan.source(), *recheck, laps).await;
         }
         Next::Go(go) => go,
     };
     match jobs::apply_jobs(build, ctx, &created, &go.decision.delete).await {
         Err(Error::Invalid(message)) => {
-            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, plan.source(), LOOK_AGAIN).await;
+            let source = plan.source();
+            return fail_permanently(build, ctx, Reason::InvalidSpec, &message, source, LOOK_AGAIN, laps).await;
         }
         other => other?,
     }
+    laps.lap("jobs");
     let publish = match &go.publish {
         PublishStep::NotYet => Publish::NotYet,
         PublishStep::Done { image } => Publish::Published { image: image.clone() },
@@ -417,6 +427,7 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
             }
         }
     };
+    laps.lap("publish");
     // What the index offers: every platform, or (`AvailablePlatforms`) those built.
     let built = go.decision.platforms.iter().filter(|p| p.phase == PlatformPhase::Succeeded);
     let offered: Vec<Platform> = built.filter_map(|p| p.platform.parse().ok()).collect();
@@ -425,10 +436,11 @@ async fn reconcile_build(build: &MultiArchBuild, ctx: &Context, registry: &mut b
         _ => None,
     };
     let targets = rollout::roll_out(ctx, build, &go.valid, published, &observed.node_objects, &now).await?;
+    laps.lap("rollout");
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     let status = desired_status(generation, &go.decision, &publish, &targets, build.status.as_ref(), &now);
     let status = MultiArchBuildStatus { source: plan.source(), base_images: bases.status, ..status };
-    write_status(build, ctx, status).await?;
+    write_status(build, ctx, status, laps).await?;
     let poll = base_poll_interval(&build.spec).unwrap_or(Duration::MAX);
     Ok(Action::requeue(plan.requeue(rolling).min(poll)))
 }
@@ -502,6 +514,7 @@ async fn fail_permanently(
     message: &str,
     source: Option<SourceStatus>,
     recheck: Duration,
+    laps: &mut Laps<'_>,
 ) -> Result<Action, Error> {
     let generation = build.metadata.generation.unwrap_or_default();
     let publish = Publish::Failed { reason, message: message.into() };
@@ -510,7 +523,7 @@ async fn fail_permanently(
     let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());
     let source = source.or_else(|| old.and_then(|o| o.source.clone()));
     let base_images = old.map(|o| o.base_images.clone()).unwrap_or_default();
-    write_status(build, ctx, MultiArchBuildStatus { source, base_images, ..status }).await?;
+    write_status(build, ctx, MultiArchBuildStatus { source, base_images, ..status }, laps).await?;
     Ok(Action::requeue(recheck))
 }
 
@@ -534,13 +547,20 @@ fn with_last_written_status<'a>(build: &'a MultiArchBuild, ctx: &Context) -> Cow
 }
 
 /// Applies the status and records its transitions, unless it equals the current one: no write, no event.
-async fn write_status(build: &MultiArchBuild, ctx: &Context, status: MultiArchBuildStatus) -> Result<(), Error> {
+async fn write_status(
+    build: &MultiArchBuild,
+    ctx: &Context,
+    status: MultiArchBuildStatus,
+    laps: &mut Laps<'_>,
+) -> Result<(), Error> {
     let current = build.status.as_ref();
     if current == Some(&status) {
         return Ok(());
     }
     patch_status(ctx, build, &status).await?;
+    laps.lap("status");
     record_transitions(build, ctx, current, &status).await;
+    laps.lap("events");
     if let Ok(mut written) = ctx.written.lock() {
         written.insert(build.uid().unwrap_or_default(), status);
     }
