@@ -47,6 +47,7 @@ use crate::api::{
     TargetState, WorkloadKind,
 };
 use crate::metrics::{ErrorLabels, Laps, Metrics, ReconcileLabels};
+use crate::plan::assembly::ContextDockerfile;
 use crate::plan::build::{BuildPlan, LOOK_AGAIN, Next, Observation, PublishStep, git_source_step, plan};
 use crate::plan::decide::{Decision, requested_platforms};
 use crate::plan::git::report;
@@ -482,6 +483,11 @@ async fn observe_and_plan(
         Some((path, report::text(&step.status)?))
     });
     let context_dockerfile = observed.context.as_ref().and_then(|c| c.dockerfile.as_ref()).map(|d| d.text.clone());
+    // What `auto` decides from: the git commit's Dockerfile, whose context files are not read.
+    let git_context = match &git_dockerfile {
+        Some((_, Ok(text))) => Some(ContextDockerfile { text: text.clone(), archives: None }),
+        _ => None,
+    };
     let bases = match (context_dockerfile, git_dockerfile) {
         (Some(text), _) | (None, Some((_, Ok(text)))) => {
             let platforms = requested_platforms(&build.spec, &observed.nodes).unwrap_or_default();
@@ -495,7 +501,8 @@ async fn observe_and_plan(
         },
         (None, None) => Resolved::default(),
     };
-    let plan = plan(&Observation { bases: &bases.pins, ..observation });
+    let dockerfile = observation.dockerfile.or(git_context.as_ref());
+    let plan = plan(&Observation { bases: &bases.pins, dockerfile, ..observation });
     Ok((observed, bases, plan))
 }
 

@@ -243,7 +243,7 @@ async fn read_context(
     }
     let fingerprint: String = hasher.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     let text = config_map.data.as_ref().and_then(|data| data.get(dockerfile_key)).cloned();
-    let dockerfile = text.map(|text| ContextDockerfile { text, archives });
+    let dockerfile = text.map(|text| ContextDockerfile { text, archives: Some(archives) });
     let read = ContextRead { fingerprint, dockerfile_key: dockerfile_key.clone(), dockerfile };
     if let Some(read_version) = config_map.metadata.resource_version {
         caches.keep_context(namespace, &source.name, read_version, read.clone());

@@ -1,18 +1,19 @@
 //! Whether a platform's image can be assembled without a builder (see [`crate::assemble`]): decided
 //! from the Dockerfile of a ConfigMap context, which the operator reads anyway (its fingerprint is a
-//! build input). A git source's Dockerfile is read only by the build pod: `auto` uses a builder for it.
+//! build input), or of a git source's commit, as its resolve Job reported it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::assemble::dockerfile::{RecipeError, recipe};
 use crate::platform::Platform;
 
-/// The Dockerfile of a ConfigMap context, and which of the context's files are archives (an `ADD` of
+/// The Dockerfile of a build's context, and which of the context's files are archives (an `ADD` of
 /// one extracts it, which needs a builder).
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ContextDockerfile {
     pub text: String,
-    pub archives: BTreeSet<String>,
+    /// `None` where the context's files are not read (a git source): any `ADD` may be of an archive.
+    pub archives: Option<BTreeSet<String>>,
 }
 
 /// Whether the Dockerfile can be assembled for a platform.
@@ -21,7 +22,8 @@ pub enum Assembly {
     Possible,
     /// Why a builder is needed: "RUN at line 6 needs a builder".
     NeedsBuilder(String),
-    /// The operator does not read the Dockerfile (a git source).
+    /// The operator has not read the Dockerfile (a git source not resolved yet, or whose Dockerfile
+    /// could not be reported).
     Unknown,
 }
 
@@ -40,15 +42,18 @@ pub fn assembly(
         Err(invalid @ RecipeError::Invalid { .. }) => return Assembly::NeedsBuilder(invalid.to_string()),
     };
     let archive = recipe.copies.iter().filter(|c| c.add).find_map(|copy| {
-        let named = copy.sources.iter().map(|s| s.trim_start_matches("./").trim_start_matches('/'));
-        named.into_iter().find(|s| dockerfile.archives.contains(*s)).map(|s| (copy.line, s.to_string()))
-    });
-    match archive {
-        Some((line, source)) => {
-            Assembly::NeedsBuilder(format!("ADD of the archive {source} at line {line} needs a builder"))
+        let mut named = copy.sources.iter().map(|s| s.trim_start_matches("./").trim_start_matches('/'));
+        let line = copy.line;
+        match &dockerfile.archives {
+            Some(archives) => named
+                .find(|s| archives.contains(*s))
+                .map(|s| format!("ADD of the archive {s} at line {line} needs a builder")),
+            None => named.next().map(|s| {
+                format!("ADD of {s} at line {line} needs a builder: it may be an archive, and a git source's files are not read here")
+            }),
         }
-        None => Assembly::Possible,
-    }
+    });
+    archive.map_or(Assembly::Possible, Assembly::NeedsBuilder)
 }
 
 #[cfg(test)]
@@ -56,7 +61,7 @@ mod tests {
     use super::*;
 
     fn context(text: &str) -> ContextDockerfile {
-        ContextDockerfile { text: text.into(), archives: BTreeSet::from(["site.tar.gz".to_string()]) }
+        ContextDockerfile { text: text.into(), archives: Some(BTreeSet::from(["site.tar.gz".to_string()])) }
     }
 
     fn of(text: &str) -> Assembly {
@@ -83,7 +88,19 @@ mod tests {
     }
 
     #[test]
-    fn a_git_source_is_not_read() {
+    fn a_dockerfile_not_read_is_unknown() {
         assert_eq!(assembly(None, &BTreeMap::new(), &Platform::linux("amd64", None)), Assembly::Unknown);
+    }
+
+    #[test]
+    fn without_the_context_files_any_add_needs_a_builder() {
+        let git = |text: &str| {
+            let dockerfile = ContextDockerfile { text: text.into(), archives: None };
+            assembly(Some(&dockerfile), &BTreeMap::new(), &Platform::linux("amd64", None))
+        };
+        assert_eq!(git("FROM busybox\nCOPY site.tar.gz /srv/\n"), Assembly::Possible);
+        assert!(
+            matches!(git("FROM busybox\nADD ./index.html /srv/\n"), Assembly::NeedsBuilder(why) if why.starts_with("ADD of index.html at line 2 needs a builder: it may be an archive")),
+        );
     }
 }

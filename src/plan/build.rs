@@ -48,7 +48,7 @@ pub struct Observation<'a> {
     pub jobs: &'a [JobObservation],
     pub resolve_jobs: &'a [JobObservation],
     pub context_fingerprint: Option<&'a str>,
-    /// The Dockerfile of a ConfigMap context.
+    /// The Dockerfile of a ConfigMap context, or of the git commit built as its resolve Job reported it.
     pub dockerfile: Option<&'a ContextDockerfile>,
     /// A Secret or ConfigMap the spec names that does not exist, as a message naming field and fix.
     pub missing: Option<&'a str>,

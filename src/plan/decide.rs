@@ -114,7 +114,7 @@ pub struct Inputs<'a> {
     pub jobs: &'a [JobObservation],
     /// Identifies the content of a ConfigMap context (see [`BuildInputs`]).
     pub context_fingerprint: Option<&'a str>,
-    /// The Dockerfile of a ConfigMap context: whether `auto` assembles the image.
+    /// The Dockerfile of the context (or of the git commit): whether `auto` assembles the image.
     pub dockerfile: Option<&'a ContextDockerfile>,
     /// The build's rebuild annotation ([`super::inputs::REBUILD_ANNOTATION`]), if set.
     pub rebuild_requested_at: Option<&'a str>,

@@ -2,14 +2,15 @@
 //! a namespace where Pod Security `restricted` is enforced, with every ARM and qemu node cordoned. No
 //! program of a target platform runs and nothing privileged runs; what the registry holds is read back
 //! with skopeo, and the rollout runs the child of each node's platform (each serves its own file). A
-//! rebuild request then builds every platform again, to the same bytes.
+//! rebuild request then builds every platform again, to the same bytes. `auto` assembles a git source's
+//! COPY-only Dockerfile too, as its resolve Job reported it.
 
 mod common;
 
 use anyhow::{Context, Result, ensure};
 use archway_testenv::cluster_setup::create_push_secret;
-use common::blog::{start, wait_status_in};
-use common::{ImageContents, wait};
+use common::blog::{api, start, wait_status, wait_status_in};
+use common::{GitRepo, ImageContents, wait};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Node, Pod};
 use kube::Api;
@@ -151,6 +152,57 @@ async fn a_copy_only_dockerfile_is_assembled_unprivileged_for_every_platform() -
     let after = jobs(&rebuilt);
     ensure!(after.len() == 4 && after.iter().all(|j| !before.contains(j)), "jobs {before:?} then {after:?}");
     ensure!(rebuilt["image"] == index && rebuilt["phase"] == "Ready", "{rebuilt}");
+    env.remove().await;
+    Ok(())
+}
+
+/// `auto` with a git source: the resolve Job reports the commit's Dockerfile, so a COPY-only one is
+/// assembled. The next commit adds an `ADD`, which may be of an archive (the operator does not read a
+/// git source's files), so a builder builds it, and the platforms say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_assembles_a_git_sources_copy_only_dockerfile() -> Result<()> {
+    const NAME: &str = "from-git";
+    let (env, client) = start("assemble-git").await?;
+    let base = env.base_image.clone().context("base image")?;
+    let repo = GitRepo::init(env.dir.join("git/site")).await?;
+    repo.write("site/Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPY index.html /srv/\n")?;
+    repo.write("site/index.html", "<h1>from git</h1>\n")?;
+    let first = repo.commit("copy only").await?;
+    let platforms = ["linux/amd64", "linux/arm64"];
+    let build = json!({
+        "apiVersion": "archway.dev/v1alpha1",
+        "kind": "MultiArchBuild",
+        "metadata": {"name": NAME, "namespace": common::blog::NS},
+        "spec": {
+            "source": {"git": {"url": repo.url(), "revision": "main", "contextDir": "site", "pollInterval": "2s"}},
+            "platforms": platforms,
+            "buildArgs": {"BASE": base},
+            "output": {"image": format!("{}/git/site", env.registry.host), "tags": ["new"],
+                "pushSecret": {"name": "registry-credentials"}},
+        },
+    });
+    api(&client).patch(NAME, &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
+    let ready =
+        wait_status(&client, NAME, |s| s["phase"] == "Ready" && s["source"]["commit"] == first.as_str()).await?;
+    for platform in ready["platforms"].as_array().context("status.platforms")? {
+        ensure!(platform["builder"] == "assemble" && platform["mode"] == "assembled", "{platform}");
+    }
+    let index = ready["image"].as_str().context("status.image")?;
+    for platform in platforms {
+        let child = ImageContents::fetch(&env.registry, &child_of(&env, index, platform).await?).await?;
+        ensure!(child.platform == platform, "the {platform} child says {}", child.platform);
+        ensure!(child.read_file("/srv/index.html").await? == "<h1>from git</h1>\n", "{platform}'s index.html");
+    }
+
+    repo.write("site/Dockerfile", "ARG BASE\nFROM ${BASE}\nCOPY index.html /srv/\nADD index.html /srv/again.html\n")?;
+    let second = repo.commit("add").await?;
+    let rebuilt =
+        wait_status(&client, NAME, |s| s["phase"] == "Ready" && s["source"]["commit"] == second.as_str()).await?;
+    for platform in rebuilt["platforms"].as_array().context("status.platforms")? {
+        let reason = platform["placementReason"].as_str().unwrap_or_default();
+        ensure!(platform["builder"] == "buildah", "{platform}");
+        ensure!(reason.starts_with("ADD of index.html at line 4 needs a builder: it may be an archive"), "{platform}");
+    }
     env.remove().await;
     Ok(())
 }
