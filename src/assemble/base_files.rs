@@ -89,8 +89,6 @@ pub enum BaseFilesError {
     TooManyEntries(u64),
     #[error("the base image's layers unpack to more than {0} bytes, more than assemble reads")]
     TooLarge(u64),
-    #[error("a layer of the base image is compressed with {0}, which assemble does not read (gzip or none)")]
-    Compression(&'static str),
     #[error("a layer of the base image is not a readable tar: {0}")]
     Tar(#[source] io::Error),
 }
@@ -119,15 +117,15 @@ impl BaseFiles {
         }
     }
 
-    /// Applies one layer blob (gzipped or plain tar) on top of the layers before it, reading it to its
+    /// Applies one layer blob (a tar: gzipped, zstd-compressed or plain) on top of the layers before it, reading it to its
     /// end, and takes what it reads from `budget`.
     pub fn apply_layer<R: Read>(&mut self, blob: R, budget: &mut Budget) -> Result<(), BaseFilesError> {
         let mut blob = BufReader::new(blob);
         let magic = blob.fill_buf().map_err(BaseFilesError::Tar)?;
         let tar: Box<dyn Read + '_> = if magic.starts_with(&[0x1f, 0x8b]) {
             Box::new(MultiGzDecoder::new(blob))
-        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(BaseFilesError::Compression("zstd"));
+        } else if magic.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || is_skippable_frame(magic) {
+            Box::new(zstd::stream::read::Decoder::with_buffer(blob).map_err(BaseFilesError::Tar)?)
         } else {
             Box::new(blob)
         };
@@ -253,6 +251,12 @@ impl LayerChanges {
             self.added.push((path, node));
         }
     }
+}
+
+/// A zstd skippable frame's magic number (0x184D2A50 to 0x184D2A5F, little-endian): zstd:chunked
+/// layers may begin with one.
+fn is_skippable_frame(magic: &[u8]) -> bool {
+    matches!(magic, [first, 0x2a, 0x4d, 0x18, ..] if first & 0xf0 == 0x50)
 }
 
 /// A tar path as a path below `/` without `.`, `..` or a trailing `/` (`./usr/bin/` -> `usr/bin`).
@@ -411,6 +415,25 @@ mod tests {
         assert_eq!(files.link(Path::new("var/run")), Some(Path::new("../run")));
     }
 
+    /// zstd as buildah and containerd write it (one frame) and as zstd:chunked does (a frame per part,
+    /// skippable frames of metadata).
+    #[test]
+    fn zstd_layers_are_read() {
+        let layer = tar(&[("etc", 'd'), ("etc/app.conf", 'f'), ("srv->/var/srv", 'l')]);
+        let one_frame = zstd::encode_all(&layer[..], 3).unwrap();
+        let (head, tail) = layer.split_at(700);
+        let skippable = [&[0x5e, 0x2a, 0x4d, 0x18, 3, 0, 0, 0][..], b"abc"].concat();
+        let chunked =
+            [skippable.clone(), zstd::encode_all(head, 3).unwrap(), zstd::encode_all(tail, 3).unwrap(), skippable]
+                .concat();
+        for blob in [one_frame, chunked] {
+            let mut files = knowing(&["etc", "app.conf", "srv"]);
+            files.apply_layer(&blob[..], &mut Budget::default()).unwrap();
+            assert_eq!(kinds(&files, &["etc", "etc/app.conf"]), [Some(BaseKind::Dir), Some(BaseKind::Other)]);
+            assert_eq!(files.link(Path::new("srv")), Some(Path::new("/var/srv")));
+        }
+    }
+
     #[test]
     fn reading_is_bounded() {
         let layer = tar(&[("a", 'f'), ("b", 'f'), ("c", 'f')]);
@@ -422,8 +445,6 @@ mod tests {
         let mut files = knowing(&["a"]);
         files.apply_layer(&gzip(&layer)[..], &mut budget).unwrap();
         assert!(matches!(files.apply_layer(&layer[..], &mut budget), Err(BaseFilesError::TooLarge(_))));
-        let zstd = [0x28, 0xb5, 0x2f, 0xfd, 0, 0];
-        assert!(matches!(files.apply_layer(&zstd[..], &mut budget), Err(BaseFilesError::Compression("zstd"))));
         assert!(matches!(files.apply_layer(&b"not a tar"[..], &mut Budget::default()), Err(BaseFilesError::Tar(_))));
     }
 }
