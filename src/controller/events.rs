@@ -1,9 +1,13 @@
 //! Events and metrics of a status change: one event per platform that changed phase, per rollout
 //! target that changed state, and per phase change of the build; builds and rollouts counted as they end.
+//! Events are recorded in the background ([`EventSink`]).
+
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
-use kube::{Resource, ResourceExt};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::mpsc;
 use tracing::warn;
 
 use super::Context;
@@ -132,8 +136,50 @@ pub(super) fn event(
 }
 
 pub(super) async fn publish_event(ctx: &Context, reference: &ObjectReference, event: Event) {
-    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    if let Err(e) = recorder.publish(&event, reference).await {
-        warn!("cannot record event: {e}");
+    ctx.events.send(reference, event).await;
+}
+
+/// Records events in the background, as client-go's recorder does: a reconcile hands them over and goes
+/// on, so an apiserver slow to take events slows the events, not the builds. Each object's events keep
+/// their order (one sender per shard, a shard per object); events still queued when the process ends
+/// are lost.
+pub(super) struct EventSink {
+    shards: Vec<mpsc::Sender<(ObjectReference, Event)>>,
+}
+
+/// Sending shards: events of different builds go out side by side.
+const SHARDS: usize = 4;
+/// Events queued per shard before a reconcile waits to hand over more.
+const QUEUED: usize = 256;
+
+impl EventSink {
+    pub(super) fn start(client: Client, reporter: Reporter) -> EventSink {
+        let shards = (0..SHARDS)
+            .map(|_| {
+                let (sender, mut queue) = mpsc::channel::<(ObjectReference, Event)>(QUEUED);
+                let (client, reporter) = (client.clone(), reporter.clone());
+                tokio::spawn(async move {
+                    while let Some((reference, event)) = queue.recv().await {
+                        // A recorder per event: kube's folds events with the same reason into one
+                        // series and keeps the first note, and each of ours is a distinct transition.
+                        let recorder = Recorder::new(client.clone(), reporter.clone());
+                        if let Err(e) = recorder.publish(&event, &reference).await {
+                            warn!("cannot record event: {e}");
+                        }
+                    }
+                });
+                sender
+            })
+            .collect();
+        EventSink { shards }
+    }
+
+    async fn send(&self, reference: &ObjectReference, event: Event) {
+        let mut hasher = DefaultHasher::new();
+        (&reference.namespace, &reference.name).hash(&mut hasher);
+        let shard = &self.shards[hasher.finish() as usize % SHARDS];
+        if shard.send((reference.clone(), event)).await.is_err() {
+            warn!("cannot record event: its sender has stopped");
+        }
     }
 }

@@ -38,7 +38,7 @@ use base_images::{BaseImages, Resolved};
 use caches::{Caches, WorkloadKey};
 pub use config::OperatorConfig;
 pub use error::Error;
-use events::{event, publish_event, record_transitions};
+use events::{EventSink, event, publish_event, record_transitions};
 pub use leader::{Election, Fence, LEASE_NAME, while_leading};
 use tool_images::{BuildToolImages, ToolImages};
 
@@ -67,9 +67,8 @@ type Guarded = DeserializeGuard<MultiArchBuild>;
 
 pub struct Context {
     client: Client,
-    /// Who records events. Each event gets a recorder of its own: kube's recorder folds events with the
-    /// same reason into one series and keeps the first note, and each of ours is a distinct transition.
-    reporter: Reporter,
+    /// Records events in the background.
+    events: EventSink,
     config: OperatorConfig,
     /// What build Jobs are made with (the flags' builder images, tolerations, registry CA).
     builder: BuilderConfig,
@@ -206,7 +205,7 @@ async fn reconcile_until_shutdown(
     };
     let ctx = Arc::new(Context {
         metrics,
-        reporter,
+        events: EventSink::start(clients.requests.clone(), reporter),
         client: clients.requests.clone(),
         caches,
         fence: Fence::new(clients.requests, config.election().as_ref()),

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result, ensure};
 use archway_testenv::env::Env;
-use common::blog::{NS, api, blog_build, is_ready, raw_index, start, wait_status};
+use common::blog::{NS, api, blog_build, is_ready, raw_index, start, wait_events, wait_status};
 use common::{audit_mark, operator_reconciles, operator_requests_since, scrape_operator, wait};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
@@ -60,10 +60,18 @@ async fn the_blog_deployment_follows_the_index_where_it_covers_every_node() -> R
     let cache_image = cache.spec.template.spec.as_ref().and_then(|s| s.containers[0].image.clone());
     ensure!(cache_image.as_deref() == Some(image.as_str()), "{cache_image:?}");
     ensure!(cache.status.is_some_and(|s| s.ready_replicas == Some(2)), "the StatefulSet is not ready");
-    let events = Api::<Event>::namespaced(client.clone(), NS).list(&ListParams::default()).await?.items;
-    let rolled_out: Vec<String> =
-        events.iter().filter(|e| e.reason.as_deref() == Some("RolledOut")).filter_map(|e| e.note.clone()).collect();
-    for name in ["Deployment/blog:", "DaemonSet/blog-agent:", "StatefulSet/blog-cache:"] {
+    // Events go out in the background, a moment after the status.
+    let names = ["Deployment/blog:", "DaemonSet/blog-agent:", "StatefulSet/blog-cache:"];
+    let rolled_out = |events: &[Event]| -> Vec<String> {
+        events.iter().filter(|e| e.reason.as_deref() == Some("RolledOut")).filter_map(|e| e.note.clone()).collect()
+    };
+    let events = wait_events(&client, NS, "blog", |events| {
+        let notes = rolled_out(events);
+        names.iter().all(|name| notes.iter().any(|n| n.starts_with(name)))
+    })
+    .await;
+    let rolled_out = rolled_out(&events);
+    for name in names {
         ensure!(rolled_out.iter().any(|n| n.starts_with(name)), "no RolledOut event for {name} in {rolled_out:?}");
     }
     // The same, as Prometheus scrapes it from the operator.
