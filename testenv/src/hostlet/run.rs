@@ -178,9 +178,6 @@ impl PodRun {
             let c = spec.containers[index].clone();
             running.push(Box::pin(container_loop(index, launch, c, always, tx.clone())));
         }
-        self.view.phase = Phase::Running;
-        self.view.refresh_conditions(now());
-        self.report().await;
         loop {
             if self.view.main.iter().all(|c| c.terminated().is_some()) {
                 return Outcome::Done;
@@ -411,7 +408,11 @@ impl PodRun {
 
     async fn on_event(&mut self, event: Event) {
         match event {
-            Event::Started(index) => self.view.main[index].state = State::Running { started: now() },
+            Event::Started(index) => {
+                self.view.main[index].state = State::Running { started: now() };
+                // As a kubelet: Running once a container runs, not when it is being started.
+                self.view.phase = Phase::Running;
+            }
             Event::Exited { index, terminated, restarting } => {
                 let c = &mut self.view.main[index];
                 tracing::info!(
