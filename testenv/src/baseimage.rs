@@ -1,4 +1,4 @@
-//! The multi-arch base image `library/busybox:usrmerge`, built from Debian's busybox-static packages for
+//! The multi-arch base image `library/busybox:usrmerge` (also tagged `latest`), built from Debian's busybox-static packages for
 //! amd64, arm64, armhf (linux/arm/v7) and armel (linux/arm/v6) with buildah, and pushed as an OCI
 //! index. The registry's storage outlives a run, so this is skipped when the image is already there.
 
@@ -17,6 +17,8 @@ use crate::registry::Registry;
 /// Tagged by layout: a registry kept from a run before the merged-usr layout holds the older one under
 /// `latest`, which [`ensure`] would otherwise take as it is.
 pub const REPO: &str = "library/busybox:usrmerge";
+/// The same index under the name the examples, the demo and the benches use, as a user would.
+const LATEST: &str = "library/busybox:latest";
 /// The usual PATH, so that a Dockerfile that installs into /usr/local/bin works as on any base.
 const PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
@@ -38,16 +40,33 @@ const ARCHES: &[Arch] = &[
 /// Makes sure the registry holds the base image, and returns its reference.
 pub async fn ensure(dir: &Path, registry: &Registry) -> Result<String> {
     let reference = registry.image(REPO);
-    if let Ok(raw) = inspect_raw(registry, &reference).await
-        && verify(&raw).is_ok()
-    {
-        tracing::info!(%reference, "base image already in the registry");
-        return Ok(reference);
+    let raw = match inspect_raw(registry, &reference).await {
+        Ok(raw) if verify(&raw).is_ok() => {
+            tracing::info!(%reference, "base image already in the registry");
+            raw
+        }
+        _ => {
+            let debs = fetch_debs().await?;
+            build(dir, registry, &reference, &debs).await?;
+            let raw = inspect_raw(registry, &reference).await?;
+            verify(&raw).with_context(|| format!("{reference} after the push"))?;
+            raw
+        }
+    };
+    let latest = registry.image(LATEST);
+    if inspect_raw(registry, &latest).await.ok() != Some(raw) {
+        run(Command::new("skopeo")
+            .args(["copy", "--all", "--preserve-digests", "--authfile"])
+            .arg(&registry.auth_file)
+            .arg("--src-cert-dir")
+            .arg(&registry.cert_dir)
+            .arg("--dest-cert-dir")
+            .arg(&registry.cert_dir)
+            .arg(format!("docker://{reference}"))
+            .arg(format!("docker://{latest}")))
+        .await
+        .with_context(|| format!("tagging {reference} as {latest}"))?;
     }
-    let debs = fetch_debs().await?;
-    build(dir, registry, &reference, &debs).await?;
-    let raw = inspect_raw(registry, &reference).await?;
-    verify(&raw).with_context(|| format!("{reference} after the push"))?;
     Ok(reference)
 }
 
