@@ -53,9 +53,10 @@ pub struct ReconcileLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PhaseLabels {
-    /// `observe` (caches, builder and base images, the plan), `placing` (waiting for the placing lock
-    /// and planning again), `jobs` (creating and deleting Jobs), `publish`, `rollout`, `status` (the
-    /// status patch) or `events`.
+    /// `observe` (the caches; a ConfigMap or Secret read where they have not caught up),
+    /// `tool_images` and `base_images` (their registries, where not kept), `plan`, `placing` (waiting
+    /// for the placing lock; observe to plan run again after it), `jobs` (creating and deleting Jobs),
+    /// `publish`, `rollout`, `status` (the status patch) or `events` (handed to their sender).
     pub phase: &'static str,
 }
 

@@ -368,8 +368,7 @@ async fn reconcile_build(
     }
     let generation = build.metadata.generation.unwrap_or_default();
     let now = now();
-    let (mut observed, mut bases, mut plan) = observe_and_plan(build, ctx, &now).await?;
-    laps.lap("observe");
+    let (mut observed, mut bases, mut plan) = observe_and_plan(build, ctx, &now, laps).await?;
     // Two builds placed at once would each see a node's last slot free: placing Jobs on nodes with
     // slots is one reconcile at a time, on what the others placed (planned again under the lock, it
     // may be Queued now). The Jobs it plans count as created (expected in the caches) before the lock
@@ -377,8 +376,8 @@ async fn reconcile_build(
     let placing = match &plan.next {
         Next::Go(go) if go.decision.create.iter().any(|create| create.placed.bounded) => {
             let placing = ctx.placing.lock().await;
-            (observed, bases, plan) = observe_and_plan(build, ctx, &now).await?;
             laps.lap("placing");
+            (observed, bases, plan) = observe_and_plan(build, ctx, &now, laps).await?;
             Some(placing)
         }
         _ => None,
@@ -450,10 +449,13 @@ async fn observe_and_plan(
     build: &MultiArchBuild,
     ctx: &Context,
     now: &Time,
+    laps: &mut Laps<'_>,
 ) -> Result<(observe::Observed, Resolved, BuildPlan), Error> {
     let emulation = ctx.config.emulation_labels();
     let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
+    laps.lap("observe");
     let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
+    laps.lap("tool_images");
     let (allowed_builder_images, slots, no_bases) =
         (ctx.config.allowed_builder_images(), ctx.config.build_slots(), Default::default());
     let observation = Observation {
@@ -500,8 +502,10 @@ async fn observe_and_plan(
         },
         (None, None) => Resolved::default(),
     };
+    laps.lap("base_images");
     let dockerfile = observation.dockerfile.or(git_context.as_ref());
     let plan = plan(&Observation { bases: &bases.pins, dockerfile, ..observation });
+    laps.lap("plan");
     Ok((observed, bases, plan))
 }
 
