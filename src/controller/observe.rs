@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Node, Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ use crate::plan::decide::JobObservation;
 use crate::plan::git;
 use crate::plan::inputs::build_label;
 use crate::plan::job::{BUILD_LABEL, BUILDER_CONTAINER, PLATFORM_LABEL};
-use crate::plan::job_status::{has_ended, observe_job};
+use crate::plan::job_status::{has_ended, observe_job, pod_overdue};
 use crate::plan::nodes::{EmulationLabels, NodeView};
 use crate::plan::placement::matches_terms;
 
@@ -40,7 +41,8 @@ pub struct Observed {
 }
 
 /// What one reconcile of `build` reads: everything from the watch caches, except a ConfigMap context
-/// whose content changed (read once per change) and the events of a running Job that has no pod.
+/// whose content changed (read once per change) and the events of a running Job that has had no pod for
+/// a while ([`pod_overdue`]).
 pub async fn observe(
     client: &Client,
     caches: &Caches,
@@ -54,6 +56,7 @@ pub async fn observe(
     };
     let nodes = caches.nodes.state();
     let owner = build.uid();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut pods_by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
     for pod in caches.pods.state().iter().filter(|p| ours(p.labels(), p.metadata.namespace.as_ref())) {
         if let Some(job) = pod.labels().get(JOB_NAME_LABEL).cloned() {
@@ -68,7 +71,7 @@ pub async fn observe(
     let (mut observed, mut resolve_jobs) = (Vec::new(), Vec::new());
     for job in owned {
         let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
-        let create_failure = match pods.is_empty() && !has_ended(job) {
+        let create_failure = match pods.is_empty() && pod_overdue(job, &now) {
             true => create_failure(client, job).await?,
             false => None,
         };

@@ -116,6 +116,19 @@ pub fn has_ended(job: &Job) -> bool {
     true_condition(job, "Complete").is_some() || true_condition(job, "Failed").is_some()
 }
 
+/// How long a Job may be without a pod before the Job controller's `FailedCreate` events are read:
+/// its pod normally appears within a second or two, and reading events (a LIST) is costly when a
+/// namespace holds thousands of them.
+pub const POD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether a running Job without pods has been so for longer than [`POD_GRACE`], so it is worth
+/// asking why (a Job planned but not in the caches yet has no creation time, and is not).
+pub fn pod_overdue(job: &Job, now: &Time) -> bool {
+    let created = job.metadata.creation_timestamp.as_ref();
+    let overdue = created.is_some_and(|c| now.0.duration_since(c.0).unsigned_abs() > POD_GRACE && c.0 < now.0);
+    overdue && !has_ended(job)
+}
+
 fn true_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
     let conditions = job.status.as_ref()?.conditions.as_ref()?;
     conditions.iter().find(|c| c.type_ == type_ && c.status == "True")
@@ -203,6 +216,18 @@ mod tests {
             "status": {"startTime": "2026-01-01T00:00:01Z", "conditions": conditions},
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_podless_job_is_asked_about_after_the_grace() {
+        let at = |s: &str| Time(s.parse().unwrap());
+        let running = job(json!([]));
+        assert!(!pod_overdue(&running, &at("2026-01-01T00:00:05Z")), "within the grace");
+        assert!(pod_overdue(&running, &at("2026-01-01T00:00:11Z")));
+        let failed = job(json!([{"type": "Failed", "status": "True"}]));
+        assert!(!pod_overdue(&failed, &at("2026-01-01T00:01:00Z")), "ended");
+        let planned = Job::default();
+        assert!(!pod_overdue(&planned, &at("2026-01-01T00:01:00Z")), "not created yet");
     }
 
     fn pod(created: &str, node: Option<&str>, status: serde_json::Value) -> Pod {
