@@ -124,9 +124,8 @@ pub const POD_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Whether a running Job without pods has been so for longer than [`POD_GRACE`], so it is worth
 /// asking why (a Job planned but not in the caches yet has no creation time, and is not).
 pub fn pod_overdue(job: &Job, now: &Time) -> bool {
-    let created = job.metadata.creation_timestamp.as_ref();
-    let overdue = created.is_some_and(|c| now.0.duration_since(c.0).unsigned_abs() > POD_GRACE && c.0 < now.0);
-    overdue && !has_ended(job)
+    let waited = job.metadata.creation_timestamp.as_ref().map(|created| now.0.duration_since(created.0));
+    waited.is_some_and(|w| w.is_positive() && w.unsigned_abs() > POD_GRACE) && !has_ended(job)
 }
 
 fn true_condition<'a>(job: &'a Job, type_: &str) -> Option<&'a JobCondition> {
