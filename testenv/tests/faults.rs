@@ -130,6 +130,8 @@ async fn a_git_branch_builds_one_commit_for_every_platform_and_polls_for_new_one
     nodes.patch("jetson-1", &PatchParams::default(), &Patch::Merge(cordon(true))).await?;
     let mut build = blog_build(&env, "blog-branch", &["linux/amd64", "linux/arm64"], "Dockerfile");
     build["spec"]["placement"] = json!("native");
+    // A builder, so that arm64 waits: `auto` would assemble this Dockerfile on any node.
+    build["spec"]["builder"] = json!({"kind": "buildah"});
     build["spec"]["source"] = json!({"git": {"url": repo.url(), "revision": "main"}});
     api(&client).patch("blog-branch", &PatchParams::apply("test"), &Patch::Apply(&build)).await?;
     let phase = |s: &Value, platform: &str| {
