@@ -60,6 +60,9 @@ pub struct PhaseLabels {
     pub phase: &'static str,
 }
 
+/// A reconcile's or a phase's time: 1 ms to about 16 s.
+const RECONCILE_BUCKETS: [f64; 8] = [0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 pub struct Metrics {
@@ -81,13 +84,8 @@ impl Default for Metrics {
         let metrics = Metrics {
             reconciles: Counter::default(),
             reconcile_errors: Family::default(),
-            // 1 ms to about 16 s.
-            reconcile_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0])
-            }),
-            reconcile_phase_seconds: Family::new_with_constructor(|| {
-                Histogram::new([0.001, 0.004, 0.016, 0.064, 0.256, 1.0, 4.0, 16.0])
-            }),
+            reconcile_seconds: Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS)),
+            reconcile_phase_seconds: Family::new_with_constructor(|| Histogram::new(RECONCILE_BUCKETS)),
             platform_builds: Family::default(),
             // 5 s to about 85 min: native builds of small images up to emulated builds of large ones.
             platform_build_seconds: Family::new_with_constructor(|| {

@@ -117,8 +117,8 @@ impl BaseFiles {
         }
     }
 
-    /// Applies one layer blob (a tar: gzipped, zstd-compressed or plain) on top of the layers before it, reading it to its
-    /// end, and takes what it reads from `budget`.
+    /// Applies one layer blob (a tar: gzipped, zstd-compressed or plain) on top of the layers before it,
+    /// reading it to its end, and takes what it reads from `budget`.
     pub fn apply_layer<R: Read>(&mut self, blob: R, budget: &mut Budget) -> Result<(), BaseFilesError> {
         let mut blob = BufReader::new(blob);
         let magic = blob.fill_buf().map_err(BaseFilesError::Tar)?;
