@@ -203,14 +203,14 @@ pub enum BuildMode {
 /// Progress of one platform's build.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum PlatformPhase {
-    /// Not started.
+    /// Not started: its build Job is created, or about to be, and no pod of it is on a node yet.
     #[default]
     Pending,
     /// Waiting for a node that can build it (for example `placement: native` and no such node is Ready).
     Waiting,
     /// Its nodes run as many builds as `--max-builds-per-node` allows; it starts when one ends.
     Queued,
-    /// The build Job runs.
+    /// The build Job's pod is on a node (`node`, `startedAt` set).
     Building,
     /// Built and pushed; `digest` is set.
     Succeeded,
@@ -264,13 +264,13 @@ pub struct PlatformStatus {
     /// Digest of the platform's image manifest, `sha256:...`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// When the current attempt started.
+    /// When its build Job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
     /// When the build finished, successfully or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<Time>,
-    /// Number of attempts so far.
+    /// Build pods that reached a node so far (each retry is a new pod).
     #[serde(default)]
     pub attempts: i32,
     /// The base images this platform's build uses, each by the digest of its image for the platform.

@@ -351,6 +351,9 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
                 let message = format!("no build pod ran within spec.builder.timeout ({timeout}): {why}");
                 (PlatformPhase::Failed, None, Some(message))
             }
+            // Not started until its pod is on a node and the Job controller has said when it began.
+            // Those, and the pod's creation, come within a second: one status change, not four.
+            _ if job.node.is_none() || job.started_at.is_none() => (PlatformPhase::Pending, None, job.problem.clone()),
             _ => (PlatformPhase::Building, None, job.problem.clone()),
         },
         JobState::Succeeded { message: None } if awaiting_pod_result(job, input.now).is_some() => {
@@ -386,21 +389,23 @@ fn observed_status(platform: &Platform, job: &JobObservation, input: &Inputs) ->
             )
         }
     };
+    // Pending shows nothing of a start that is half reported (see above).
+    let started = phase != PlatformPhase::Pending;
     Observed::Status(PlatformStatus {
         platform: platform.to_string(),
         mode: job.mode,
         builder: job.tool,
         placement_reason: job.placement_reason.clone(),
-        node: job.node.clone(),
+        node: job.node.clone().filter(|_| started),
         job: Some(job.name.clone()),
         // Set by `decide` for every entry.
         inputs: None,
         base_images: Vec::new(),
         phase,
         digest,
-        started_at: job.started_at.clone(),
+        started_at: job.started_at.clone().filter(|_| started),
         completed_at: job.completed_at.clone().or_else(|| (phase == PlatformPhase::Failed).then(|| input.now.clone())),
-        attempts: job.attempts,
+        attempts: if started { job.attempts } else { 0 },
         message,
         waiting_since: None,
     })
@@ -525,7 +530,8 @@ pub(crate) mod tests {
     }
 
     fn observed(name: &str, state: JobState) -> JobObservation {
-        JobObservation { name: name.into(), state, attempts: 1, ..Default::default() }
+        let (node, started_at) = (Some("x86-1".into()), Some(time(900)));
+        JobObservation { name: name.into(), state, attempts: 1, node, started_at, ..Default::default() }
     }
 
     fn digest(c: char) -> String {
@@ -561,6 +567,26 @@ pub(crate) mod tests {
 
         world.jobs[1].state = succeeded('b');
         assert_eq!(world.decide().built().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_platform_builds_once_its_pod_is_on_a_node() {
+        let mut world = World::new(spec(&["linux/amd64"]));
+        let name = world.job_names().remove(0);
+        let started = JobObservation { started_at: Some(time(990)), ..observed(&name, JobState::Running) };
+        // The Job started and its pod is not scheduled yet, or the pod is and the Job's start not
+        // reported yet: one status for all of it, with no start to show.
+        let unscheduled = JobObservation { node: None, attempts: 0, ..started.clone() };
+        for job in [unscheduled, JobObservation { started_at: None, ..started.clone() }] {
+            world.jobs = vec![job];
+            let pending = world.decide().platforms.remove(0);
+            let shown = (pending.phase, pending.started_at, pending.node, pending.attempts);
+            assert_eq!(shown, (PlatformPhase::Pending, None, None, 0));
+        }
+        world.jobs = vec![started];
+        let building = world.decide().platforms.remove(0);
+        assert_eq!(building.phase, PlatformPhase::Building);
+        assert_eq!((building.started_at, building.node.as_deref()), (Some(time(990)), Some("x86-1")));
     }
 
     #[test]
@@ -659,10 +685,11 @@ pub(crate) mod tests {
             unplaced_since: Some(time(990)),
             problem: Some(refused.into()),
             attempts: 0,
+            node: None,
             ..observed(&name, JobState::Running)
         }];
         let waiting = world.decide();
-        assert_eq!(waiting.platforms[0].phase, PlatformPhase::Building);
+        assert_eq!(waiting.platforms[0].phase, PlatformPhase::Pending);
         assert_eq!(waiting.platforms[0].message.as_deref(), Some(refused));
         assert_eq!(waiting.recheck_in, Some(Duration::from_secs(20)));
 

@@ -22,7 +22,7 @@ pub struct JobObservation {
     pub state: JobState,
     /// Node of the newest pod.
     pub node: Option<String>,
-    /// Pods seen (each retry is a new pod; pods deleted since are not counted).
+    /// Pods that reached a node (each retry is a new pod; pods deleted since are not counted).
     pub attempts: i32,
     pub started_at: Option<Time>,
     pub completed_at: Option<Time>,
@@ -103,7 +103,7 @@ pub fn observe_job(job: &Job, mut pods: Vec<Pod>, create_failure: Option<String>
         placement_reason: job.annotations().get(PLACEMENT_REASON_ANNOTATION).cloned(),
         state,
         node: pods.iter().rev().find_map(node_of),
-        attempts: pods.len() as i32,
+        attempts: pods.iter().filter(|p| node_of(p).is_some()).count() as i32,
         started_at: status.start_time,
         completed_at,
         unplaced_since,
