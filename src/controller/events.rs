@@ -18,7 +18,7 @@ use crate::metrics::{BuildLabels, Metrics, RolloutLabels};
 use crate::plan::base_images::moved;
 
 /// One event per platform that changed phase, per rollout target that changed state, and one when the
-/// build's phase changes.
+/// build's phase changes (to Building only where no other event of the change says so).
 pub(super) async fn record_transitions(
     build: &MultiArchBuild,
     ctx: &Context,
@@ -83,7 +83,10 @@ pub(super) async fn record_transitions(
     for note in old.map(|old| moved(old, new)).unwrap_or_default() {
         events.push(event(EventType::Normal, Reason::BaseImageChanged, "Build", None, note));
     }
-    if old.and_then(|o| o.phase) != new.phase {
+    // Building is what the platform events of the same change say already (a platform started,
+    // waits or is queued): the build's phase event would repeat them.
+    let said = new.phase == Some(BuildPhase::Building) && !events.is_empty();
+    if old.and_then(|o| o.phase) != new.phase && !said {
         let ready = new.conditions.iter().find(|c| c.type_ == condition::READY);
         let message = ready.map(|c| c.message.clone()).unwrap_or_default();
         let type_ = if new.phase == Some(BuildPhase::Failed) { EventType::Warning } else { EventType::Normal };
