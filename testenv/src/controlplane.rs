@@ -201,11 +201,14 @@ async fn get_ok(http: &reqwest::Client, url: &str) -> Result<()> {
 /// The operator's ServiceAccount, whose requests the audit log records (for `make bench`).
 pub const OPERATOR_USER: &str = "system:serviceaccount:archway-system:archway";
 
-/// An audit policy that records the operator's requests only, so the log stays small.
+/// An audit policy that records the operator's requests only, so the log stays small; its status
+/// writes with their bodies, so a benchmark can tell what each one changed.
 fn write_audit_policy(dir: &Path) -> Result<PathBuf> {
     let path = dir.join("audit-policy.yaml");
     let policy = format!(
         "apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n\
+         - level: Request\n  users: [\"{OPERATOR_USER}\"]\n  verbs: [patch, update]\n\
+         \x20 resources: [{{group: archway.dev, resources: [multiarchbuilds/status]}}]\n\
          - level: Metadata\n  users: [\"{OPERATOR_USER}\"]\n- level: None\n"
     );
     std::fs::write(&path, policy).with_context(|| format!("writing {}", path.display()))?;
