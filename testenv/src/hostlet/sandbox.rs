@@ -215,6 +215,8 @@ pub(crate) struct Launch {
     pub script: String,
     pub log: PathBuf,
     pub termination_log: PathBuf,
+    /// Its CPU priority (`nice`: 0 normal, 19 the lowest).
+    pub nice: i32,
 }
 
 /// How a container ended: its exit code, its termination message, and the tail of its log.
@@ -248,8 +250,8 @@ pub(crate) async fn run(launch: Launch) -> Result<Exit> {
         .append(true)
         .open(&launch.log)
         .with_context(|| format!("opening {}", launch.log.display()))?;
-    let mut cmd = tokio::process::Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+    let mut cmd = tokio::process::Command::new("nice");
+    cmd.args(["-n", &launch.nice.to_string(), "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
         .arg(&launch.script)
         .arg("sh")
         .args(&launch.argv)
@@ -260,7 +262,7 @@ pub(crate) async fn run(launch: Launch) -> Result<Exit> {
         .stderr(log)
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = cmd.spawn().context("starting unshare")?;
+    let mut child = cmd.spawn().context("starting nice unshare")?;
     let _guard = GroupGuard(child.id().map(|id| Pid::from_raw(id as i32)));
     let status = child.wait().await.context("waiting for the container")?;
     let code = status.code().unwrap_or_else(|| {
@@ -362,18 +364,20 @@ exec \"$@\"
             read_only: false,
             is_file: true,
         };
-        let script = format!("cat {target}/key > /dev/termination-log; echo out; pwd; touch {target}/no || exit 3");
+        let script =
+            format!("cat {target}/key > /dev/termination-log; echo out; nice; pwd; touch {target}/no || exit 3");
         let launch = Launch {
             argv: vec!["sh".into(), "-c".into(), script],
             env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
             script: mount_script(&mounts, &termination, Some("/var")),
             log: sandbox.log_path("c"),
             termination_log: sandbox.termination_path("c"),
+            nice: 19,
         };
         let exit = run(launch).await.unwrap();
         assert_eq!(exit.code, 3, "read-only mount refused the write; log: {}", exit.log_tail);
         assert_eq!(exit.message, "s3cret");
-        assert!(exit.log_tail.starts_with("out\n/var\n"), "{}", exit.log_tail);
+        assert!(exit.log_tail.starts_with("out\n19\n/var\n"), "{}", exit.log_tail);
         // The mounts stayed in the namespace: the host sees an empty mount point.
         assert!(!Path::new(&target).join("key").exists());
         assert_eq!(std::fs::read(TERMINATION_LOG).unwrap(), b"");
