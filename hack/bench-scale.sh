@@ -69,11 +69,15 @@ scrape() {
 }
 lines() { wc -l <"$audit"; }
 # The audit log's requests in lines ($1, $2] as JSON: total and writes (Lease apart), Lease, by verb
-# and by verb and resource.
+# and by verb and resource, and the apiserver's own time for each status write (received -> answered).
 requests() {
   sed -n "$(($1 + 1)),$2p" "$audit" | python3 -c '
 import json, sys
+from datetime import datetime
 rs = [json.loads(l) for l in sys.stdin if l.strip()]
+t = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00")).timestamp()
+status = [t(r["stageTimestamp"]) - t(r["requestReceivedTimestamp"]) for r in rs
+          if r.get("objectRef", {}).get("subresource") == "status" and r["verb"] == "patch"]
 lease = [r for r in rs if r.get("objectRef", {}).get("resource") == "leases"]
 rest = [r for r in rs if r.get("objectRef", {}).get("resource") != "leases"]
 writes = [r for r in rest if r["verb"] in ("create", "update", "patch", "delete", "deletecollection")]
@@ -82,7 +86,7 @@ for r in rest:
     o = r.get("objectRef", {})
     key = r["verb"] + " " + o.get("resource", "?") + ("/" + o["subresource"] if o.get("subresource") else "")
     by[key] = by.get(key, 0) + 1
-print(json.dumps({"total": len(rest), "writes": len(writes), "lease": len(lease), "by": by}))'
+print(json.dumps({"total": len(rest), "writes": len(writes), "lease": len(lease), "by": by, "status_seconds": status}))'
 }
 # Builds of this run whose .status.phase is $1 (or the platform phase with $2).
 count_phase() {
@@ -227,11 +231,14 @@ def parse(path):
 # Per scrape, per replica (pod).
 m = {k: {p.split(".", 1)[1]: parse(f"{work}/{p}") for p in os.listdir(work) if p.startswith(k + ".")} for k in ("m0", "m1", "m2", "m3", "m4", "m5")}
 restarted = set()
+def add(total, more):
+    """Two bucket lists [(le, count)] added; an empty one (a replica without the series) adds nothing."""
+    return total if not more else more if not total else [(le, c + d) for (le, c), (_, d) in zip(total, more)]
 def increase(a, b, registry=None):
     """Each replica's increase from scrape a to scrape b, from zero when it restarted in between, summed:
     (reconciles, duration sum, [(le, count)] of the reconciles whose `registry` label is `registry`, or
     of all)."""
-    total, secs, buckets = 0.0, 0.0, None
+    total, secs, buckets = 0.0, 0.0, []
     def pick(scrape):
         lists = [v for k, v in scrape["buckets"].items() if registry is None or k == registry]
         return [(le, sum(l[i][1] for l in lists)) for i, (le, _) in enumerate(lists[0])] if lists else []
@@ -244,12 +251,10 @@ def increase(a, b, registry=None):
         total += end["reconciles"] - start["reconciles"]
         secs += end["sum"] - start["sum"]
         e, s0 = pick(end), pick(start)
-        diff = [(le, c - (s0[i][1] if s0 else 0.0)) for i, (le, c) in enumerate(e)]
-        if diff:
-            buckets = diff if buckets is None else [(le, c + d) for (le, c), (_, d) in zip(buckets, diff)]
+        buckets = add(buckets, [(le, c - (s0[i][1] if s0 else 0.0)) for i, (le, c) in enumerate(e)])
     # A replica scraped before but not now (its process restarting) lost what it counted since.
     restarted.update(pod for pod in m[a] if pod not in m[b])
-    return total, secs, buckets or []
+    return total, secs, buckets
 reconciles = lambda a, b: int(increase(a, b)[0])
 r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
 
@@ -261,9 +266,8 @@ def phase_increase(phase, a="m0", b="m5"):
         s0 = m[a].get(pod, {"phases": {}})["phases"].get(phase, {"sum": 0.0, "buckets": []})
         if pod in restarted or not s0["buckets"]:
             s0 = {"sum": 0.0, "buckets": [(le, 0.0) for le, _ in e["buckets"]]}
-        diff = [(le, c - c0) for (le, c), (_, c0) in zip(e["buckets"], s0["buckets"])]
         secs += e["sum"] - s0["sum"]
-        buckets = diff if not buckets else [(le, c + d) for (le, c), (_, d) in zip(buckets, diff)]
+        buckets = add(buckets, [(le, c - c0) for (le, c), (_, c0) in zip(e["buckets"], s0["buckets"])])
     return secs, buckets
 
 def quantile(q, a="m0", b="m5", registry=None, buckets=None):
@@ -354,6 +358,11 @@ events = writes.get("create events", 0)
 print(f"\nrequests while {waiting:,} reach Waiting: {top(r['waiting']['by'])}")
 print(f"writes while {real} build: {top(writes)}; {(r['real']['writes'] - events) / max(2 * real, 1):.1f} per platform build without events")
 print(f"requests on label changes: {top(r['labels']['by'])}")
+for window, label in (("waiting", f"while {waiting:,} reach Waiting"), ("real", f"while {real} build")):
+    times = sorted(r[window]["status_seconds"])
+    if times:
+        print(f"the apiserver's own time for a status write {label} (audit log, received -> answered): "
+              f"p50 {ms(times[len(times) // 2])}, p99 {ms(times[int(len(times) * 0.99)])}, max {ms(times[-1])}")
 windows = {"m1": "applying the waiting builds", "m2": "the real builds", "m3": "settling after them",
            "m4": "the idle window", "m5": "the label changes"}
 leaders = dict(line.split(" ", 1) for line in open(f"{work}/leaders").read().splitlines())
