@@ -19,7 +19,7 @@ mod tool_images;
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -55,7 +55,7 @@ use crate::plan::inputs::{REBUILD_ANNOTATION, build_label};
 use crate::plan::job::BUILD_LABEL;
 use crate::plan::job::BuilderConfig;
 use crate::plan::nodes::{NodeChange, NodeFingerprints};
-use crate::plan::status::{Publish, desired_status};
+use crate::plan::status::{Publish, desired_status, is_progress_only};
 use crate::plan::validate::positive_duration;
 use crate::platform::Platform;
 use crate::registry::RegistryOptions;
@@ -85,6 +85,8 @@ pub struct Context {
     /// The status last written per build (by uid); a deleted build's entry goes within 5 minutes, as
     /// do the kept bodies of workloads no build targets any more.
     written: Mutex<HashMap<String, MultiArchBuildStatus>>,
+    /// Since when a change of mere progress has waited to be written, per build (by uid).
+    held: Mutex<HashMap<String, Instant>>,
     /// Consecutive failures per build, for exponential backoff; reset on success.
     failures: Mutex<HashMap<ObjectRef<Guarded>, u32>>,
     /// Held while a reconcile places and creates build Jobs (see `reconcile_build`).
@@ -92,6 +94,21 @@ pub struct Context {
 }
 
 impl Context {
+    /// How much longer a change of mere progress of build `uid` waits to be written, counted from
+    /// when the first one was seen; `None` once it has waited enough.
+    fn hold(&self, uid: &str) -> Option<Duration> {
+        let mut held = self.held.lock().ok()?;
+        let waited = held.entry(uid.to_string()).or_insert_with(Instant::now).elapsed();
+        PROGRESS_HELD.checked_sub(waited).filter(|left| !left.is_zero())
+    }
+
+    /// Ends the wait of build `uid`'s held change: written, or gone.
+    fn release(&self, uid: &str) {
+        if let Ok(mut held) = self.held.lock() {
+            held.remove(uid);
+        }
+    }
+
     /// Drops what is kept of builds that are no longer in `builds`.
     fn forget_deleted(&self, builds: &Store<Guarded>) {
         let live = builds.state();
@@ -99,6 +116,9 @@ impl Context {
         let refs: HashSet<ObjectRef<Guarded>> = live.iter().map(|b| ObjectRef::from_obj(b.as_ref())).collect();
         if let Ok(mut written) = self.written.lock() {
             written.retain(|uid, _| uids.contains(uid));
+        }
+        if let Ok(mut held) = self.held.lock() {
+            held.retain(|uid, _| uids.contains(uid));
         }
         if let Ok(mut failures) = self.failures.lock() {
             failures.retain(|build, _| refs.contains(build));
@@ -215,6 +235,7 @@ async fn reconcile_until_shutdown(
         config,
         registry_ca: registry_ca.map(String::into_bytes).into_iter().collect(),
         written: Mutex::new(HashMap::new()),
+        held: Mutex::new(HashMap::new()),
         failures: Mutex::new(HashMap::new()),
         placing: tokio::sync::Mutex::new(()),
     });
@@ -235,7 +256,8 @@ async fn reconcile_until_shutdown(
     let concurrency = ctx.config.concurrency;
     let controller = Controller::for_stream(builds, store.clone())
         .with_config(kube::runtime::controller::Config::default().concurrency(concurrency));
-    // What is kept per build (the status last written, the failure count) goes once the build does.
+    // What is kept per build (the status last written, a held change, the failure count) goes once the
+    // build does.
     let (pruning, builds_now) = (ctx.clone(), store.clone());
     tokio::spawn(async move {
         loop {
@@ -439,9 +461,9 @@ async fn reconcile_build(
     let rolling = targets.iter().any(|t| t.state == TargetState::Progressing);
     let status = desired_status(generation, &go.decision, &publish, &targets, build.status.as_ref(), &now);
     let status = MultiArchBuildStatus { source: plan.source(), base_images: bases.status, ..status };
-    write_status(build, ctx, status, laps).await?;
+    let held = write_status(build, ctx, status, laps).await?;
     let poll = base_poll_interval(&build.spec).unwrap_or(Duration::MAX);
-    Ok(Action::requeue(plan.requeue(rolling).min(poll)))
+    Ok(Action::requeue(plan.requeue(rolling).min(poll).min(held.unwrap_or(Duration::MAX))))
 }
 
 /// What the caches, the builder images and the base images say of `build` now, and the plan for it.
@@ -533,8 +555,8 @@ async fn fail_permanently(
     let status = desired_status(generation, &Decision::default(), &publish, &targets, old, &now());
     let source = source.or_else(|| old.and_then(|o| o.source.clone()));
     let base_images = old.map(|o| o.base_images.clone()).unwrap_or_default();
-    write_status(build, ctx, MultiArchBuildStatus { source, base_images, ..status }, laps).await?;
-    Ok(Action::requeue(recheck))
+    let held = write_status(build, ctx, MultiArchBuildStatus { source, base_images, ..status }, laps).await?;
+    Ok(Action::requeue(recheck.min(held.unwrap_or(Duration::MAX))))
 }
 
 fn now() -> Time {
@@ -556,25 +578,38 @@ fn with_last_written_status<'a>(build: &'a MultiArchBuild, ctx: &Context) -> Cow
     }
 }
 
+/// How long a change of mere progress ([`is_progress_only`]) may wait to be written with the next one.
+const PROGRESS_HELD: Duration = Duration::from_secs(1);
+
 /// Applies the status and records its transitions, unless it equals the current one: no write, no event.
+/// A change of mere progress waits up to [`PROGRESS_HELD`] from when it was first seen, for the next
+/// ones: then it returns how much longer, for the reconcile to look again.
 async fn write_status(
     build: &MultiArchBuild,
     ctx: &Context,
     status: MultiArchBuildStatus,
     laps: &mut Laps<'_>,
-) -> Result<(), Error> {
+) -> Result<Option<Duration>, Error> {
+    let uid = build.uid().unwrap_or_default();
     let current = build.status.as_ref();
     if current == Some(&status) {
-        return Ok(());
+        ctx.release(&uid);
+        return Ok(None);
     }
+    if current.is_some_and(|current| is_progress_only(current, &status))
+        && let Some(left) = ctx.hold(&uid)
+    {
+        return Ok(Some(left));
+    }
+    ctx.release(&uid);
     patch_status(ctx, build, &status).await?;
     laps.lap("status");
     record_transitions(build, ctx, current, &status).await;
     laps.lap("events");
     if let Ok(mut written) = ctx.written.lock() {
-        written.insert(build.uid().unwrap_or_default(), status);
+        written.insert(uid, status);
     }
-    Ok(())
+    Ok(None)
 }
 
 async fn patch_status(ctx: &Context, build: &MultiArchBuild, status: &MultiArchBuildStatus) -> Result<(), Error> {

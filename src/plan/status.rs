@@ -155,6 +155,29 @@ pub fn desired_status(
     }
 }
 
+/// Whether `new` differs from `old` only by platforms moving on before they end (among Waiting, Queued,
+/// Pending and Building), and by the words of conditions that say so: nothing kstatus or a rollout
+/// acts on. Such a change may wait a moment to be written with the next one: a Job created, its pod
+/// scheduled and its start reported make one write, not three.
+pub fn is_progress_only(old: &MultiArchBuildStatus, new: &MultiArchBuildStatus) -> bool {
+    let under_way = |phase| {
+        matches!(
+            phase,
+            PlatformPhase::Waiting | PlatformPhase::Queued | PlatformPhase::Pending | PlatformPhase::Building
+        )
+    };
+    let platforms = old.platforms.len() == new.platforms.len()
+        && old
+            .platforms
+            .iter()
+            .zip(&new.platforms)
+            .all(|(o, n)| o.platform == n.platform && (o == n || (under_way(o.phase) && under_way(n.phase))));
+    let conditions = old.conditions.len() == new.conditions.len()
+        && old.conditions.iter().zip(&new.conditions).all(|(o, n)| (&o.type_, &o.status) == (&n.type_, &n.status));
+    let rest = |s: &MultiArchBuildStatus| MultiArchBuildStatus { platforms: vec![], conditions: vec![], ..s.clone() };
+    platforms && conditions && rest(old) == rest(new)
+}
+
 fn platform_summary(decision: &Decision) -> Option<String> {
     let short = decision.platforms.iter().map(|p| p.platform.strip_prefix("linux/").unwrap_or(&p.platform));
     Some(short.collect::<Vec<_>>().join(",")).filter(|s| !s.is_empty())
@@ -276,6 +299,35 @@ mod tests {
         assert_eq!(condition(&ready, "Ready").last_transition_time, time(300));
         assert_eq!(condition(&ready, "Building").last_transition_time, time(300));
         assert_eq!(condition(&ready, "Ready").observed_generation, Some(1));
+    }
+
+    #[test]
+    fn platforms_moving_on_before_they_end_are_progress_only() {
+        let status = |phases: [PlatformPhase; 2]| {
+            let platforms = ["linux/amd64", "linux/arm64"].iter().zip(phases);
+            let decision = decision(platforms.map(|(p, phase)| platform(p, phase, None)).collect());
+            desired_status(1, &decision, &Publish::NotYet, &[], None, &time(100))
+        };
+        let (queued, pending, building) = (PlatformPhase::Queued, PlatformPhase::Pending, PlatformPhase::Building);
+        let first = status([pending, queued]);
+        // Reconciling's reason goes from Queued to Building: words only.
+        assert!(is_progress_only(&first, &status([building, pending])));
+        let mut started = status([building, building]);
+        started.platforms[0].node = Some("x86-1".into());
+        assert!(is_progress_only(&first, &started));
+        // A platform that ends, a new generation, a platform more: written at once.
+        let mut built = started.clone();
+        built.platforms[0].phase = PlatformPhase::Succeeded;
+        assert!(!is_progress_only(&started, &built));
+        assert!(!is_progress_only(&first, &MultiArchBuildStatus { observed_generation: Some(2), ..first.clone() }));
+        let mut more = first.clone();
+        more.platforms.push(platform("linux/arm/v7", pending, None));
+        assert!(!is_progress_only(&first, &more));
+        // A condition that changes its status: kstatus reads it.
+        let mut waiting = status([PlatformPhase::Waiting, queued]);
+        assert!(is_progress_only(&first, &waiting));
+        waiting.conditions[0].status = "Unknown".into();
+        assert!(!is_progress_only(&first, &waiting));
     }
 
     #[test]
