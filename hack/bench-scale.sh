@@ -317,7 +317,10 @@ p99_plan, _ = quantile(0.99, registry="false")
 p50_registry, registry_count = quantile(0.5, registry="true")
 kb = int(rss.split()[0]) if rss.split()[0].isdigit() else None
 heartbeats = nodes * idle // 20
-writes_per = r["real"]["writes"] / (2 * real) if real else float("nan")
+# Events apart: they are the build's history for `kubectl describe`, not its state (the goal counts
+# the Jobs and the status patches: one create and Pending, Building, Succeeded).
+events = r["real"]["by"].get("create events", 0)
+writes_per = (r["real"]["writes"] - events) / (2 * real) if real else float("nan")
 yes = lambda ok: "yes" if ok else "**no**"
 ms = lambda s: f"{s * 1000:.0f} ms"
 rows = [
@@ -345,8 +348,9 @@ rows = [
     (f"last pod finished -> index pushed ({len(lags)} builds; hostlet and registry logs)",
      f"p50 {lags[len(lags) // 2]:.2f} s, max {lags[-1]:.2f} s" if lags else "n/a",
      "<= 1 s", yes(bool(lags) and lags[-1] <= 1.0)),
-    (f"API writes per platform build ({2 * real} platform builds)",
-     f"{writes_per:.1f} ({r['real']['writes']:,} writes)", "<= 4", yes(writes_per <= 4)),
+    (f"API writes per platform build, events apart ({2 * real} platform builds)",
+     f"{writes_per:.1f} ({r['real']['writes'] - events:,} writes); with events {r['real']['writes'] / max(2 * real, 1):.1f} "
+     f"({events:,} events)", "<= 4", yes(writes_per <= 4)),
 ]
 print(f"| {n:,} builds ({waiting:,} waiting, {real} building), {nodes} nodes ({extras} extra), operator: {profile} build | measured | goal | met |")
 print("|---|---|---|---|")
@@ -354,9 +358,8 @@ for row in rows:
     print("| " + " | ".join(row) + " |")
 top = lambda by: ", ".join(f"{k} {v:,}" for k, v in sorted(by.items(), key=lambda kv: -kv[1])[:6]) or "none"
 writes = {k: v for k, v in r["real"]["by"].items() if k.split()[0] in ("create", "update", "patch", "delete")}
-events = writes.get("create events", 0)
 print(f"\nrequests while {waiting:,} reach Waiting: {top(r['waiting']['by'])}")
-print(f"writes while {real} build: {top(writes)}; {(r['real']['writes'] - events) / max(2 * real, 1):.1f} per platform build without events")
+print(f"writes while {real} build: {top(writes)}")
 print(f"requests on label changes: {top(r['labels']['by'])}")
 for window, label in (("waiting", f"while {waiting:,} reach Waiting"), ("real", f"while {real} build")):
     times = sorted(r[window]["status_seconds"])
