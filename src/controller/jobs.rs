@@ -57,18 +57,23 @@ pub(super) async fn apply_jobs(
     if !create.is_empty() || !delete.is_empty() {
         ctx.fence.check().await.inspect_err(|_| ctx.caches.unexpect_jobs(create))?;
     }
-    for (i, job) in create.iter().enumerate() {
-        let name = job.metadata.name.clone().unwrap_or_default();
-        match create_job(&jobs, job, &owner_uid).await {
-            Ok(true) => info!(job = name, "created build job"),
+    // Side by side: one round trip for a build's platforms, not one each.
+    let created = futures::future::join_all(create.iter().map(|job| create_job(&jobs, job, &owner_uid))).await;
+    let mut failed = None;
+    for (job, result) in create.iter().zip(created) {
+        match result {
+            Ok(true) => info!(job = job.metadata.name.as_deref().unwrap_or_default(), "created build job"),
             Ok(false) => {}
             Err(e) => {
-                ctx.caches.unexpect_jobs(&create[i..]);
-                return Err(e);
+                ctx.caches.unexpect_jobs(std::slice::from_ref(job));
+                failed.get_or_insert(e);
             }
         }
     }
-    delete_jobs(&jobs, delete).await
+    match failed {
+        Some(e) => Err(e),
+        None => delete_jobs(&jobs, delete).await,
+    }
 }
 
 /// Creates the git source's resolve Job when one is due, deletes the ones done with.
