@@ -144,8 +144,8 @@ impl PodRun {
     /// the operator, which they must not starve (a benchmark of the operator would measure this
     /// machine's load, not the operator).
     fn nice(&self) -> i32 {
-        let owners = self.pod.metadata.owner_references.iter().flatten();
-        if owners.clone().any(|o| o.kind == "Job") { 19 } else { 0 }
+        let batch = self.pod.metadata.owner_references.iter().flatten().any(|o| o.kind == "Job");
+        if batch { 19 } else { 0 }
     }
 
     fn tool(&self, c: &Container) -> Option<ToolImage> {
