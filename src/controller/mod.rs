@@ -474,7 +474,7 @@ async fn observe_and_plan(
     laps: &mut Laps<'_>,
 ) -> Result<(observe::Observed, Resolved, BuildPlan), Error> {
     let emulation = ctx.config.emulation_labels();
-    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation).await?;
+    let observed = observe::observe(&ctx.client, &ctx.caches, build, &emulation, now).await?;
     laps.lap("observe");
     let images = BuildToolImages::read(&ctx.tool_images, &build.spec, &ctx.builder).await;
     laps.lap("tool_images");

@@ -48,6 +48,7 @@ pub async fn observe(
     caches: &Caches,
     build: &MultiArchBuild,
     emulation: &EmulationLabels,
+    now: &Time,
 ) -> Result<Observed, Error> {
     let namespace = build.namespace().unwrap_or_default();
     let label = build_label(&build.name_any());
@@ -56,7 +57,6 @@ pub async fn observe(
     };
     let nodes = caches.nodes.state();
     let owner = build.uid();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
     let mut pods_by_job: BTreeMap<String, Vec<Pod>> = BTreeMap::new();
     for pod in caches.pods.state().iter().filter(|p| ours(p.labels(), p.metadata.namespace.as_ref())) {
         if let Some(job) = pod.labels().get(JOB_NAME_LABEL).cloned() {
@@ -71,7 +71,7 @@ pub async fn observe(
     let (mut observed, mut resolve_jobs) = (Vec::new(), Vec::new());
     for job in owned {
         let pods = pods_by_job.remove(&job.name_any()).unwrap_or_default();
-        let create_failure = match pods.is_empty() && pod_overdue(job, &now) {
+        let create_failure = match pods.is_empty() && pod_overdue(job, now) {
             true => create_failure(client, job).await?,
             false => None,
         };

@@ -1,6 +1,7 @@
 //! The multi-arch base image `library/busybox:usrmerge` (also tagged `latest`), built from Debian's
 //! busybox-static packages for amd64, arm64, armhf (linux/arm/v7) and armel (linux/arm/v6) with buildah,
-//! and pushed as an OCI index. The registry's storage outlives a run, so this is skipped when the image is already there.
+//! and pushed as an OCI index. The registry's storage outlives a run, so this is skipped when the image
+//! is already there.
 
 use std::collections::BTreeSet;
 use std::fs;
