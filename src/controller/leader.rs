@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use futures::StreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tracing::info;
@@ -58,24 +61,57 @@ pub async fn while_leading<F: Future<Output = ()>>(client: Client, election: &El
 
 /// The check before a write that must happen once or not on stale knowledge (a build Job created or
 /// deleted, the index push, a workload patch): this replica holds the Lease, renewed less than its
-/// duration ago. A leader that was paused past its Lease (a stopped process, a frozen VM, a
-/// partition) learns it here, before writing, rather than after the new leader has written too. Without leader election there is nothing to check.
-#[derive(Clone)]
+/// duration ago by the wall clock. A leader that was paused past its Lease (a stopped process, a frozen
+/// VM, a partition) learns it here, before writing, rather than after the new leader has written too.
+/// The Lease is read from a watch of it, not the apiserver: a copy the watch has not refreshed is only
+/// older, never a later renewal, so it fences no less (a renewal it has not delivered yet may fence a
+/// write that would have been allowed, which is retried). Without leader election there is nothing to
+/// check.
 pub struct Fence {
-    leases: Option<(Api<Lease>, String)>,
+    leases: Option<Watched>,
 }
 
+struct Watched {
+    store: Store<Lease>,
+    lease: ObjectRef<Lease>,
+    identity: String,
+    /// Fills `store` for as long as the fence lives.
+    watch: tokio::task::JoinHandle<()>,
+}
+
+/// How long a check waits for the watch's first list of the Lease before it fences.
+const FIRST_LIST: Duration = Duration::from_secs(5);
+
 impl Fence {
-    pub fn new(client: Client, election: Option<&Election>) -> Fence {
-        Fence { leases: election.map(|e| (Api::namespaced(client, &e.namespace), e.identity.clone())) }
+    /// Starts watching the Lease (of `election`'s namespace) from `client`.
+    pub fn start(client: Client, election: Option<&Election>) -> Fence {
+        let leases = election.map(|election| {
+            let api = Api::<Lease>::namespaced(client, &election.namespace);
+            let one = watcher::Config::default().fields(&format!("metadata.name={LEASE_NAME}"));
+            let (store, writer) = reflector::store();
+            let stream = reflector::reflector(writer, watcher(api, one)).default_backoff();
+            let watch = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+            let lease = ObjectRef::new(LEASE_NAME).within(&election.namespace);
+            Watched { store, lease, identity: election.identity.clone(), watch }
+        });
+        Fence { leases }
     }
 
     pub async fn check(&self) -> Result<(), Error> {
-        let Some((leases, identity)) = &self.leases else { return Ok(()) };
-        let lease = leases.get_opt(LEASE_NAME).await?;
+        let Some(Watched { store, lease, identity, .. }) = &self.leases else { return Ok(()) };
+        let listed = tokio::time::timeout(FIRST_LIST, store.wait_until_ready()).await;
+        let lease = listed.ok().and_then(Result::ok).and_then(|()| store.get(lease));
         match lease {
             Some(lease) if holds(&lease, identity, Timestamp::now()) => Ok(()),
             _ => Err(Error::Fenced(format!("{identity} does not hold the Lease {LEASE_NAME} now"))),
+        }
+    }
+}
+
+impl Drop for Fence {
+    fn drop(&mut self) {
+        if let Some(watched) = &self.leases {
+            watched.watch.abort();
         }
     }
 }

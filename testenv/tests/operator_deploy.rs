@@ -88,6 +88,8 @@ async fn operator_runs_as_its_service_account_with_least_privilege() -> Result<(
         ("update", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
         ("create", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
         ("patch", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
+        ("watch", "coordination.k8s.io", "leases", "", OPERATOR_NAMESPACE, true),
+        ("watch", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
         ("update", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
         ("patch", "coordination.k8s.io", "leases", "", "kube-node-lease", false),
         // What it must not do.
