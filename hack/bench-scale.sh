@@ -21,6 +21,7 @@ real=${BENCH_SCALE_REAL_BUILDS:-50}
 extra=${BENCH_SCALE_EXTRA_NODES:-100}
 idle=${BENCH_SCALE_IDLE_SECONDS:-60}
 timeout=${BENCH_SCALE_TIMEOUT:-1800}
+burst=5
 [ "$real" -le "$n" ] || { echo "BENCH_SCALE_REAL_BUILDS ($real) > BENCH_SCALE_BUILDS ($n)" >&2; exit 1; }
 waiting=$((n - real))
 started=$(date +%s)
@@ -68,6 +69,15 @@ scrape() {
   compgen -G "$1.*" >/dev/null
 }
 lines() { wc -l <"$audit"; }
+# The operator's time on a core and waiting for one (its threads' schedstat, ns; threads that ended
+# since are not counted), and the machine's busy and total CPU time (/proc/stat, ticks), into $1.
+cpu() {
+  { for pid in $(hack/lib/operator-pids.sh "$dir"); do cat /proc/"$pid"/task/*/schedstat; done 2>/dev/null || true; } |
+    awk -v stat="$(head -n 1 /proc/stat)" '
+      BEGIN { split(stat, s); for (i = 2; i <= 9; i++) total += s[i]; idle = s[5] + s[6] }
+      { run += $1; wait += $2 }
+      END { print run + 0, wait + 0, total - idle, total }' >"$1"
+}
 # The audit log's requests in lines ($1, $2] as JSON: total and writes (Lease apart), Lease, by verb
 # and by verb and resource, and the apiserver's own time for each status write (received -> answered).
 requests() {
@@ -136,6 +146,7 @@ t1=$(date +%s.%N)
 sleep 5
 a1=$(lines)
 scrape "$work/m1"
+cpu "$work/c1"
 say "$waiting builds wait ($(awk "BEGIN {printf \"%.0f\", $t1 - $t0}") s)"
 
 # 2. The builds that build, each to a repository of its own.
@@ -153,6 +164,10 @@ spec:
   output: {image: $ARCHWAY_REGISTRY/bench-scale/$run-b$i, tags: [bench], pushSecret: {name: registry-credentials}}
 YAML
 done | kubectl create -f - >/dev/null
+# The burst: the 50 builds' Jobs and pods created, scheduled and started at once.
+sleep "$burst"
+scrape "$work/m1b"
+cpu "$work/c1b"
 deadline=$(($(date +%s) + timeout))
 until [ "$(count_phase real '^(Ready|Failed)/')" -ge "$real" ] || [ "$(date +%s)" -gt "$deadline" ]; do sleep 2; done
 t2=$(date +%s.%N)
@@ -160,6 +175,7 @@ ready=$(count_phase real '^Ready/')
 sleep 5
 a2=$(lines)
 scrape "$work/m2"
+cpu "$work/c2"
 say "$real builds: $ready Ready ($(awk "BEGIN {printf \"%.0f\", $t2 - $t1}") s)"
 
 # 3. Idle: nothing changes but the hostlet's heartbeats (node status every 20 s, node Lease every 10 s).
@@ -197,13 +213,14 @@ grep -F 'msg="response completed"' "$dir/logs/registry.log" | grep -F "/v2/bench
   grep -F 'http.request.method=PUT' | grep -F 'image.index' >"$work/index-puts" || true
 
 python3 - "$work" "$run" "$n" "$waiting" "$real" "$ready" "$nodes" "$extras" "$idle" "$t0" "$t1" "$t2" \
-  "$rss" "$holder0" "$holder1" "$(($(date +%s) - started))" "$profile" <<'PY'
+  "$rss" "$holder0" "$holder1" "$(($(date +%s) - started))" "$profile" "$burst" <<'PY'
 import json, os, re, sys
 from datetime import datetime
 work, run = sys.argv[1], sys.argv[2]
 n, waiting, real, ready, nodes, extras, idle = map(int, sys.argv[3:10])
 t0, t1, t2 = map(float, sys.argv[10:13])
 rss, holder0, holder1, took, profile = sys.argv[13], sys.argv[14], sys.argv[15], int(sys.argv[16]), sys.argv[17]
+burst = int(sys.argv[18])
 
 def parse(path):
     """reconciles, duration sum, and per value of the histogram's `registry` label its [(le, count)]."""
@@ -229,7 +246,7 @@ def parse(path):
                 out["buckets"].setdefault(labels.get("registry", ""), []).append((float(labels["le"]), float(mm.group(3))))
     return out
 # Per scrape, per replica (pod).
-m = {k: {p.split(".", 1)[1]: parse(f"{work}/{p}") for p in os.listdir(work) if p.startswith(k + ".")} for k in ("m0", "m1", "m2", "m3", "m4", "m5")}
+m = {k: {p.split(".", 1)[1]: parse(f"{work}/{p}") for p in os.listdir(work) if p.startswith(k + ".")} for k in ("m0", "m1", "m1b", "m2", "m3", "m4", "m5")}
 restarted = set()
 def add(total, more):
     """Two bucket lists [(le, count)] added; an empty one (a replica without the series) adds nothing."""
@@ -312,6 +329,7 @@ def bucket(x):
             return f"{lo * 1000:g}-{hi * 1000:g} ms"
     return "+Inf"
 p99, _ = quantile(0.99)
+(p99_burst, burst_count), (p99_after, after_count) = quantile(0.99, "m1", "m1b"), quantile(0.99, "m1b", "m2")
 p50_plan, plan_count = quantile(0.5, registry="false")
 p99_plan, _ = quantile(0.99, registry="false")
 p50_registry, registry_count = quantile(0.5, registry="true")
@@ -341,6 +359,8 @@ rows = [
      "—", "—"),
     (f"reconcile p50 / p99 ({count:,.0f} reconciles, bucket-interpolated)",
      f"{ms(p50)} / {ms(p99)} (p99 in the bucket {bucket(p99)}; mean {ms(mean)})", "p99 <= 50 ms", yes(p99 <= 0.05)),
+    (f"... in the {burst} s after the {real} are applied at once / from then until they are Ready",
+     f"{ms(p99_burst)} ({burst_count:,.0f} reconciles) / {ms(p99_after)} ({after_count:,.0f})", "—", "—"),
     (f"... of the {plan_count:,.0f} that call no registry / p50 of the {registry_count:,.0f} that publish",
      f"{ms(p50_plan)} / {ms(p99_plan)} / {ms(p50_registry)}", "—", "—"),
     (f"operator RSS (VmHWM) with {n:,} builds", f"{kb / 1024:.1f} MiB" if kb else rss,
@@ -366,12 +386,22 @@ for window, label in (("waiting", f"while {waiting:,} reach Waiting"), ("real", 
     if times:
         print(f"the apiserver's own time for a status write {label} (audit log, received -> answered): "
               f"p50 {ms(times[len(times) // 2])}, p99 {ms(times[int(len(times) * 0.99)])}, max {ms(times[-1])}")
-windows = {"m1": "applying the waiting builds", "m2": "the real builds", "m3": "settling after them",
+windows = {"m1": "applying the waiting builds", "m1b": "the real builds' first seconds", "m2": "the real builds", "m3": "settling after them",
            "m4": "the idle window", "m5": "the label changes"}
 leaders = dict(line.split(" ", 1) for line in open(f"{work}/leaders").read().splitlines())
 changes = [windows[k] for prev, k in zip(["m0"] + list(windows), list(windows)) if leaders.get(prev) != leaders.get(k)]
 if changes:
     print(f"the leader changed during: {', '.join(changes)}")
+def cpu(a, b):
+    """The machine's busy share, and the operator's wait for a core per second it ran, from a to b."""
+    (run0, wait0, busy0, total0), (run1, wait1, busy1, total1) = (
+        [float(x) for x in open(f"{work}/{k}").read().split()] for k in (a, b))
+    ran = run1 - run0
+    return (busy1 - busy0) / max(total1 - total0, 1), (wait1 - wait0) / ran if ran > 0 else float("nan")
+(busy_burst, wait_burst), (busy_after, wait_after) = cpu("c1", "c1b"), cpu("c1b", "c2")
+print(f"CPU in the {burst} s after the {real} are applied / from then until Ready: the machine busy "
+      f"{busy_burst:.0%} / {busy_after:.0%}; the operator waited for a core {wait_burst * 1000:.0f} ms / "
+      f"{wait_after * 1000:.0f} ms per second it ran (its threads' schedstat)")
 phases = sorted({p for scrape in m["m5"].values() for p in scrape["phases"]})
 def phase_figures(phase):
     secs, buckets = phase_increase(phase)
