@@ -6,9 +6,9 @@
 use std::future::Future;
 use std::time::Duration;
 
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
-use futures::StreamExt;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
@@ -63,15 +63,15 @@ pub async fn while_leading<F: Future<Output = ()>>(client: Client, election: &El
 /// deleted, the index push, a workload patch): this replica holds the Lease, renewed less than its
 /// duration ago by the wall clock. A leader that was paused past its Lease (a stopped process, a frozen
 /// VM, a partition) learns it here, before writing, rather than after the new leader has written too.
-/// The Lease is read from a watch of it, not the apiserver: a copy the watch has not refreshed is only
-/// older, never a later renewal, so it fences no less (a renewal it has not delivered yet may fence a
-/// write that would have been allowed, which is retried). Without leader election there is nothing to
-/// check.
+/// The Lease is looked at in a watch of it: a copy the watch has not refreshed is only older, never a
+/// later renewal, so when it says the Lease is held, it is. Only when it does not (not listed yet, run
+/// out, another holder) is the apiserver asked. Without leader election there is nothing to check.
 pub struct Fence {
     leases: Option<Watched>,
 }
 
 struct Watched {
+    api: Api<Lease>,
     store: Store<Lease>,
     lease: ObjectRef<Lease>,
     identity: String,
@@ -79,29 +79,31 @@ struct Watched {
     watch: tokio::task::JoinHandle<()>,
 }
 
-/// How long a check waits for the watch's first list of the Lease before it fences.
-const FIRST_LIST: Duration = Duration::from_secs(5);
-
 impl Fence {
-    /// Starts watching the Lease (of `election`'s namespace) from `client`.
-    pub fn start(client: Client, election: Option<&Election>) -> Fence {
+    /// Starts watching the Lease of `election`'s namespace with `watches`; `requests` asks for it.
+    pub fn start(watches: Client, requests: Client, election: Option<&Election>) -> Fence {
         let leases = election.map(|election| {
-            let api = Api::<Lease>::namespaced(client, &election.namespace);
             let one = watcher::Config::default().fields(&format!("metadata.name={LEASE_NAME}"));
             let (store, writer) = reflector::store();
-            let stream = reflector::reflector(writer, watcher(api, one)).default_backoff();
-            let watch = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
-            let lease = ObjectRef::new(LEASE_NAME).within(&election.namespace);
-            Watched { store, lease, identity: election.identity.clone(), watch }
+            let watched = watcher(Api::<Lease>::namespaced(watches, &election.namespace), one);
+            let watch = tokio::spawn(reflector::reflector(writer, watched).default_backoff().for_each(|_| async {}));
+            Watched {
+                api: Api::namespaced(requests, &election.namespace),
+                store,
+                lease: ObjectRef::new(LEASE_NAME).within(&election.namespace),
+                identity: election.identity.clone(),
+                watch,
+            }
         });
         Fence { leases }
     }
 
     pub async fn check(&self) -> Result<(), Error> {
-        let Some(Watched { store, lease, identity, .. }) = &self.leases else { return Ok(()) };
-        let listed = tokio::time::timeout(FIRST_LIST, store.wait_until_ready()).await;
-        let lease = listed.ok().and_then(Result::ok).and_then(|()| store.get(lease));
-        match lease {
+        let Some(Watched { api, store, lease, identity, .. }) = &self.leases else { return Ok(()) };
+        if store.get(lease).is_some_and(|lease| holds(&lease, identity, Timestamp::now())) {
+            return Ok(());
+        }
+        match api.get_opt(LEASE_NAME).await? {
             Some(lease) if holds(&lease, identity, Timestamp::now()) => Ok(()),
             _ => Err(Error::Fenced(format!("{identity} does not hold the Lease {LEASE_NAME} now"))),
         }

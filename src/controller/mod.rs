@@ -228,7 +228,7 @@ async fn reconcile_until_shutdown(
         events: EventSink::start(clients.requests.clone(), reporter),
         client: clients.requests.clone(),
         caches,
-        fence: Fence::start(client.clone(), config.election().as_ref()),
+        fence: Fence::start(client.clone(), clients.requests, config.election().as_ref()),
         builder: config.builder(registry_ca.clone()),
         tool_images: ToolImages::new(config.registry_mirrors.clone(), registry_auth, registry_options.clone()),
         base_images: BaseImages::new(config.registry_mirrors.clone(), registry_options),
