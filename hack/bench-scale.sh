@@ -251,41 +251,37 @@ restarted = set()
 def add(total, more):
     """Two bucket lists [(le, count)] added; an empty one (a replica without the series) adds nothing."""
     return total if not more else more if not total else [(le, c + d) for (le, c), (_, d) in zip(total, more)]
-def increase(a, b, registry=None):
-    """Each replica's increase from scrape a to scrape b, from zero when it restarted in between, summed:
-    (reconciles, duration sum, [(le, count)] of the reconciles whose `registry` label is `registry`, or
-    of all)."""
+def delta(a, b, series):
+    """Each replica's increase of a histogram from scrape a to scrape b, from zero when it restarted in
+    between, summed: (count, sum, [(le, count)]); `series` picks (count, sum, [(le, count)]) of a scrape."""
     total, secs, buckets = 0.0, 0.0, []
-    def pick(scrape):
-        lists = [v for k, v in scrape["buckets"].items() if registry is None or k == registry]
-        return [(le, sum(l[i][1] for l in lists)) for i, (le, _) in enumerate(lists[0])] if lists else []
     for pod, end in m[b].items():
-        start = m[a].get(pod)
-        if start is None or end["reconciles"] < start["reconciles"] or end["sum"] < start["sum"]:
-            if start is not None:
+        e, s = series(end), series(m[a][pod]) if pod in m[a] else None
+        if s is None or e[0] < s[0] or e[1] < s[1]:
+            if s is not None:
                 restarted.add(pod)
-            start = {"reconciles": 0.0, "sum": 0.0, "buckets": {}}
-        total += end["reconciles"] - start["reconciles"]
-        secs += end["sum"] - start["sum"]
-        e, s0 = pick(end), pick(start)
-        buckets = add(buckets, [(le, c - (s0[i][1] if s0 else 0.0)) for i, (le, c) in enumerate(e)])
+            s = (0.0, 0.0, [])
+        total, secs = total + e[0] - s[0], secs + e[1] - s[1]
+        buckets = add(buckets, [(le, c - (s[2][i][1] if s[2] else 0.0)) for i, (le, c) in enumerate(e[2])])
     # A replica scraped before but not now (its process restarting) lost what it counted since.
     restarted.update(pod for pod in m[a] if pod not in m[b])
     return total, secs, buckets
+def increase(a, b, registry=None):
+    """The reconciles from scrape a to b: (count, duration sum, [(le, count)] of those whose `registry`
+    label is `registry`, or of all)."""
+    def series(scrape):
+        lists = [v for k, v in scrape["buckets"].items() if registry is None or k == registry]
+        buckets = [(le, sum(l[i][1] for l in lists)) for i, (le, _) in enumerate(lists[0])] if lists else []
+        return scrape["reconciles"], scrape["sum"], buckets
+    return delta(a, b, series)
 reconciles = lambda a, b: int(increase(a, b)[0])
 r = {k: json.load(open(f"{work}/r-{k}")) for k in ("waiting", "real", "idle", "labels")}
-
 def phase_increase(phase, a="m0", b="m5"):
     """(sum, [(le, count)]) of one reconcile phase's histogram from scrape a to b, over the replicas."""
-    secs, buckets = 0.0, []
-    for pod, end in m[b].items():
-        e = end["phases"].get(phase, {"sum": 0.0, "buckets": []})
-        s0 = m[a].get(pod, {"phases": {}})["phases"].get(phase, {"sum": 0.0, "buckets": []})
-        if pod in restarted or not s0["buckets"]:
-            s0 = {"sum": 0.0, "buckets": [(le, 0.0) for le, _ in e["buckets"]]}
-        secs += e["sum"] - s0["sum"]
-        buckets = add(buckets, [(le, c - c0) for (le, c), (_, c0) in zip(e["buckets"], s0["buckets"])])
-    return secs, buckets
+    def series(scrape):
+        p = scrape["phases"].get(phase, {"sum": 0.0, "buckets": []})
+        return (p["buckets"][-1][1] if p["buckets"] else 0.0), p["sum"], p["buckets"]
+    return delta(a, b, series)[1:]
 
 def quantile(q, a="m0", b="m5", registry=None, buckets=None):
     """Bucket-interpolated, like PromQL's histogram_quantile, over the reconciles between a and b."""
