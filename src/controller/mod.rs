@@ -5,6 +5,7 @@
 
 mod base_images;
 mod caches;
+mod clients;
 pub mod config;
 mod error;
 mod events;
@@ -36,6 +37,7 @@ use tracing::{instrument, warn};
 
 use base_images::{BaseImages, Resolved};
 use caches::{Caches, WorkloadKey};
+pub use clients::Clients;
 pub use config::OperatorConfig;
 pub use error::Error;
 use events::{EventSink, event, publish_event, record_transitions};
@@ -133,29 +135,6 @@ impl Context {
             })
             .collect();
         self.caches.retain_workloads(|key| targeted.contains(key));
-    }
-}
-
-/// The operator's two connections to the apiserver. kube sets no read timeout by default (watches
-/// guard themselves), so a request that the apiserver never answers (one sent while it restarts)
-/// would hold its build's reconcile for good; requests get one, watches (idle for minutes) do not.
-#[derive(Clone)]
-pub struct Clients {
-    /// For watches and the leader Lease.
-    pub watches: Client,
-    /// For every other request: reads, writes, events.
-    pub requests: Client,
-}
-
-/// How long a request may wait for the apiserver's answer before it fails (and is retried).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl Clients {
-    pub fn new(config: kube::Config) -> Result<Clients, kube::Error> {
-        let mut requests = config.clone();
-        requests.read_timeout = Some(REQUEST_TIMEOUT);
-        requests.reset_reader_on_write = true;
-        Ok(Clients { watches: Client::try_from(config)?, requests: Client::try_from(requests)? })
     }
 }
 
