@@ -69,15 +69,9 @@ scrape() {
   compgen -G "$1.*" >/dev/null
 }
 lines() { wc -l <"$audit"; }
-# The operator's time on a core and waiting for one (its threads' schedstat, ns; threads that ended
-# since are not counted), and the machine's busy and total CPU time (/proc/stat, ticks), into $1.
-cpu() {
-  { for pid in $(hack/lib/operator-pids.sh "$dir"); do cat /proc/"$pid"/task/*/schedstat; done 2>/dev/null || true; } |
-    awk -v stat="$(head -n 1 /proc/stat)" '
-      BEGIN { split(stat, s); for (i = 2; i <= 9; i++) total += s[i]; idle = s[5] + s[6] }
-      { run += $1; wait += $2 }
-      END { print run + 0, wait + 0, total - idle, total }' >"$1"
-}
+# The machine's CPU time so far (/proc/stat's first line: user, nice, system, idle, iowait, ... in
+# ticks) into $1.
+cpu() { head -n 1 /proc/stat >"$1"; }
 # The audit log's requests in lines ($1, $2] as JSON: total and writes (Lease apart), Lease, by verb
 # and by verb and resource, and the apiserver's own time for each status write (received -> answered).
 requests() {
@@ -388,16 +382,12 @@ leaders = dict(line.split(" ", 1) for line in open(f"{work}/leaders").read().spl
 changes = [windows[k] for prev, k in zip(["m0"] + list(windows), list(windows)) if leaders.get(prev) != leaders.get(k)]
 if changes:
     print(f"the leader changed during: {', '.join(changes)}")
-def cpu(a, b):
-    """The machine's busy share, and the operator's wait for a core per second it ran, from a to b."""
-    (run0, wait0, busy0, total0), (run1, wait1, busy1, total1) = (
-        [float(x) for x in open(f"{work}/{k}").read().split()] for k in (a, b))
-    ran = run1 - run0
-    return (busy1 - busy0) / max(total1 - total0, 1), (wait1 - wait0) / ran if ran > 0 else float("nan")
-(busy_burst, wait_burst), (busy_after, wait_after) = cpu("c1", "c1b"), cpu("c1b", "c2")
-print(f"CPU in the {burst} s after the {real} are applied / from then until Ready: the machine busy "
-      f"{busy_burst:.0%} / {busy_after:.0%}; the operator waited for a core {wait_burst * 1000:.0f} ms / "
-      f"{wait_after * 1000:.0f} ms per second it ran (its threads' schedstat)")
+def busy(a, b):
+    """The machine's busy share of its CPU time from a to b (idle and iowait are not busy)."""
+    (t0, i0), (t1, i1) = ((sum(v), v[3] + v[4]) for v in ([int(x) for x in open(f"{work}/{k}").read().split()[1:9]] for k in (a, b)))
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+print(f"the machine's CPU busy in the {burst} s after the {real} are applied: {busy('c1', 'c1b'):.0%}; "
+      f"from then until they are Ready: {busy('c1b', 'c2'):.0%}")
 phases = sorted({p for scrape in m["m5"].values() for p in scrape["phases"]})
 def phase_figures(phase):
     secs, buckets = phase_increase(phase)
