@@ -1,5 +1,6 @@
 //! The operator's two clients of the apiserver: kube's own stack (base URI, retries of 429/503/504,
-//! authentication, extra headers, timeouts) over a connector that sets TCP_NODELAY. kube 5 leaves
+//! authentication, extra headers, timeouts; not its debug-level span per request) over a connector
+//! that sets TCP_NODELAY. kube 5 leaves
 //! Nagle's algorithm on (kube-rs/kube#2056): the first request on a new connection, written right
 //! after the TLS handshake's last message, then waits for the apiserver's delayed ACK, 40 ms or more,
 //! and a burst of writes opens connections and pays that on each (seen with strace in
